@@ -1,0 +1,95 @@
+"""The probe record: one row per request the validator sent, in a fixed schema.
+
+Every probe, whatever happened on the wire, produces exactly these columns; gates, checks and reports
+read nothing else. A probe never raises on a bad response: it records the outcome and the error text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from enum import StrEnum
+
+import pyarrow as pa
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    CLIENT_ERROR = "4xx"
+    RATE_LIMITED = "rate_limited"
+    SERVER_ERROR = "5xx"
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+
+
+def outcome_for_status(status: int) -> Outcome:
+    if status == 429:
+        return Outcome.RATE_LIMITED
+    if status >= 500:
+        return Outcome.SERVER_ERROR
+    if status >= 400:
+        return Outcome.CLIENT_ERROR
+    return Outcome.OK
+
+
+@dataclasses.dataclass
+class ProbeRecord:
+    time: datetime  # wall-clock scheduled send time, timezone-aware UTC
+    campaign_s: float  # seconds since campaign start of the scheduled send time
+    probe: str  # deploy | smoke | prompt_set | stress | identity | determinism
+    case: str  # e.g. health, normal, ambiguous, relationship, stream, a prompt id, create_discord
+    user: str  # the user id the request was sent as ("" when the route has no user)
+    route: str
+    method: str
+    outcome: str  # an Outcome value
+    latency_ms: float | None  # from the *scheduled* send time to the end of the response; None if dropped
+    http_status: int | None = None
+    send_lag_ms: float | None = None  # actual send minus scheduled send (stress: coordinated-omission guard)
+    dropped: bool = False  # could not be sent on time (stress); never silently skipped
+    passed: bool | None = None  # did the case's expectation hold (None: the case has no expectation)
+    expected_ambiguous: bool | None = None  # prompt-set label
+    record_id: str | None = None
+    answer: str | None = None  # truncated answer text
+    ambiguous: bool | None = None  # the target's ambiguity verdict, extracted through the profile
+    relationship_type: str | None = None
+    voice_profile: str | None = None
+    trust_level: str | None = None
+    vi_user_id: str | None = None
+    sse_events: int | None = None
+    request_id: str | None = None  # the request id the validator sent, to join with telemetry
+    error: str | None = None  # why the case failed or the request did not complete
+
+
+RECORD_SCHEMA = pa.schema(
+    [
+        pa.field("time", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("campaign_s", pa.float64(), nullable=False),
+        pa.field("probe", pa.string(), nullable=False),
+        pa.field("case", pa.string(), nullable=False),
+        pa.field("user", pa.string(), nullable=False),
+        pa.field("route", pa.string(), nullable=False),
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("outcome", pa.string(), nullable=False),
+        pa.field("latency_ms", pa.float64()),
+        pa.field("http_status", pa.int32()),
+        pa.field("send_lag_ms", pa.float64()),
+        pa.field("dropped", pa.bool_(), nullable=False),
+        pa.field("passed", pa.bool_()),
+        pa.field("expected_ambiguous", pa.bool_()),
+        pa.field("record_id", pa.string()),
+        pa.field("answer", pa.string()),
+        pa.field("ambiguous", pa.bool_()),
+        pa.field("relationship_type", pa.string()),
+        pa.field("voice_profile", pa.string()),
+        pa.field("trust_level", pa.string()),
+        pa.field("vi_user_id", pa.string()),
+        pa.field("sse_events", pa.int32()),
+        pa.field("request_id", pa.string()),
+        pa.field("error", pa.string()),
+    ]
+)
+
+
+def records_to_table(records: list[ProbeRecord]) -> pa.Table:
+    columns = {field.name: [getattr(r, field.name) for r in records] for field in RECORD_SCHEMA}
+    return pa.Table.from_pydict(columns, schema=RECORD_SCHEMA)
