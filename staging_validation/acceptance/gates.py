@@ -1,0 +1,455 @@
+"""The five acceptance gates as pure functions of the probe-record and telemetry-event tables.
+
+Each gate returns its status, the measured values, the thresholds it applied, its sample count, the
+rule that decided (a stable id such as `gate2.rate_review`), a sentence with the numbers, and a few
+rows of evidence. A gate with no signal, or fewer samples than the policy's minimum, is NO_DATA:
+absence of evidence is never a PASS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import pandas as pd
+
+from staging_validation.acceptance.policy import GATE_KEYS, Policy
+from staging_validation.telemetry.events import EventKind
+
+Status = Literal["PASS", "REVIEW", "FAIL", "NO_DATA"]
+EVIDENCE_ROWS = 3
+RELATIONSHIP_CONTEXT = ["relationship_type", "voice_profile", "trust_level"]
+# The identity probe's three checks, recognised by the words in its case names.
+IDENTITY_CHECKS = ("create", "lookup", "link")
+_PROBE_ROW_FIELDS = ["probe", "case", "user", "outcome", "http_status", "passed", "ambiguous",
+                     "expected_ambiguous", *RELATIONSHIP_CONTEXT, "vi_user_id", "request_id", "error"]
+
+
+@dataclasses.dataclass
+class GateResult:
+    gate: int
+    key: str
+    name: str
+    critical: bool
+    status: Status
+    metrics: dict
+    thresholds: dict
+    samples: int
+    rule: str
+    reason: str
+    forces_extend: bool = False
+    evidence: list[dict] = dataclasses.field(default_factory=list)
+    action_item: str | None = None
+
+
+def evaluate_gates(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> list[GateResult]:
+    return [
+        _continuity_pack(events, policy),
+        _ambiguity(records, events, policy),
+        _relationship_determinism(records, events, policy),
+        _governor(events, policy),
+        _identity(records, events, policy),
+    ]
+
+
+# --- shared helpers -----------------------------------------------------------------------------
+
+
+def _number(value: object) -> float | int | None:
+    """A JSON-safe number: numpy scalars become Python numbers, NaN becomes None."""
+    if value is None or pd.isna(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def _time_text(value: object) -> str:
+    return pd.Timestamp(value).isoformat() if not pd.isna(value) else "unknown time"
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:.2f} %"
+
+
+def event_evidence(events: pd.DataFrame, limit: int = EVIDENCE_ROWS) -> list[dict]:
+    ordered = events.sort_values("time").head(limit)
+    return [
+        {"time": _time_text(row.time), "hour": int(row.hour), "line": row.raw if isinstance(row.raw, str)
+         else row.msg}
+        for row in ordered.itertuples()
+    ]
+
+
+def record_evidence(records: pd.DataFrame, limit: int = EVIDENCE_ROWS) -> list[dict]:
+    ordered = records.sort_values("time").head(limit)
+    return [
+        {"time": _time_text(row["time"]), "hour": int(row["hour"]),
+         "row": {k: _number(row[k]) for k in _PROBE_ROW_FIELDS if k in row and not pd.isna(row[k])}}
+        for row in ordered.to_dict("records")
+    ]
+
+
+def _of_kind(events: pd.DataFrame, kind: EventKind) -> pd.DataFrame:
+    return events[events["kind"] == kind.value]
+
+
+def _first_time(frame: pd.DataFrame) -> str:
+    return _time_text(frame["time"].min()) if len(frame) else "unknown time"
+
+
+def _result(number: int, policy: Policy, **fields) -> GateResult:
+    config = policy.gate(number)
+    return GateResult(gate=number, key=GATE_KEYS[number], name=config.name, critical=config.critical,
+                      **fields)
+
+
+# --- gate 1: ContinuityPack integrity -----------------------------------------------------------
+
+
+def _continuity_pack(events: pd.DataFrame, policy: Policy) -> GateResult:
+    config = policy.gates.continuity_pack
+    built = _of_kind(events, EventKind.PACK_BUILT)
+    missing = _of_kind(events, EventKind.PACK_MISSING)
+    fallbacks = _of_kind(events, EventKind.PACK_FALLBACK)
+    samples = len(built) + len(missing) + len(fallbacks)
+    build_p50 = _number(built["built_in_ms"].median()) if len(built) else None
+    size_p50 = _number(built["size_bytes"].median()) if len(built) else None
+    metrics = {"pack_builds": len(built), "missing_packs": len(missing), "fallbacks": len(fallbacks),
+               "build_p50_ms": build_p50, "size_p50_bytes": size_p50}
+    thresholds = {"missing_packs_max": 0, "fallbacks_max": 0,
+                  "build_p50_ms_review_above": config.build_p50_review_ms,
+                  "size_p50_bytes_review_above": config.size_p50_review_bytes}
+    common = dict(metrics=metrics, thresholds=thresholds, samples=samples)
+
+    if len(missing) or len(fallbacks):
+        failing = pd.concat([missing, fallbacks])
+        first = _first_time(failing)
+        return _result(
+            1, policy, status="FAIL", rule="gate1.missing_pack" if len(missing) else "gate1.fallback",
+            reason=(f"{len(missing)} missing-pack event(s) and {len(fallbacks)} default-pack fallback(s) "
+                    f"among {samples} pack outcomes (allowed: 0); first at {first}."),
+            evidence=event_evidence(failing),
+            action_item=f"Find why requests ran without their ContinuityPack (first at {first}) and redeploy.",
+            **common)
+    if len(built) < policy.min_samples:
+        return _result(1, policy, status="NO_DATA", rule="gate1.no_data",
+                       reason=(f"Only {len(built)} ContinuityPack builds observed in telemetry "
+                               f"(minimum {policy.min_samples}); pack integrity cannot be judged."),
+                       evidence=[], **common)
+    reviews = []
+    if build_p50 > config.build_p50_review_ms:
+        reviews.append(("gate1.build_latency_review",
+                        f"pack build latency p50 {build_p50:.1f} ms > {config.build_p50_review_ms:g} ms"))
+    if size_p50 > config.size_p50_review_bytes:
+        reviews.append(("gate1.pack_size_review",
+                        f"pack size p50 {size_p50:.0f} bytes > {config.size_p50_review_bytes} bytes"))
+    if reviews:
+        findings = "; ".join(text for _, text in reviews)
+        return _result(1, policy, status="REVIEW", rule=reviews[0][0],
+                       reason=f"No missing or fallback packs in {len(built)} builds, but {findings}.",
+                       evidence=event_evidence(built.sort_values("built_in_ms", ascending=False)),
+                       action_item=f"Profile ContinuityPack building: {findings}.", **common)
+    return _result(1, policy, status="PASS", rule="gate1.pass",
+                   reason=(f"{len(built)} packs built, 0 missing, 0 fallbacks; build p50 {build_p50:.1f} ms, "
+                           f"size p50 {size_p50:.0f} bytes."),
+                   evidence=event_evidence(built), **common)
+
+
+# --- gate 2: AmbiguityGate rate -----------------------------------------------------------------
+
+
+def _ambiguity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> GateResult:
+    config = policy.gates.ambiguity
+    checks = _of_kind(events, EventKind.AMBIGUITY_CHECK)
+    probe_ids_seen = bool((events["origin"] == "probe").any())
+    counted = checks[checks["origin"] == "organic"] if probe_ids_seen else checks
+    denominator = "organic requests" if probe_ids_seen else "all traffic (no probe request id seen in telemetry)"
+    ambiguous = counted[counted["status"] == "AMBIGUOUS"]
+    rate = len(ambiguous) / len(counted) if len(counted) else None
+
+    labelled = records[(records["probe"] == "prompt_set") & records["expected_ambiguous"].notna()
+                       & records["ambiguous"].notna()]
+    normal = labelled[labelled["expected_ambiguous"] == False]  # noqa: E712 (pandas element-wise)
+    expected_ambiguous = labelled[labelled["expected_ambiguous"] == True]  # noqa: E712
+    false_positives = normal[normal["ambiguous"] == True]  # noqa: E712
+    false_negatives = expected_ambiguous[expected_ambiguous["ambiguous"] == False]  # noqa: E712
+    fp_rate = len(false_positives) / len(normal) if len(normal) else None
+    fn_rate = len(false_negatives) / len(expected_ambiguous) if len(expected_ambiguous) else None
+
+    metrics = {"rate": rate, "denominator": denominator, "checks_counted": len(counted),
+               "ambiguous_counted": len(ambiguous), "probe_checks_excluded": len(checks) - len(counted),
+               "prompt_set_labelled": len(labelled), "false_positives": len(false_positives),
+               "false_negatives": len(false_negatives), "false_positive_rate": fp_rate,
+               "false_negative_rate": fn_rate}
+    thresholds = {"rate_review_at_or_above": config.rate_review, "rate_extend_above": config.rate_extend,
+                  "false_positive_rate_review_above": config.false_positive_review,
+                  "false_negative_rate_review_above": config.false_negative_review}
+    common = dict(metrics=metrics, thresholds=thresholds, samples=len(counted))
+    measured = (f"{len(ambiguous)} of {len(counted)} {denominator} flagged ambiguous"
+                + (f" ({_percent(rate)})" if rate is not None else ""))
+
+    if len(counted) < policy.min_samples:
+        return _result(2, policy, status="NO_DATA", rule="gate2.no_data",
+                       reason=f"{measured}; fewer than {policy.min_samples} ambiguity checks to judge the rate.",
+                       evidence=[], **common)
+    if rate > config.rate_extend:
+        return _result(2, policy, status="REVIEW", rule="gate2.rate_extend", forces_extend=True,
+                       reason=(f"{measured}, above {_percent(config.rate_extend)} (first at "
+                               f"{_first_time(ambiguous)}): more data needed, not a rejection."),
+                       evidence=event_evidence(ambiguous),
+                       action_item=(f"Compare organic ambiguity reasons with development traffic "
+                                    f"(rate {_percent(rate)})."), **common)
+    if len(labelled) < policy.min_samples:
+        return _result(2, policy, status="NO_DATA", rule="gate2.no_prompt_set",
+                       reason=(f"{measured}, but only {len(labelled)} labelled prompt-set results (minimum "
+                               f"{policy.min_samples}): the gate's false-positive and false-negative rates "
+                               "are unknown."),
+                       evidence=event_evidence(ambiguous), **common)
+    reviews = []
+    if fp_rate is not None and fp_rate > config.false_positive_review:
+        reviews.append(("gate2.false_positive_review", false_positives,
+                        f"{len(false_positives)} of {len(normal)} normal prompts flagged ambiguous "
+                        f"({_percent(fp_rate)} > {_percent(config.false_positive_review)})"))
+    if fn_rate is not None and fn_rate > config.false_negative_review:
+        reviews.append(("gate2.false_negative_review", false_negatives,
+                        f"{len(false_negatives)} of {len(expected_ambiguous)} ambiguous prompts not flagged "
+                        f"({_percent(fn_rate)} > {_percent(config.false_negative_review)})"))
+    if rate >= config.rate_review:
+        reviews.append(("gate2.rate_review", None,
+                        f"{measured}, within the review band {_percent(config.rate_review)}–"
+                        f"{_percent(config.rate_extend)}"))
+    if reviews:
+        findings = "; ".join(text for _, _, text in reviews)
+        rows = reviews[0][1]
+        evidence = record_evidence(rows) if rows is not None else event_evidence(ambiguous)
+        return _result(2, policy, status="REVIEW", rule=reviews[0][0], reason=f"{findings}.",
+                       evidence=evidence,
+                       action_item=f"Review AmbiguityGate behaviour with the product owner: {findings}.",
+                       **common)
+    return _result(2, policy, status="PASS", rule="gate2.pass",
+                   reason=(f"{measured}, below {_percent(config.rate_review)}; prompt set: "
+                           f"{len(false_positives)} false positives, {len(false_negatives)} false negatives "
+                           f"in {len(labelled)} labelled prompts."),
+                   evidence=event_evidence(ambiguous), **common)
+
+
+# --- gate 3: relationship determinism -----------------------------------------------------------
+
+
+def relationship_changes(events: pd.DataFrame) -> pd.DataFrame:
+    """Resolutions whose context differs from the same user's previous one, with `explained` set when
+    the new context came from a locked-fact override."""
+    resolved = _of_kind(events, EventKind.RELATIONSHIP_RESOLVED)
+    resolved = resolved[resolved["user_hash"].notna()].sort_values("time", kind="stable")
+    context = resolved[RELATIONSHIP_CONTEXT].astype("string").fillna("")
+    previous = context.groupby(resolved["user_hash"]).shift(1)
+    changed = previous.notna().all(axis=1) & (context != previous).any(axis=1)
+    changes = resolved[changed].copy()
+    changes["explained"] = changes["source"] == "locked_fact"
+    return changes
+
+
+def _relationship_determinism(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> GateResult:
+    config = policy.gates.relationship_determinism
+    probe_rows = records[(records["probe"] == "determinism") & (records["outcome"] == "ok")
+                         & records["relationship_type"].notna()]
+    per_user = probe_rows.groupby("user")
+    request_counts = per_user.size()
+    checked_users = request_counts[request_counts >= config.consecutive_requests].index
+    distinct_contexts = per_user[RELATIONSHIP_CONTEXT].nunique(dropna=False).max(axis=1)
+    disagreeing_users = distinct_contexts[distinct_contexts > 1].index
+    resolutions = _of_kind(events, EventKind.RELATIONSHIP_RESOLVED)
+    changes = relationship_changes(events)
+    unexplained = changes[~changes["explained"]]
+    explained = changes[changes["explained"]]
+
+    metrics = {"probe_users_checked": len(checked_users), "probe_users_disagreeing": len(disagreeing_users),
+               "probe_requests": len(probe_rows), "telemetry_resolutions": len(resolutions),
+               "telemetry_users": int(resolutions["user_hash"].nunique()),
+               "changes_explained_by_locked_fact": len(explained), "changes_unexplained": len(unexplained)}
+    thresholds = {"consecutive_requests": config.consecutive_requests, "unexplained_changes_max": 0,
+                  "telemetry_resolutions_min": policy.min_samples}
+    common = dict(metrics=metrics, thresholds=thresholds, samples=len(probe_rows) + len(resolutions))
+
+    if len(disagreeing_users):
+        rows = probe_rows[probe_rows["user"].isin(disagreeing_users)]
+        return _result(3, policy, status="FAIL", rule="gate3.probe_disagreement",
+                       reason=(f"{len(disagreeing_users)} of {len(per_user)} probe users got different "
+                               f"relationship contexts for consecutive requests; first at {_first_time(rows)}."),
+                       evidence=record_evidence(rows, limit=config.consecutive_requests),
+                       action_item="Find why one user's relationship context is not stable and redeploy.",
+                       **common)
+    if len(unexplained):
+        return _result(3, policy, status="FAIL", rule="gate3.unexplained_change",
+                       reason=(f"{len(unexplained)} relationship context change(s) for "
+                               f"{unexplained['user_hash'].nunique()} user(s) without a locked-fact override "
+                               f"(allowed: 0); first at {_first_time(unexplained)}."),
+                       evidence=event_evidence(unexplained),
+                       action_item="Find why users' relationship context changes mid-campaign and redeploy.",
+                       **common)
+    if not len(checked_users):
+        return _result(3, policy, status="NO_DATA", rule="gate3.no_probe_data",
+                       reason=(f"No probe user completed {config.consecutive_requests} consecutive requests "
+                               f"with a relationship context ({len(probe_rows)} determinism rows)."),
+                       evidence=[], **common)
+    if len(resolutions) < policy.min_samples:
+        return _result(3, policy, status="NO_DATA", rule="gate3.no_telemetry",
+                       reason=(f"Only {len(resolutions)} relationship resolutions in telemetry (minimum "
+                               f"{policy.min_samples}): mid-campaign changes cannot be ruled out."),
+                       evidence=[], **common)
+    if len(explained):
+        return _result(3, policy, status="REVIEW", rule="gate3.locked_fact_override",
+                       reason=(f"{len(explained)} relationship context change(s), each explained by a locked-fact "
+                               f"override; first at {_first_time(explained)}."),
+                       evidence=event_evidence(explained),
+                       action_item=(f"Confirm the {len(explained)} locked-fact override(s) were intended "
+                                    f"(first at {_first_time(explained)})."), **common)
+    return _result(3, policy, status="PASS", rule="gate3.pass",
+                   reason=(f"{len(checked_users)} probe user(s) got the same context on "
+                           f"{config.consecutive_requests}+ consecutive requests; {len(resolutions)} resolutions "
+                           f"for {metrics['telemetry_users']} users showed no context change."),
+                   evidence=record_evidence(probe_rows), **common)
+
+
+# --- gate 4: governor regen health --------------------------------------------------------------
+
+
+def governor_attempts(events: pd.DataFrame) -> pd.Series:
+    """The attempt of each request's `passed` governor line (1 = passed with 0 regenerations)."""
+    passes = _of_kind(events, EventKind.GOVERNOR_PASS)
+    return passes.loc[passes["status"] == "passed", "attempt"].astype("int64")
+
+
+def regen_path_latencies(events: pd.DataFrame) -> pd.Series:
+    """Per request with at least one regeneration: the sum of regen_in_ms over its attempts >= 2."""
+    passes = _of_kind(events, EventKind.GOVERNOR_PASS)
+    regenerations = passes[(passes["attempt"] >= 2) & passes["request_id"].notna()]
+    return regenerations.groupby("request_id")["regen_in_ms"].sum()
+
+
+def _governor(events: pd.DataFrame, policy: Policy) -> GateResult:
+    config = policy.gates.governor
+    attempts = governor_attempts(events)
+    zero_regen = int((attempts == 1).sum())
+    share = zero_regen / len(attempts) if len(attempts) else None
+    regen = regen_path_latencies(events)
+    p99_judged = len(regen) >= policy.min_samples
+    p99 = _number(regen.quantile(0.99)) if len(regen) else None
+    metrics = {"requests_passed": len(attempts), "zero_regen_requests": zero_regen, "zero_regen_share": share,
+               "regen_requests": len(regen), "regen_p99_ms": p99, "regen_p99_judged": p99_judged}
+    thresholds = {"zero_regen_pass_above": config.zero_regen_pass_above,
+                  "zero_regen_fail_below": config.zero_regen_fail_below,
+                  "regen_p99_ms_extend_above": config.regen_p99_extend_ms}
+    common = dict(metrics=metrics, thresholds=thresholds, samples=len(attempts))
+    passes = _of_kind(events, EventKind.GOVERNOR_PASS)
+    measured = f"{zero_regen} of {len(attempts)} requests passed on 0 regenerations"
+    if share is not None:
+        measured += f" ({_percent(share)})"
+    p99_text = (f"regen-path p99 {p99:.0f} ms over {len(regen)} regenerated requests" if p99_judged
+                else f"regen-path p99 not judged ({len(regen)} regenerated requests, minimum {policy.min_samples})")
+
+    if len(attempts) < policy.min_samples:
+        return _result(4, policy, status="NO_DATA", rule="gate4.no_data",
+                       reason=f"{measured}; fewer than {policy.min_samples} governed requests to judge.",
+                       evidence=[], **common)
+    regenerated = passes[(passes["status"] == "passed") & (passes["attempt"] > 1)]
+    if share < config.zero_regen_fail_below:
+        return _result(4, policy, status="FAIL", rule="gate4.zero_regen_fail",
+                       reason=f"{measured}, below {_percent(config.zero_regen_fail_below)}; {p99_text}.",
+                       evidence=event_evidence(regenerated),
+                       action_item="Find why the Governor regenerates so often before re-measuring.", **common)
+    if share <= config.zero_regen_pass_above:
+        return _result(4, policy, status="REVIEW", rule="gate4.zero_regen_review",
+                       forces_extend=p99_judged and p99 > config.regen_p99_extend_ms,
+                       reason=(f"{measured}, within {_percent(config.zero_regen_fail_below)}–"
+                               f"{_percent(config.zero_regen_pass_above)}; {p99_text}."),
+                       evidence=event_evidence(regenerated),
+                       action_item="Re-measure Governor regenerations over the extension.", **common)
+    if p99_judged and p99 > config.regen_p99_extend_ms:
+        slowest = regen.sort_values(ascending=False).head(EVIDENCE_ROWS).index
+        return _result(4, policy, status="REVIEW", rule="gate4.regen_p99_extend", forces_extend=True,
+                       reason=(f"{measured}, but {p99_text} > {config.regen_p99_extend_ms:g} ms: more data "
+                               "needed, not a rejection."),
+                       evidence=event_evidence(passes[passes["request_id"].isin(slowest)
+                                                      & (passes["status"] == "passed")]),
+                       action_item="Find which requests make Governor regeneration slow.", **common)
+    return _result(4, policy, status="PASS", rule="gate4.pass",
+                   reason=f"{measured}, above {_percent(config.zero_regen_pass_above)}; {p99_text}.",
+                   evidence=event_evidence(regenerated), **common)
+
+
+# --- gate 5: identity correctness ---------------------------------------------------------------
+
+
+def identity_merges(records: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+    """Accidental merges: probe `create` rows of different identities sharing one id, and telemetry
+    create/resolve operations returning an id that belongs to another, never linked, identity.
+    Returns `time`, `hour`, `source` ("probe"|"telemetry"), `detail` and an evidence `line`."""
+    found = []
+    creates = records[(records["probe"] == "identity") & records["case"].str.contains("create")
+                      & records["vi_user_id"].notna()].sort_values("time")
+    for vi_user_id, rows in creates.groupby("vi_user_id"):
+        if rows["case"].nunique() > 1 or rows["user"].nunique() > 1:
+            later = rows.iloc[1]
+            found.append({"time": later["time"], "hour": int(later["hour"]), "source": "probe",
+                          "detail": (f"probe cases {', '.join(rows['case'].unique())} got the same id "
+                                     f"{vi_user_id}"),
+                          "line": record_evidence(rows.iloc[[1]])[0]["row"]})
+    ops = _of_kind(events, EventKind.IDENTITY_OP)
+    ops = ops[ops["vi_user_id"].notna() & (ops["level"].fillna(0) < 50)].sort_values("time", kind="stable")
+    owners: dict[str, set[tuple]] = {}
+    for op in ops.itertuples():
+        identity = (op.provider, op.provider_user_id)
+        known = owners.setdefault(op.vi_user_id, set())
+        if op.identity_op in ("create", "resolve") and known and identity not in known:
+            found.append({"time": op.time, "hour": int(op.hour), "source": "telemetry",
+                          "detail": (f"{op.identity_op} of {op.provider}:{op.provider_user_id} returned "
+                                     f"{op.vi_user_id}, already owned by "
+                                     f"{', '.join(f'{p}:{u}' for p, u in sorted(known, key=str))}"),
+                          "line": op.raw if isinstance(op.raw, str) else op.msg})
+        if op.identity_op in ("create", "resolve", "link"):
+            known.add(identity)
+    return pd.DataFrame(found, columns=["time", "hour", "source", "detail", "line"])
+
+
+def merge_evidence(merges: pd.DataFrame) -> list[dict]:
+    return [{"time": _time_text(m.time), "hour": int(m.hour), ("row" if m.source == "probe" else "line"): m.line}
+            for m in merges.sort_values("time").head(EVIDENCE_ROWS).itertuples()]
+
+
+def _identity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> GateResult:
+    rows = records[records["probe"] == "identity"]
+    judged = rows[rows["passed"].notna()]
+    failed = judged[judged["passed"] == False]  # noqa: E712
+    merges = identity_merges(records, events)
+    checks_seen = {check: bool(judged["case"].str.contains(check).any()) for check in IDENTITY_CHECKS}
+    ops = _of_kind(events, EventKind.IDENTITY_OP)
+    metrics = {"probe_checks": len(judged), "probe_checks_failed": len(failed), "merges": len(merges),
+               "telemetry_identity_ops": len(ops), "checks_seen": checks_seen}
+    thresholds = {"merges_max": 0, "failed_checks_max": 0, "required_checks": list(IDENTITY_CHECKS)}
+    common = dict(metrics=metrics, thresholds=thresholds, samples=len(judged) + len(ops))
+
+    if len(merges):
+        first = merges.sort_values("time").iloc[0]
+        return _result(5, policy, status="FAIL", rule="gate5.identity_merge",
+                       reason=(f"{len(merges)} accidental identity merge(s): {first['detail']} "
+                               f"(first at {_time_text(first['time'])})."),
+                       evidence=merge_evidence(merges),
+                       action_item="Stop production plans: find why two identities share one id, then redeploy.",
+                       **common)
+    if len(failed):
+        cases = ", ".join(sorted(failed["case"].unique()))
+        return _result(5, policy, status="FAIL", rule="gate5.check_failed",
+                       reason=(f"{len(failed)} of {len(judged)} identity checks failed ({cases}); first at "
+                               f"{_first_time(failed)}: {failed.sort_values('time').iloc[0]['error']}."),
+                       evidence=record_evidence(failed),
+                       action_item=f"Fix the identity spine ({cases}) and redeploy.", **common)
+    missing_checks = [check for check, seen in checks_seen.items() if not seen]
+    if missing_checks:
+        return _result(5, policy, status="NO_DATA", rule="gate5.no_data",
+                       reason=(f"The identity probe's {', '.join(missing_checks)} check(s) never completed "
+                               f"({len(judged)} judged identity rows)."),
+                       evidence=record_evidence(rows), **common)
+    return _result(5, policy, status="PASS", rule="gate5.pass",
+                   reason=(f"All {len(judged)} identity checks passed (distinct ids, reverse lookups, linking); "
+                           f"no merge among {len(ops)} identity operations in telemetry."),
+                   evidence=record_evidence(judged), **common)

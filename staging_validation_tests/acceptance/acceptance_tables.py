@@ -1,0 +1,101 @@
+"""Build probe-record and telemetry-event tables from a few dicts, filling the schema's defaults.
+
+The shapes are exactly what `campaigns.load_hourly_table` returns: the shared schema plus `hour`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pyarrow as pa
+
+from staging_validation.probes.records import RECORD_SCHEMA
+from staging_validation.telemetry.events import EVENT_SCHEMA
+
+START = pd.Timestamp("2026-11-20T00:00:00Z")
+RECORD_DEFAULTS = {"probe": "smoke", "case": "normal", "user": "u1", "route": "/v1/chat", "method": "POST",
+                   "outcome": "ok", "latency_ms": 120.0, "dropped": False, "http_status": 200}
+EVENT_DEFAULTS = {"origin": "organic", "level": 30}
+
+
+def _table(rows: list[dict], schema: pa.Schema, defaults: dict) -> pd.DataFrame:
+    columns: dict[str, list] = {field.name: [] for field in schema}
+    hours = []
+    for index, row in enumerate(rows):
+        row = {**defaults, **row}
+        hour = row.pop("hour", 0)
+        # Rows are a second apart inside their hour unless a time is given.
+        row.setdefault("time", START + pd.Timedelta(hours=hour, seconds=index % 3600))
+        row["time"] = pd.Timestamp(row["time"]).to_pydatetime()
+        if schema is RECORD_SCHEMA:
+            row.setdefault("campaign_s", (pd.Timestamp(row["time"]) - START).total_seconds())
+        if schema is EVENT_SCHEMA and "raw" not in row:
+            row["raw"] = json.dumps({k: v for k, v in row.items() if k != "time" and v is not None},
+                                    default=str)
+        for name in columns:
+            columns[name].append(row.get(name))
+        hours.append(hour)
+    frame = pa.Table.from_pydict(columns, schema=schema).to_pandas()
+    frame["hour"] = pd.Series(hours, dtype="int64")
+    return frame
+
+
+def records(rows: list[dict]) -> pd.DataFrame:
+    return _table(rows, RECORD_SCHEMA, RECORD_DEFAULTS)
+
+
+def events(rows: list[dict]) -> pd.DataFrame:
+    return _table(rows, EVENT_SCHEMA, EVENT_DEFAULTS)
+
+
+def chat_events(request: int, hour: int, *, ambiguous: bool = False, attempts: int = 1,
+                regen_ms: float = 400.0, user: str | None = None, relationship: str = "public",
+                origin: str = "organic", duration_ms: float = 350.0) -> list[dict]:
+    """The telemetry of one chat request as the architecture describes it, in order."""
+    request_id = f"{'sv-' if origin == 'probe' else 'req-'}{request}"
+    user_hash = user or f"user-{request % 40}"
+    base = {"request_id": request_id, "origin": origin, "hour": hour}
+    lines = [{**base, "kind": "pack_built", "user_hash": user_hash, "size_bytes": 40_000, "built_in_ms": 60.0},
+             {**base, "kind": "ambiguity_check", "status": "AMBIGUOUS" if ambiguous else "clear",
+              "reason": "MALFORMED_QUERY" if ambiguous else "NONE", "checked_in_ms": 3.0}]
+    if not ambiguous:
+        lines.append({**base, "kind": "relationship_resolved", "user_hash": user_hash, "source": "database",
+                      "relationship_type": relationship, "voice_profile": "neutral", "trust_level": "standard"})
+        for attempt in range(1, attempts + 1):
+            lines.append({**base, "kind": "governor_pass", "attempt": attempt, "max_attempts": 5,
+                          "status": "passed" if attempt == attempts else "violation_detected",
+                          "violation_type": "none" if attempt == attempts else "repetition",
+                          "regen_in_ms": 0.0 if attempt == 1 else regen_ms})
+    lines.append({**base, "kind": "request_completed", "route": "/v1/chat", "method": "POST", "http_status": 200,
+                  "duration_ms": duration_ms})
+    return lines
+
+
+def healthy_campaign(hours: int = 24, requests_per_hour: int = 10, ambiguous_every: int = 50,
+                     regen_every: int = 10, regen_ms: float = 400.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A campaign every gate passes: (records, events)."""
+    event_rows: list[dict] = []
+    for n in range(hours * requests_per_hour):
+        event_rows += chat_events(n, n // requests_per_hour, ambiguous=n % ambiguous_every == 1,
+                                  attempts=2 if n % regen_every == 3 else 1, regen_ms=regen_ms)
+        event_rows += chat_events(100_000 + n, n // requests_per_hour, ambiguous=n % 5 == 0, origin="probe")
+    record_rows = [{"probe": "prompt_set", "case": f"p{n}", "user": f"prompt-user-{n}", "hour": 2 + n % 5,
+                    "expected_ambiguous": n % 4 == 0, "ambiguous": n % 4 == 0, "passed": True}
+                   for n in range(100)]
+    record_rows += [{"probe": "determinism", "case": "relationship", "user": "det-user", "hour": 1,
+                     "relationship_type": "public", "voice_profile": "neutral", "trust_level": "standard",
+                     "passed": True} for _ in range(5)]
+    record_rows += identity_rows()
+    record_rows += [{"probe": "smoke", "case": case, "hour": 1, "passed": True}
+                    for case in ("normal", "ambiguous", "relationship", "stream")]
+    return records(record_rows), events(event_rows)
+
+
+def identity_rows(hour: int = 0, sovereign_id: str = "vi-2") -> list[dict]:
+    base = {"probe": "identity", "hour": hour, "route": "/v1/identity", "passed": True}
+    return [{**base, "case": "create_discord", "user": "discord:d1", "vi_user_id": "vi-1"},
+            {**base, "case": "create_sovereign", "user": "sovereign:s1", "vi_user_id": sovereign_id,
+             "passed": sovereign_id != "vi-1", "error": None if sovereign_id != "vi-1" else "same id as discord"},
+            {**base, "case": "lookup_discord", "user": "discord:d1", "vi_user_id": "vi-1"},
+            {**base, "case": "link_astralis", "user": "astralis:a1", "vi_user_id": "vi-1"}]
