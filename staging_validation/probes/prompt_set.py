@@ -1,0 +1,139 @@
+"""The runbook's validation prompt set: labelled prompts that measure the AmbiguityGate's correctness.
+
+A normal prompt flagged ambiguous is a false positive, an ambiguous prompt not flagged a false negative
+(acceptance policy, gate 2). Each prompt goes out from its own user, 2 campaign-scaled seconds after the
+previous one, on an open schedule (a slow answer never delays the next prompt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import pydantic
+
+from staging_validation.campaigns import CampaignTiming
+from staging_validation.config_files import StrictModel, load_yaml_model
+from staging_validation.probes.records import ProbeRecord
+from staging_validation.probes.result import ProbeResult, failure_line, judge
+
+if TYPE_CHECKING:
+    from staging_validation.target.client import TargetClient
+
+DEFAULT_PROMPT_SET = Path(__file__).resolve().parent / "prompt_set.yaml"
+PROMPT_SPACING_S = 2  # runbook seconds between two prompts
+
+PromptClass = Literal["normal", "ambiguous", "relationship", "stream", "tool"]
+
+
+class Prompt(StrictModel):
+    id: str = pydantic.Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    prompt_class: PromptClass = pydantic.Field(alias="class")
+    message: str = pydantic.Field(min_length=1)
+    expected_ambiguous: bool
+
+
+class PromptSet(StrictModel):
+    prompts: list[Prompt] = pydantic.Field(min_length=1)
+
+    @pydantic.field_validator("prompts")
+    @classmethod
+    def _unique_ids(cls, prompts: list[Prompt]) -> list[Prompt]:
+        seen: set[str] = set()
+        for prompt in prompts:
+            if prompt.id in seen:
+                raise ValueError(f"duplicate prompt id {prompt.id!r}")
+            seen.add(prompt.id)
+        return prompts
+
+
+def load_prompt_set(path: str | Path | None = None) -> PromptSet:
+    return load_yaml_model(DEFAULT_PROMPT_SET if path is None else path, PromptSet)
+
+
+def _problem(record: ProbeRecord, prompt: Prompt, min_sse_events: int) -> str | None:
+    if prompt.prompt_class == "stream":
+        events = record.sse_events or 0
+        return None if events >= min_sse_events else f"stream returned {events} events, expected ≥ {min_sse_events}"
+    if record.ambiguous is None:
+        return "no ambiguity verdict in the response"
+    if record.ambiguous != prompt.expected_ambiguous:
+        return (
+            "false positive: flagged ambiguous" if record.ambiguous else "false negative: not flagged ambiguous"
+        )
+    if not prompt.expected_ambiguous and not record.answer:
+        return "no answer text in the response"
+    if prompt.prompt_class == "relationship" and not record.relationship_type:
+        return "no relationship context resolved"
+    return None
+
+
+def _rate(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def ambiguity_confusion(records: list[ProbeRecord]) -> dict:
+    """False-positive / false-negative counts and rates over records with a label and an observed verdict."""
+    labelled = [r for r in records if r.expected_ambiguous is not None and r.ambiguous is not None]
+    negatives = [r for r in labelled if not r.expected_ambiguous]
+    positives = [r for r in labelled if r.expected_ambiguous]
+    false_positives = sum(bool(r.ambiguous) for r in negatives)
+    false_negatives = sum(not r.ambiguous for r in positives)
+    return {
+        "labelled": len(labelled),
+        "labelled_negative": len(negatives),
+        "labelled_positive": len(positives),
+        "false_positives": false_positives,
+        "false_negatives": false_negatives,
+        "fp_rate": _rate(false_positives, len(negatives)),
+        "fn_rate": _rate(false_negatives, len(positives)),
+    }
+
+
+async def prompt_set(
+    client: TargetClient, timing: CampaignTiming, hour: int, prompts: PromptSet | None = None
+) -> ProbeResult:
+    """Send every prompt of the set, starting at the hour's start (or now, if later)."""
+    prompts = load_prompt_set() if prompts is None else prompts
+    start = max(client.now(), timing.hour_start_s(hour))
+    spacing = timing.scale(PROMPT_SPACING_S)
+
+    async def send(index: int, prompt: Prompt) -> ProbeRecord:
+        sender = client.stream if prompt.prompt_class == "stream" else client.chat
+        record = await sender(
+            "prompt_set",
+            timing,
+            case=prompt.id,
+            user=f"sv-prompt-h{hour:02d}-{prompt.id}",
+            message=prompt.message,
+            at=start + index * spacing,
+        )
+        record.expected_ambiguous = prompt.expected_ambiguous
+        judge(record, _problem(record, prompt, client.profile.extract.sse.min_events))
+        return record
+
+    records = list(await asyncio.gather(*(send(i, p) for i, p in enumerate(prompts.prompts))))
+    failures = [failure_line(r) for r in records if not r.passed]
+    by_class: dict[str, dict[str, int]] = {}
+    for prompt, record in zip(prompts.prompts, records, strict=True):
+        counts = by_class.setdefault(prompt.prompt_class, {"sent": 0, "passed": 0})
+        counts["sent"] += 1
+        counts["passed"] += bool(record.passed)
+    verdict_expected = [
+        r for p, r in zip(prompts.prompts, records, strict=True) if p.prompt_class != "stream"
+    ]
+    return ProbeResult(
+        probe="prompt_set",
+        passed=not failures,
+        records=records,
+        failures=failures,
+        summary={
+            "hour": hour,
+            "prompts": len(records),
+            "passed": sum(bool(r.passed) for r in records),
+            **ambiguity_confusion(records),
+            "verdict_unobserved": sum(r.ambiguous is None for r in verdict_expected),
+            "by_class": by_class,
+        },
+    )

@@ -1,0 +1,366 @@
+"""`TargetClient`: one connection-reusing HTTP client that turns every request into a `ProbeRecord`.
+
+Nothing here raises on what the target does: a timeout, a refused connection, an error status or a body
+that is not JSON becomes a record with its outcome class and error text. Every request is timed from its
+*scheduled* start (latency includes any wait before it could be sent, so a slow client or server cannot
+hide lateness) and carries a probe request id (`<prefix><probe>-<n>`) that telemetry can join on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from staging_validation.campaigns import CampaignTiming
+from staging_validation.config_files import ConfigError
+from staging_validation.probes.records import Outcome, ProbeRecord, outcome_for_status
+from staging_validation.target.profile import (
+    PLACEHOLDERS,
+    RequestSpec,
+    TargetProfile,
+    fill_template,
+    first_present,
+    json_path_get,
+)
+
+ANSWER_MAX_CHARS = 200
+ERROR_BODY_MAX_CHARS = 200
+
+
+class TargetClient:
+    """Async context manager around one `httpx.AsyncClient` configured from a target profile."""
+
+    def __init__(self, profile: TargetProfile, base_url: str | None = None):
+        self.profile = profile
+        self.base_url = (base_url or profile.base_url).rstrip("/")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"base url {self.base_url!r}: must start with http:// or https://")
+        self._headers: dict[str, str] = {}
+        token = os.environ.get(profile.token_env) if profile.token_env else None
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        elif profile.token_required:
+            raise ConfigError(
+                f"token_env: the profile requires a bearer token but ${profile.token_env or '<unset>'} is empty"
+            )
+        self._request_numbers = itertools.count(1)
+        self._http: httpx.AsyncClient | None = None
+        # Schedules are wall-clock seconds, but waits and latencies use the monotonic clock through
+        # this anchor, so a wall-clock step never distorts a measurement.
+        self._anchor_wall = time.time()
+        self._anchor_mono = time.monotonic()
+
+    async def __aenter__(self) -> TargetClient:
+        settings = self.profile.http
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=self._headers,
+            timeout=httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s),
+            limits=httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_connections,
+            ),
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    def now(self) -> float:
+        """Wall-clock seconds, advancing with the monotonic clock."""
+        return self._anchor_wall + (time.monotonic() - self._anchor_mono)
+
+    async def sleep_until(self, wall_s: float) -> None:
+        await asyncio.sleep(max(0.0, wall_s - self.now()))
+
+    # -- operations -------------------------------------------------------------------------------
+
+    async def health(
+        self, probe: str, timing: CampaignTiming, *, case: str = "health", at: float | None = None
+    ) -> tuple[ProbeRecord, dict[str, bool | None]]:
+        """The health record and each of the four features' value (None when absent or not boolean)."""
+        record, document = await self._exchange(probe, timing, case, "health", at=at)
+        paths = self.profile.extract.health_features
+        features = {}
+        for feature in type(paths).model_fields:
+            value = json_path_get(document, getattr(paths, feature)) if document is not None else None
+            features[feature] = value if isinstance(value, bool) else None
+        return record, features
+
+    async def chat(
+        self,
+        probe: str,
+        timing: CampaignTiming,
+        *,
+        case: str,
+        user: str,
+        message: str,
+        at: float | None = None,
+    ) -> ProbeRecord:
+        record, document = await self._exchange(
+            probe, timing, case, "chat", at=at, user=user, values={"message": message}
+        )
+        if document is not None:
+            self._extract_answer(record, document)
+        return record
+
+    async def stream(
+        self,
+        probe: str,
+        timing: CampaignTiming,
+        *,
+        case: str,
+        user: str,
+        message: str,
+        at: float | None = None,
+    ) -> ProbeRecord:
+        record, _ = await self._exchange(
+            probe, timing, case, "stream", at=at, user=user, values={"message": message}, streamed=True
+        )
+        return record
+
+    async def identity_create(
+        self,
+        probe: str,
+        timing: CampaignTiming,
+        *,
+        case: str,
+        provider: str,
+        provider_user_id: str,
+        at: float | None = None,
+    ) -> ProbeRecord:
+        return await self._identity_resolution(
+            "identity_create", probe, timing, case, provider, provider_user_id, at
+        )
+
+    async def identity_resolve(
+        self,
+        probe: str,
+        timing: CampaignTiming,
+        *,
+        case: str,
+        provider: str,
+        provider_user_id: str,
+        at: float | None = None,
+    ) -> ProbeRecord:
+        return await self._identity_resolution(
+            "identity_resolve", probe, timing, case, provider, provider_user_id, at
+        )
+
+    async def identity_link(
+        self,
+        probe: str,
+        timing: CampaignTiming,
+        *,
+        case: str,
+        vi_user_id: str,
+        provider: str,
+        provider_user_id: str,
+        at: float | None = None,
+    ) -> ProbeRecord:
+        record, _ = await self._exchange(
+            probe,
+            timing,
+            case,
+            "identity_link",
+            at=at,
+            values={"vi_user_id": vi_user_id, "provider": provider, "provider_user_id": provider_user_id},
+        )
+        record.vi_user_id = vi_user_id
+        return record
+
+    async def identity_lookup(
+        self, probe: str, timing: CampaignTiming, *, case: str, vi_user_id: str, at: float | None = None
+    ) -> tuple[ProbeRecord, list[tuple[str, str]] | None]:
+        """The lookup record and the (provider, provider user id) pairs linked to the user, if readable."""
+        record, document = await self._exchange(
+            probe, timing, case, "identity_lookup", at=at, values={"vi_user_id": vi_user_id}
+        )
+        record.vi_user_id = vi_user_id
+        if document is None:
+            return record, None
+        paths = self.profile.extract.links
+        items = json_path_get(document, paths.items)
+        if not isinstance(items, list):
+            record.error = f"reverse lookup: no list at {paths.items or '<response>'!r}"
+            return record, None
+        links = [
+            (str(json_path_get(item, paths.provider)), str(json_path_get(item, paths.provider_user_id)))
+            for item in items
+        ]
+        record.answer = _truncate(", ".join(f"{p}:{u}" for p, u in links))
+        return record, links
+
+    def dropped(
+        self,
+        probe: str,
+        timing: CampaignTiming,
+        *,
+        case: str,
+        operation: str,
+        user: str,
+        at: float,
+        reason: str,
+    ) -> ProbeRecord:
+        """The record of a request that was due at `at` but was never sent (counted, never skipped)."""
+        spec = self._spec(operation)
+        record = self._new_record(probe, timing, case, user, spec.route, spec.method, at)
+        record.outcome = Outcome.CONNECTION_ERROR
+        record.dropped = True
+        record.send_lag_ms = (self.now() - at) * 1000.0
+        record.error = f"dropped: {reason}"
+        return record
+
+    # -- mechanics --------------------------------------------------------------------------------
+
+    def _spec(self, operation: str) -> RequestSpec:
+        return getattr(self.profile.requests, operation)
+
+    def _new_record(
+        self,
+        probe: str,
+        timing: CampaignTiming,
+        case: str,
+        user: str,
+        route: str,
+        method: str,
+        at: float,
+    ) -> ProbeRecord:
+        return ProbeRecord(
+            time=datetime.fromtimestamp(at, tz=UTC),
+            campaign_s=timing.campaign_seconds(at),
+            probe=probe,
+            case=case,
+            user=user,
+            route=route,
+            method=method,
+            outcome=Outcome.OK,
+            latency_ms=None,
+        )
+
+    async def _identity_resolution(
+        self,
+        operation: str,
+        probe: str,
+        timing: CampaignTiming,
+        case: str,
+        provider: str,
+        provider_user_id: str,
+        at: float | None,
+    ) -> ProbeRecord:
+        record, document = await self._exchange(
+            probe,
+            timing,
+            case,
+            operation,
+            at=at,
+            values={"provider": provider, "provider_user_id": provider_user_id},
+        )
+        if document is not None:
+            identity = json_path_get(document, self.profile.extract.identity_id)
+            record.vi_user_id = None if identity is None else str(identity)
+        return record
+
+    def _extract_answer(self, record: ProbeRecord, document: Any) -> None:
+        extract = self.profile.extract
+        record_id = first_present(document, extract.record_id)
+        record.record_id = None if record_id is None else str(record_id)
+        answer = first_present(document, extract.answer)
+        record.answer = None if answer is None else _truncate(str(answer))
+        verdict = json_path_get(document, extract.ambiguity.field)
+        if extract.ambiguity.equals is not None:
+            record.ambiguous = None if verdict is None else verdict == extract.ambiguity.equals
+        else:
+            record.ambiguous = verdict if isinstance(verdict, bool) else None
+        for column in ("relationship_type", "voice_profile", "trust_level"):
+            value = json_path_get(document, getattr(extract.relationship, column))
+            setattr(record, column, None if value is None else str(value))
+
+    def _build_request(
+        self, spec: RequestSpec, user: str, values: dict[str, Any], at: float
+    ) -> tuple[str, dict[str, Any] | None, dict[str, str]]:
+        filled = dict.fromkeys(PLACEHOLDERS, "")
+        filled.update(values, user=user, timestamp=int(at * 1000))
+        route = fill_template(spec.route, {k: quote(str(v), safe="") for k, v in filled.items()})
+        body = fill_template(spec.body, filled) if spec.body is not None else None
+        headers = {name: str(fill_template(value, filled)) for name, value in spec.headers.items()}
+        conveyance = self.profile.user
+        if user and conveyance.location == "header":
+            headers[conveyance.name] = user
+        elif user:
+            body = {**(body or {}), conveyance.name: user}
+        return route, body, headers
+
+    async def _exchange(
+        self,
+        probe: str,
+        timing: CampaignTiming,
+        case: str,
+        operation: str,
+        *,
+        at: float | None,
+        user: str = "",
+        values: dict[str, Any] | None = None,
+        streamed: bool = False,
+    ) -> tuple[ProbeRecord, Any]:
+        """Send one request at its scheduled time; the record and the parsed JSON body (None if unusable)."""
+        if self._http is None:
+            raise RuntimeError("TargetClient used outside `async with`")
+        scheduled = self.now() if at is None else at
+        spec = self._spec(operation)
+        route, body, headers = self._build_request(spec, user, values or {}, scheduled)
+        record = self._new_record(probe, timing, case, user, route, spec.method, scheduled)
+        telemetry = self.profile.telemetry
+        record.request_id = f"{telemetry.probe_request_id_prefix}{probe}-{next(self._request_numbers)}"
+        headers[telemetry.request_id_header] = record.request_id
+
+        await self.sleep_until(scheduled)
+        sent = self.now()
+        record.send_lag_ms = (sent - scheduled) * 1000.0
+        document = None
+        try:
+            async with asyncio.timeout(self.profile.http.request_timeout_s):
+                request = self._http.build_request(spec.method, route, json=body, headers=headers)
+                response = await self._http.send(request, stream=True)
+                try:
+                    if streamed and response.is_success:
+                        prefix = self.profile.extract.sse.event_prefix
+                        record.sse_events = 0
+                        async for line in response.aiter_lines():
+                            record.sse_events += line.startswith(prefix)
+                    else:
+                        await response.aread()
+                finally:
+                    await response.aclose()
+        except (TimeoutError, httpx.TimeoutException):
+            record.outcome = Outcome.TIMEOUT
+            record.error = f"timeout after {self.now() - sent:.3f}s"
+        except httpx.HTTPError as exc:  # refused, reset, protocol errors: the exchange never completed
+            record.outcome = Outcome.CONNECTION_ERROR
+            record.error = f"connection error: {type(exc).__name__}: {exc}".rstrip(": ")
+        else:
+            record.http_status = response.status_code
+            record.outcome = outcome_for_status(response.status_code)
+            if not response.is_success:
+                record.error = f"HTTP {response.status_code}: {_truncate(response.text, ERROR_BODY_MAX_CHARS)}"
+            elif not streamed:
+                try:
+                    document = json.loads(response.content)
+                except ValueError:
+                    record.error = f"response is not JSON: {_truncate(response.text, ERROR_BODY_MAX_CHARS)!r}"
+        record.latency_ms = (self.now() - scheduled) * 1000.0
+        return record, document
+
+
+def _truncate(text: str, limit: int = ANSWER_MAX_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
