@@ -92,11 +92,11 @@ class EventFieldPaths(StrictModel):
 
 DEFAULT_MSG_RULES = (
     MsgRule(kind=EventKind.PACK_BUILT, equals="[Staging] ContinuityPack built"),
-    MsgRule(kind=EventKind.PACK_MISSING, prefix="[Staging] ContinuityPack missing"),
-    MsgRule(kind=EventKind.PACK_FALLBACK, prefix="[Staging] ContinuityPack fallback"),
+    MsgRule(kind=EventKind.PACK_MISSING, equals="[Staging] ContinuityPack missing: no continuity pack for request"),
+    MsgRule(kind=EventKind.PACK_FALLBACK, equals="[Staging] ContinuityPack fallback: using default pack"),
     MsgRule(kind=EventKind.AMBIGUITY_CHECK, equals="[Staging] Ambiguity check completed"),
     MsgRule(kind=EventKind.RELATIONSHIP_RESOLVED, equals="[Staging] Relationship resolved"),
-    MsgRule(kind=EventKind.GOVERNOR_PASS, prefix="[Staging] Governor pass "),
+    MsgRule(kind=EventKind.GOVERNOR_PASS, regex=r"^\[Staging\] Governor pass \d+/\d+$"),
     MsgRule(kind=EventKind.IDENTITY_OP, equals="[Staging] Identity operation"),
     MsgRule(kind=EventKind.REQUEST_COMPLETED, equals="request completed"),
 )
@@ -114,6 +114,8 @@ class TelemetryMapping(StrictModel):
     probe_request_id_prefix: str = pydantic.Field(default="sv-", min_length=1)
     # Lines at or above this level count as errors whatever their kind.
     error_level: int = 50
+    # Events at or above this level keep their raw line (`raw` column) as evidence for reports.
+    evidence_level: int = 40
     # identity_op lines whose field is false get the op suffixed "_failed" (e.g. "link_failed").
     identity_ok_field: str = "ok"
 

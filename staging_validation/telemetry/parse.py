@@ -1,0 +1,227 @@
+"""The one telemetry parser: log lines → EVENT_SCHEMA rows, by structured fields.
+
+Used by the campaign's hourly ingestion, the monitor (`parse_log`) and `analyze` (which aggregates in SQL
+over the same `classification_sql` relation instead of materializing every line).
+
+DuckDB's newline-delimited JSON reader does the work: every field the mapping names is read as VARCHAR
+from its (possibly nested) path with `ignore_errors`, so a line that is not valid JSON, or not an object,
+becomes a row whose fields are all null (that is what makes it *unparsed*), a field of an unexpected type
+becomes null, and nothing is fatal. Values are then cast with TRY_CAST to the schema's types.
+
+The reader skips whitespace-only lines (the same set of characters as `bytes.strip()`); they are still
+lines of the log, so `lines_total` counts them and they count as unparsed. `parse_log` removes them
+before handing the data to DuckDB, so reader rows line up one-to-one with the remaining lines, which is
+how `raw` (kept for lines at or above `evidence_level`) and the unparsed samples are recovered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from staging_validation.telemetry.events import EVENT_SCHEMA, EventKind
+from staging_validation.telemetry.mapping import TelemetryMapping
+
+UNPARSED_SAMPLE_LIMIT = 10
+UNPARSED_SAMPLE_CHARS = 300
+# Bounded resources: the readers stream; these cap what an aggregation or a large hour may hold.
+DUCKDB_MEMORY_LIMIT = "256MB"
+DUCKDB_THREADS = 2
+
+_SQL_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.int16(): "SMALLINT",
+    pa.int32(): "INTEGER",
+    pa.int64(): "BIGINT",
+    pa.float64(): "DOUBLE",
+}
+_DERIVED_COLUMNS = ("kind", "origin", "request_id", "raw")
+
+
+@dataclasses.dataclass
+class ParsedTelemetry:
+    events: pa.Table  # EVENT_SCHEMA, in log order
+    lines_total: int
+    unparsed_lines: int
+    unparsed_samples: list[str]
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+    con.execute(f"SET threads = {DUCKDB_THREADS}")
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _identifier(name: str) -> str:
+    return '"' + name + '"'  # the mapping forbids double quotes in field names
+
+
+def _source_paths(mapping: TelemetryMapping) -> list[str]:
+    paths = list(mapping.fields.model_dump().values())
+    paths += list(mapping.request_id_fields)
+    paths.append(mapping.identity_ok_field)
+    return list(dict.fromkeys(paths))
+
+
+def _path_tree(paths: list[str]) -> dict:
+    """Nested dict of path segments; a leaf is None. A path that is both a leaf and a parent is an error."""
+    tree: dict = {}
+    for path in paths:
+        node = tree
+        *parents, leaf = path.split(".")
+        for segment in parents:
+            child = node.setdefault(segment, {})
+            if child is None:
+                raise ValueError(f"telemetry field {path!r}: {segment!r} is mapped both as a value and as an object")
+            node = child
+        if isinstance(node.get(leaf), dict):
+            raise ValueError(f"telemetry field {path!r} is mapped both as a value and as an object")
+        node[leaf] = None
+    return tree
+
+
+def _duckdb_type(node: dict | None) -> str:
+    if node is None:
+        return "VARCHAR"
+    return "STRUCT(" + ", ".join(f"{_identifier(k)} {_duckdb_type(v)}" for k, v in node.items()) + ")"
+
+
+def _column_ref(path: str) -> str:
+    return ".".join(_identifier(segment) for segment in path.split("."))
+
+
+def reader_sql(file_path: str | Path, mapping: TelemetryMapping) -> str:
+    """The DuckDB relation reading every mapped field of each non-blank line of a log file, as VARCHAR."""
+    tree = _path_tree(_source_paths(mapping))
+    columns = ", ".join(f"{_sql_string(key)}: {_sql_string(_duckdb_type(node))}" for key, node in tree.items())
+    return (
+        f"read_json({_sql_string(str(file_path))}, format='newline_delimited', ignore_errors=true, "
+        f"maximum_object_size=16777216, columns={{{columns}}})"
+    )
+
+
+def _kind_expression(mapping: TelemetryMapping, msg: str, level: str) -> str:
+    branches = []
+    for rule in mapping.rules:
+        if rule.equals is not None:
+            condition = f"{msg} = {_sql_string(rule.equals)}"
+        elif rule.prefix is not None:
+            condition = f"starts_with({msg}, {_sql_string(rule.prefix)})"
+        else:
+            condition = f"regexp_matches({msg}, {_sql_string(rule.regex)})"
+        branches.append(f"WHEN {condition} THEN {_sql_string(rule.kind.value)}")
+    branches.append(f"WHEN {level} >= {mapping.error_level} THEN {_sql_string(EventKind.ERROR.value)}")
+    return f"CASE {' '.join(branches)} ELSE {_sql_string(EventKind.OTHER.value)} END"
+
+
+def classification_sql(reader: str, mapping: TelemetryMapping) -> str:
+    """SELECT of EVENT_SCHEMA columns (minus `raw`) plus `parsed` over `reader` (see `reader_sql`).
+
+    `parsed` is false for a line that is not a JSON object with at least one of time, level or msg; the
+    other columns of such a row are meaningless. Row order is the reader's (log order).
+    """
+    fields = mapping.fields.model_dump()
+    ref = {column: _column_ref(path) for column, path in fields.items()}
+    level = f"TRY_CAST(TRY_CAST({ref['level']} AS DOUBLE) AS SMALLINT)"
+    msg = ref["msg"]
+    request_id = "COALESCE(" + ", ".join(_column_ref(p) for p in mapping.request_id_fields) + ")"
+    time = (
+        f"COALESCE(epoch_ms(TRY_CAST(TRY_CAST({ref['time']} AS DOUBLE) AS BIGINT)), "
+        f"TRY_CAST(TRY_CAST({ref['time']} AS TIMESTAMPTZ) AS TIMESTAMP))"
+    )
+    identity_ok = _column_ref(mapping.identity_ok_field)
+    selects = {
+        "time": time,
+        "kind": "_sv_kind",
+        "level": "_sv_level",
+        "request_id": "_sv_request_id",
+        "origin": (
+            f"CASE WHEN starts_with(_sv_request_id, {_sql_string(mapping.probe_request_id_prefix)}) "
+            "THEN 'probe' ELSE 'organic' END"
+        ),
+        "msg": msg,
+    }
+    for field in EVENT_SCHEMA:
+        name = field.name
+        if name in selects or name in _DERIVED_COLUMNS:
+            continue
+        value = ref[name]
+        if name == "identity_op":
+            value = (
+                f"CASE WHEN _sv_kind = {_sql_string(EventKind.IDENTITY_OP.value)} "
+                f"AND lower({identity_ok}) = 'false' THEN {value} || '_failed' ELSE {value} END"
+            )
+        sql_type = _SQL_TYPES[field.type]
+        if sql_type in ("SMALLINT", "INTEGER", "BIGINT"):
+            value = f"TRY_CAST(TRY_CAST({value} AS DOUBLE) AS {sql_type})"
+        elif sql_type != "VARCHAR":
+            value = f"TRY_CAST({value} AS {sql_type})"
+        selects[name] = value
+    parsed = f"({ref['time']} IS NOT NULL OR {ref['level']} IS NOT NULL OR {msg} IS NOT NULL)"
+    select_list = ",\n  ".join(f"{expr} AS {_identifier(name)}" for name, expr in selects.items())
+    # Derived columns carry a prefix so they cannot collide with a JSON key the reader exposes.
+    return (
+        f"SELECT\n  {select_list},\n  _sv_parsed AS parsed\n"
+        f"FROM (SELECT *, {level} AS _sv_level, {_kind_expression(mapping, msg, level)} AS _sv_kind, "
+        f"{request_id} AS _sv_request_id, {parsed} AS _sv_parsed FROM {reader}) AS line"
+    )
+
+
+def _split_lines(data: bytes) -> tuple[list[bytes], int]:
+    """Non-blank lines (without their newline) and the total line count (an unterminated tail counts)."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return [line for line in lines if line.strip()], len(lines)
+
+
+def _decode(line: bytes) -> str:
+    return line.decode("utf-8", errors="replace").rstrip("\r")
+
+
+def parse_log(source: str | Path | bytes, mapping: TelemetryMapping | None = None) -> ParsedTelemetry:
+    """Classify every line of `source` (a log file path, or the log bytes themselves).
+
+    Raises OSError when a path cannot be read; never fails on the content.
+    """
+    mapping = mapping or TelemetryMapping()
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    lines, lines_total = _split_lines(data)
+    if not lines:
+        return ParsedTelemetry(EVENT_SCHEMA.empty_table(), lines_total, lines_total, [])
+    with tempfile.TemporaryDirectory(prefix="sv-parse-") as folder:
+        if isinstance(source, bytes) or len(lines) != lines_total:
+            path = Path(folder) / "lines.ndjson"
+            path.write_bytes(data if len(lines) == lines_total else b"\n".join(lines) + b"\n")
+        else:
+            path = Path(source)  # no blank lines: the reader's rows are the file's lines as they are
+        con = connect()
+        try:
+            table = con.sql(classification_sql(reader_sql(path, mapping), mapping)).to_arrow_table()
+        finally:
+            con.close()
+    if table.num_rows != len(lines):  # the reader's line splitting is the contract this module relies on
+        raise RuntimeError(f"telemetry reader returned {table.num_rows} rows for {len(lines)} lines")
+    parsed_mask = table.column("parsed").combine_chunks()
+    unparsed_positions = pc.indices_nonzero(pc.invert(parsed_mask)).to_pylist()
+    samples = [_decode(lines[i])[:UNPARSED_SAMPLE_CHARS] for i in unparsed_positions[:UNPARSED_SAMPLE_LIMIT]]
+    positions = pc.indices_nonzero(parsed_mask).to_pylist()
+    events = table.filter(parsed_mask).drop_columns(["parsed"])
+    raw: list[str | None] = [None] * events.num_rows
+    evidence = pc.fill_null(pc.greater_equal(events.column("level"), mapping.evidence_level), False)
+    for row in pc.indices_nonzero(evidence.combine_chunks()).to_pylist():
+        raw[row] = _decode(lines[positions[row]])
+    events = events.append_column("raw", pa.array(raw, type=pa.string()))
+    events = events.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA, safe=False)
+    return ParsedTelemetry(events, lines_total, lines_total - events.num_rows, samples)
