@@ -34,3 +34,7 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup)
 def main() -> None:
     """Measured 24-hour acceptance of a staging LLM chat service."""
+
+
+if __name__ == "__main__":
+    main()

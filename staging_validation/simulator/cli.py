@@ -1,0 +1,78 @@
+"""`staging-validation simulate`: run the built-in staging service on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import click
+
+from staging_validation.campaigns import CampaignTiming
+from staging_validation.config_files import ConfigError
+from staging_validation.simulator.app import build_app
+from staging_validation.simulator.engine import ALTERNATE, DOCUMENTED, StagingService
+from staging_validation.simulator.profiles import DEFAULT_PROFILE_FILE, load_profile
+from staging_validation.simulator.server import HOST, bind_listening_socket, serve
+from staging_validation.simulator.telemetry_log import TelemetryLog
+from staging_validation.storage import atomic_write_text
+
+
+@click.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0 picks a free port.")
+@click.option("--port-file", type=click.Path(dir_okay=False, path_type=Path), help="Write the bound port here once listening.")
+@click.option("--profile", "profile_name", default="healthy", show_default=True, help="Fault profile name.")
+@click.option(
+    "--profile-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Profiles YAML (default: the shipped {DEFAULT_PROFILE_FILE.name}; copy it to edit).",
+)
+@click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Telemetry log (appended).")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--hour-seconds", type=click.FloatRange(min=0, min_open=True), default=3600.0, show_default=True, help="Length of a campaign hour in seconds.")
+@click.option("--campaign-start-ms", type=int, help="Campaign hour 0 (epoch ms); default: now.")
+@click.option("--dialect", type=click.Choice([DOCUMENTED, ALTERNATE]), default=DOCUMENTED, show_default=True)
+@click.option("--organic-rps", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Background user requests per second.")
+@click.option("--token-env", metavar="VAR", help="Require `Authorization: Bearer <token>`, the token read from this environment variable.")
+def simulate(
+    port: int,
+    port_file: Path | None,
+    profile_name: str,
+    profile_file: Path | None,
+    log_path: Path,
+    seed: int,
+    hour_seconds: float,
+    campaign_start_ms: int | None,
+    dialect: str,
+    organic_rps: float,
+    token_env: str | None,
+) -> None:
+    """Serve a simulated staging chat service and write its pino telemetry to --log."""
+    try:
+        profile = load_profile(profile_name, profile_file)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--profile/--profile-file") from None
+    token = None
+    if token_env is not None:
+        token = os.environ.get(token_env)
+        if not token:
+            raise click.BadParameter(f"environment variable {token_env} is not set or empty", param_hint="--token-env")
+    try:
+        sock = bind_listening_socket(port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {HOST}:{port}: {exc.strerror or exc}") from None
+    try:
+        log = TelemetryLog(log_path)
+    except OSError as exc:
+        sock.close()
+        raise click.ClickException(f"cannot write the log {log_path}: {exc.strerror or exc}") from None
+
+    start_ms = campaign_start_ms if campaign_start_ms is not None else int(time.time() * 1000)
+    service = StagingService(profile, log, seed, CampaignTiming(start_ms=start_ms, hour_seconds=hour_seconds), dialect)
+    bound_port = sock.getsockname()[1]
+    log.write(f"Server listening at http://{HOST}:{bound_port}", profile=profile.name, dialect=dialect)
+    if port_file is not None:
+        atomic_write_text(port_file, str(bound_port))
+    click.echo(f"simulator ({profile.name}, {dialect}) listening on http://{HOST}:{bound_port}, log {log_path}", err=True)
+    asyncio.run(serve(service, build_app(service, token), sock, organic_rps))

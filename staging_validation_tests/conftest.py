@@ -1,0 +1,25 @@
+"""Shared fixtures: a factory for real simulator processes, each stopped at the end of the test."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from staging_validation_tests.sim_process import RunningSimulator, start_simulator
+
+
+@pytest.fixture
+def simulator_factory(tmp_path):
+    """`simulator_factory(profile=..., hour_seconds=..., ...)` → RunningSimulator (see sim_process.start_simulator)."""
+    started: list[RunningSimulator] = []
+
+    @functools.wraps(start_simulator)
+    def start(**options) -> RunningSimulator:
+        simulator = start_simulator(options.pop("tmp_path", tmp_path), **options)
+        started.append(simulator)
+        return simulator
+
+    yield start
+    for simulator in started:
+        simulator.stop()
