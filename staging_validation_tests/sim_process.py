@@ -7,6 +7,7 @@ health route until the service answers, with a deadline and no fixed sleep.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -34,6 +35,7 @@ class RunningSimulator:
     log_path: Path
     dialect: str
     stderr_path: Path
+    final_stats_path: Path
 
     @property
     def base_url(self) -> str:
@@ -60,6 +62,11 @@ class RunningSimulator:
                 raise AssertionError(f"simulator: {what} not reached within {timeout_s} s; last stats: {stats}")
             time.sleep(0.05)  # polling interval of a deadline wait, not a synchronisation sleep
 
+    def final_stats(self) -> dict:
+        """The stats the simulator wrote on its graceful shutdown: exact for everything in the log."""
+        self.stop()
+        return json.loads(self.final_stats_path.read_text(encoding="utf-8"))
+
     def log_lines(self) -> list[str]:
         return self.log_path.read_text(encoding="utf-8").splitlines() if self.log_path.exists() else []
 
@@ -76,8 +83,7 @@ class RunningSimulator:
 
 
 def simulator_command(
-    log_path: Path,
-    port_file: Path,
+    run_dir: Path,
     profile: str,
     dialect: str,
     seed: int,
@@ -88,7 +94,8 @@ def simulator_command(
 ) -> list[str]:
     command = [
         sys.executable, "-m", "staging_validation.cli", "simulate",
-        "--port", "0", "--port-file", str(port_file), "--log", str(log_path),
+        "--port", "0", "--port-file", str(run_dir / "port"), "--log", str(run_dir / "staging.log"),
+        "--stats-file", str(run_dir / "final-stats.json"),
         "--profile", profile, "--dialect", dialect, "--seed", str(seed),
         "--hour-seconds", str(hour_seconds), "--organic-rps", str(organic_rps),
     ]  # fmt: skip
@@ -115,7 +122,7 @@ def start_simulator(
     run_dir.mkdir()
     log_path, port_file, stderr_path = run_dir / "staging.log", run_dir / "port", run_dir / "stderr.txt"
     command = simulator_command(
-        log_path, port_file, profile, dialect, seed, hour_seconds, organic_rps, campaign_start_ms, extra_args
+        run_dir, profile, dialect, seed, hour_seconds, organic_rps, campaign_start_ms, extra_args
     )
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(
@@ -131,7 +138,7 @@ def start_simulator(
         if port is None and port_file.exists():
             port = int(port_file.read_text())
         if port is not None and _answers(f"http://127.0.0.1:{port}{HEALTH_ROUTES[dialect]}"):
-            return RunningSimulator(process, port, log_path, dialect, stderr_path)
+            return RunningSimulator(process, port, log_path, dialect, stderr_path, run_dir / "final-stats.json")
         time.sleep(0.02)  # polling interval of a deadline wait
     process.kill()
     process.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -34,6 +35,11 @@ from staging_validation.storage import atomic_write_text
 @click.option("--campaign-start-ms", type=int, help="Campaign hour 0 (epoch ms); default: now.")
 @click.option("--dialect", type=click.Choice([DOCUMENTED, ALTERNATE]), default=DOCUMENTED, show_default=True)
 @click.option("--organic-rps", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Background user requests per second.")
+@click.option(
+    "--stats-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="On shutdown, write the final GET /_sim/stats JSON here (ground truth after the process is gone).",
+)
 @click.option("--token-env", metavar="VAR", help="Require `Authorization: Bearer <token>`, the token read from this environment variable.")
 def simulate(
     port: int,
@@ -47,17 +53,18 @@ def simulate(
     dialect: str,
     organic_rps: float,
     token_env: str | None,
+    stats_file: Path | None,
 ) -> None:
     """Serve a simulated staging chat service and write its pino telemetry to --log."""
     try:
         profile = load_profile(profile_name, profile_file)
     except ConfigError as exc:
-        raise click.BadParameter(str(exc), param_hint="--profile/--profile-file") from None
+        raise click.ClickException(str(exc)) from None
     token = None
     if token_env is not None:
         token = os.environ.get(token_env)
         if not token:
-            raise click.BadParameter(f"environment variable {token_env} is not set or empty", param_hint="--token-env")
+            raise click.ClickException(f"--token-env: environment variable {token_env} is not set or empty")
     try:
         sock = bind_listening_socket(port)
     except OSError as exc:
@@ -76,3 +83,5 @@ def simulate(
         atomic_write_text(port_file, str(bound_port))
     click.echo(f"simulator ({profile.name}, {dialect}) listening on http://{HOST}:{bound_port}, log {log_path}", err=True)
     asyncio.run(serve(service, build_app(service, token), sock, organic_rps))
+    if stats_file is not None:
+        atomic_write_text(stats_file, json.dumps(service.stats(), indent=1))
