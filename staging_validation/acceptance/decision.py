@@ -14,6 +14,7 @@ import pandas as pd
 
 from staging_validation.acceptance.gates import GateResult, event_evidence, identity_merges, merge_evidence
 from staging_validation.acceptance.policy import Policy
+from staging_validation.campaigns import CampaignState
 from staging_validation.telemetry.events import EventKind
 
 
@@ -31,7 +32,7 @@ class Decision:
 class EarlyStop:
     gate: int
     rule: str
-    first_seen: pd.Timestamp
+    first_seen: str  # ISO time of the first offending line or probe row
     hour: int
     reason: str
     evidence: list[dict]
@@ -42,6 +43,11 @@ def coverage(hours_with_data: Iterable[int], hours_expected: int) -> float:
     if hours_expected <= 0:
         return 0.0
     return len({h for h in hours_with_data if 0 <= h < hours_expected}) / hours_expected
+
+
+def judged_hours(state: CampaignState) -> int:
+    """Hours a verdict covers: up to the early-stop hour, else the planned plus extension hours."""
+    return state.stopped_at_hour + 1 if state.stopped_at_hour is not None else state.total_hours
 
 
 def _names(gates: list[GateResult]) -> str:
@@ -127,7 +133,7 @@ def early_stop(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> E
         if len(missing):
             first = missing.iloc[0]
             found.append(EarlyStop(
-                gate=1, rule="early_stop.missing_pack", first_seen=first["time"], hour=int(first["hour"]),
+                gate=1, rule="early_stop.missing_pack", first_seen=first["time"].isoformat(), hour=int(first["hour"]),
                 reason=(f"{len(missing)} request(s) ran without a ContinuityPack; first at "
                         f"{first['time'].isoformat()} (hour {int(first['hour'])})."),
                 evidence=event_evidence(missing)))
@@ -136,7 +142,7 @@ def early_stop(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> E
         if len(merges):
             first = merges.iloc[0]
             found.append(EarlyStop(
-                gate=5, rule="early_stop.identity_merge", first_seen=first["time"], hour=int(first["hour"]),
+                gate=5, rule="early_stop.identity_merge", first_seen=pd.Timestamp(first["time"]).isoformat(), hour=int(first["hour"]),
                 reason=(f"accidental identity merge: {first['detail']}; first at "
                         f"{pd.Timestamp(first['time']).isoformat()} (hour {int(first['hour'])})."),
                 evidence=merge_evidence(merges)))

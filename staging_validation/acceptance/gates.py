@@ -96,10 +96,10 @@ def _first_time(frame: pd.DataFrame) -> str:
     return _time_text(frame["time"].min()) if len(frame) else "unknown time"
 
 
-def _result(number: int, policy: Policy, **fields) -> GateResult:
+def _result(number: int, policy: Policy, thresholds: dict, **fields) -> GateResult:
     config = policy.gate(number)
     return GateResult(gate=number, key=GATE_KEYS[number], name=config.name, critical=config.critical,
-                      **fields)
+                      thresholds={**thresholds, "min_samples": policy.min_samples}, **fields)
 
 
 # --- gate 1: ContinuityPack integrity -----------------------------------------------------------
@@ -157,12 +157,19 @@ def _continuity_pack(events: pd.DataFrame, policy: Policy) -> GateResult:
 # --- gate 2: AmbiguityGate rate -----------------------------------------------------------------
 
 
+def ambiguity_checks_counted(events: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The ambiguity checks the rate counts, and the denominator's name: organic traffic only, unless no
+    probe request id was ever seen in telemetry (then nothing can be separated and all traffic counts)."""
+    checks = _of_kind(events, EventKind.AMBIGUITY_CHECK)
+    if (events["origin"] == "probe").any():
+        return checks[checks["origin"] == "organic"], "organic requests"
+    return checks, "all traffic (no probe request id seen in telemetry)"
+
+
 def _ambiguity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> GateResult:
     config = policy.gates.ambiguity
     checks = _of_kind(events, EventKind.AMBIGUITY_CHECK)
-    probe_ids_seen = bool((events["origin"] == "probe").any())
-    counted = checks[checks["origin"] == "organic"] if probe_ids_seen else checks
-    denominator = "organic requests" if probe_ids_seen else "all traffic (no probe request id seen in telemetry)"
+    counted, denominator = ambiguity_checks_counted(events)
     ambiguous = counted[counted["status"] == "AMBIGUOUS"]
     rate = len(ambiguous) / len(counted) if len(counted) else None
 
@@ -266,8 +273,7 @@ def _relationship_determinism(records: pd.DataFrame, events: pd.DataFrame, polic
                "probe_requests": len(probe_rows), "telemetry_resolutions": len(resolutions),
                "telemetry_users": int(resolutions["user_hash"].nunique()),
                "changes_explained_by_locked_fact": len(explained), "changes_unexplained": len(unexplained)}
-    thresholds = {"consecutive_requests": config.consecutive_requests, "unexplained_changes_max": 0,
-                  "telemetry_resolutions_min": policy.min_samples}
+    thresholds = {"consecutive_requests": config.consecutive_requests, "unexplained_changes_max": 0}
     common = dict(metrics=metrics, thresholds=thresholds, samples=len(probe_rows) + len(resolutions))
 
     if len(disagreeing_users):

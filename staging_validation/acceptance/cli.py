@@ -1,0 +1,51 @@
+"""`staging-validation verdict`: re-judge a stored campaign, e.g. after tightening a threshold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from staging_validation.acceptance.judge import judge_campaign
+from staging_validation.acceptance.policy import load_policy
+from staging_validation.config_files import ConfigError
+from staging_validation.storage import default_data_root
+
+EXIT_CODES = {"ACCEPT": 0, "EXTEND": 3, "REJECT": 4}
+STATUS_STYLE = {"PASS": "green", "REVIEW": "yellow", "FAIL": "bold red", "NO_DATA": "magenta"}
+DECISION_STYLE = {"ACCEPT": "bold green", "EXTEND": "bold yellow", "REJECT": "bold red"}
+
+
+@click.command()
+@click.option("--campaign", "campaign_id", required=True, help="Id of a stored campaign.")
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Policy YAML to judge with (default: the campaign's own, else the shipped one).")
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path),
+              help="Where campaigns are stored (default: data/ or $STAGING_VALIDATION_DATA).")
+def verdict(campaign_id: str, policy_path: Path | None, data_root: Path | None) -> None:
+    """Recompute the five gates and the decision from stored data; exit 0 ACCEPT, 3 EXTEND, 4 REJECT."""
+    data_root = data_root or default_data_root()
+    try:
+        evidence = judge_campaign(data_root, campaign_id, load_policy(policy_path) if policy_path else None)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+
+    console = Console()
+    table = Table(title=f"Campaign {evidence.campaign}: {len(evidence.hours_observed)} observed hour(s), "
+                        f"coverage {evidence.coverage:.0%}")
+    for column in ("#", "Gate", "Critical", "Status", "Rule", "Samples", "Reason"):
+        table.add_column(column, overflow="fold")
+    for gate in evidence.gates:
+        table.add_row(str(gate.gate), gate.name, "yes" if gate.critical else "no",
+                      f"[{STATUS_STYLE[gate.status]}]{gate.status}[/]", gate.rule, str(gate.samples), gate.reason)
+    console.print(table)
+    decision = evidence.decision
+    console.print(f"Decision: [{DECISION_STYLE[decision.decision]}]{decision.decision}[/] (rule {decision.rule})",
+                  highlight=False)
+    console.print(decision.reason, highlight=False, markup=False)
+    for item in decision.action_items:
+        console.print(f"- {item}", highlight=False, markup=False)
+    raise SystemExit(EXIT_CODES[decision.decision])

@@ -1,0 +1,61 @@
+"""Re-judging a stored campaign: gates and decision recomputed from its stored hourly tables alone.
+
+The `verdict` CLI and the Dagster verdict assets share this, so a user who tightens a threshold and
+re-judges gets exactly what the campaign would have decided with that policy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from staging_validation.acceptance.decision import EarlyStop, coverage, decide, judged_hours
+from staging_validation.acceptance.gates import evaluate_gates
+from staging_validation.acceptance.monitor import Alert
+from staging_validation.acceptance.policy import Policy, load_policy
+from staging_validation.acceptance.report import CampaignEvidence
+from staging_validation.campaigns import (
+    HOURLY_ASSET_PROBE_RECORDS,
+    HOURLY_ASSET_TELEMETRY_EVENTS,
+    CampaignState,
+    load_campaign_state,
+    load_hourly_table,
+)
+from staging_validation.probes.records import RECORD_SCHEMA
+from staging_validation.storage import campaign_dir
+from staging_validation.telemetry.events import EVENT_SCHEMA
+
+# The hour-24 identity and determinism tests, stored once per campaign by the verdict assets.
+FINAL_CHECKS_PATH = Path("verdict") / "final_checks.parquet"
+
+
+def load_campaign_tables(data_root: str | Path, state: CampaignState) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(records, events) of every stored hour; the final checks join the records at hour `total_hours`."""
+    records = load_hourly_table(data_root, state.campaign, HOURLY_ASSET_PROBE_RECORDS, RECORD_SCHEMA)
+    events = load_hourly_table(data_root, state.campaign, HOURLY_ASSET_TELEMETRY_EVENTS, EVENT_SCHEMA)
+    final_path = campaign_dir(data_root, state.campaign) / FINAL_CHECKS_PATH
+    if final_path.exists():
+        final = pq.read_table(final_path, schema=RECORD_SCHEMA).to_pandas()
+        final["hour"] = state.total_hours
+        records = pd.concat([records, final], ignore_index=True) if len(records) else final
+    return records, events
+
+
+def judge_campaign(data_root: str | Path, campaign_id: str, policy: Policy | None = None,
+                   alerts: list[Alert] | None = None) -> CampaignEvidence:
+    """Gates and decision of a stored campaign (ConfigError if the id is invalid or unknown), judged with
+    `policy`, else the campaign's own policy file, else the shipped default."""
+    state = load_campaign_state(data_root, campaign_id)
+    policy = policy or load_policy(state.settings.get("policy") or None)
+    records, events = load_campaign_tables(data_root, state)
+    gates = evaluate_gates(records, events, policy)
+    judged = judged_hours(state)
+    observed = sorted(h for h in set(events["hour"].astype(int)) if h < judged)
+    share = coverage(observed, judged)
+    stopped = EarlyStop(**state.early_stop) if state.early_stop else None
+    decision = decide(gates, share, policy, extension_count=state.extension_count, stopped=stopped)
+    return CampaignEvidence(campaign=state.campaign, state=state, records=records, events=events, gates=gates,
+                            decision=decision, alerts=alerts or [], hours_observed=observed,
+                            decided_at=pd.Timestamp.now(tz="UTC").to_pydatetime(), coverage=share)

@@ -1,0 +1,401 @@
+"""A decided campaign's outputs: decision.json, the filled STAGING_ACCEPTANCE_REPORT.md with its charts,
+and the runbook's staging-validation-metrics.txt. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from staging_validation.acceptance.decision import Decision, judged_hours
+from staging_validation.acceptance.gates import (
+    GateResult,
+    ambiguity_checks_counted,
+    governor_attempts,
+)
+from staging_validation.acceptance.monitor import Alert
+from staging_validation.acceptance.notify import Message
+from staging_validation.campaigns import CampaignState
+from staging_validation.probes.records import Outcome
+from staging_validation.storage import atomic_write_bytes, atomic_write_text
+from staging_validation.telemetry.events import EventKind
+
+REPORT_NAME = "STAGING_ACCEPTANCE_REPORT.md"
+DECISION_NAME = "decision.json"
+METRICS_NAME = "staging-validation-metrics.txt"
+CHARTS = {
+    "latency": "charts/latency_by_hour.png",
+    "ambiguity": "charts/ambiguity_rate_by_hour.png",
+    "governor": "charts/governor_attempts.png",
+    "requests": "charts/requests_per_hour.png",
+}
+
+
+@dataclasses.dataclass
+class CampaignEvidence:
+    campaign: str
+    state: CampaignState
+    records: pd.DataFrame
+    events: pd.DataFrame
+    gates: list[GateResult]
+    decision: Decision
+    alerts: list[Alert]
+    hours_observed: list[int]
+    decided_at: datetime
+    coverage: float  # share of the judged hours with data, as the decision used it
+    # {"health": {"passed": bool, "detail": str}, "features": {name: bool},
+    #  "smoke": {"passed": int, "total": int, "detail": str}}; parts left out are derived from the records.
+    deploy: dict = dataclasses.field(default_factory=dict)
+
+
+def write_campaign_outputs(out_dir: str | Path, evidence: CampaignEvidence, notification: Message) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    hourly = hourly_series(evidence.events)
+    written = {}
+    for key, relative in CHARTS.items():
+        written[f"chart_{key}"] = out_dir / relative
+        atomic_write_bytes(written[f"chart_{key}"], _CHART_RENDERERS[key](hourly, evidence))
+    written["decision"] = out_dir / DECISION_NAME
+    atomic_write_text(written["decision"], json.dumps(decision_document(evidence, notification), indent=2) + "\n")
+    written["report"] = out_dir / REPORT_NAME
+    atomic_write_text(written["report"], render_report(evidence, notification, hourly))
+    return written
+
+
+def decision_document(evidence: CampaignEvidence, notification: Message) -> dict:
+    """decision.json; `extension.count` is how many extensions ran before this decision and
+    `extension.hours` how many hours this decision adds (0 unless EXTEND continues the campaign)."""
+    decision = evidence.decision
+    return {
+        "campaign": evidence.campaign,
+        "decision": decision.decision,
+        "rule": decision.rule,
+        "decided_at": evidence.decided_at.isoformat(),
+        "observed_hours": sorted(evidence.hours_observed),
+        "coverage": evidence.coverage,
+        "extension": {"count": evidence.state.extension_count, "hours": decision.extend_hours},
+        "gates": [{"gate": g.gate, "name": g.name, "critical": g.critical, "status": g.status,
+                   "metrics": g.metrics, "thresholds": g.thresholds, "samples": g.samples, "reason": g.reason}
+                  for g in evidence.gates],
+        "action_items": decision.action_items,
+        "notification": {"subject": notification.subject, "body": notification.body},
+    }
+
+
+# --- numbers by hour ----------------------------------------------------------------------------
+
+
+def hourly_series(events: pd.DataFrame) -> pd.DataFrame:
+    """Per campaign hour: requests, request latency p50/p95/p99 (ms), ambiguity rate, error lines."""
+    completed = events[events["kind"] == EventKind.REQUEST_COMPLETED.value]
+    by_hour = completed.groupby("hour")["duration_ms"]
+    counted, _ = ambiguity_checks_counted(events)
+    table = pd.DataFrame({
+        "requests": completed.groupby("hour").size(),
+        "p50_ms": by_hour.quantile(0.50),
+        "p95_ms": by_hour.quantile(0.95),
+        "p99_ms": by_hour.quantile(0.99),
+        "ambiguity_rate": counted.groupby("hour")["status"].apply(lambda s: (s == "AMBIGUOUS").mean()),
+        "errors": events[events["level"].fillna(0) >= 50].groupby("hour").size(),
+    })
+    table.index.name = "hour"
+    return table.sort_index()
+
+
+# --- charts -------------------------------------------------------------------------------------
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(buffer)
+    return buffer.getvalue()
+
+
+def _axes(title: str, ylabel: str):
+    figure = Figure(figsize=(8, 3.6), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    axes.set_title(title)
+    axes.set_xlabel("campaign hour")
+    axes.set_ylabel(ylabel)
+    axes.grid(alpha=0.3)
+    return figure, axes
+
+
+def _no_data(axes, what: str) -> None:
+    axes.text(0.5, 0.5, f"no {what} observed", ha="center", va="center", transform=axes.transAxes)
+
+
+def _latency_chart(hourly: pd.DataFrame, evidence: CampaignEvidence) -> bytes:
+    figure, axes = _axes("Request latency by hour (telemetry duration_ms)", "ms")
+    if hourly["requests"].notna().any():
+        for column, label in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99")):
+            axes.plot(hourly.index, hourly[column], marker="o", markersize=3, label=label)
+        axes.legend()
+    else:
+        _no_data(axes, "requests")
+    return _png(figure)
+
+
+def _ambiguity_chart(hourly: pd.DataFrame, evidence: CampaignEvidence) -> bytes:
+    figure, axes = _axes("Ambiguity rate by hour", "% of requests flagged")
+    rates = hourly["ambiguity_rate"].dropna()
+    if len(rates):
+        axes.plot(rates.index, rates * 100, marker="o", markersize=3, label="ambiguity rate")
+        gate = next((g for g in evidence.gates if g.gate == 2), None)
+        if gate:
+            axes.axhline(gate.thresholds["rate_review_at_or_above"] * 100, color="orange", ls="--", label="review")
+            axes.axhline(gate.thresholds["rate_extend_above"] * 100, color="red", ls="--", label="extend")
+        axes.legend()
+    else:
+        _no_data(axes, "ambiguity checks")
+    return _png(figure)
+
+
+def _governor_chart(hourly: pd.DataFrame, evidence: CampaignEvidence) -> bytes:
+    figure, axes = _axes("Governor: attempt on which each request passed", "requests")
+    axes.set_xlabel("attempt (1 = no regeneration)")
+    distribution = governor_attempts(evidence.events).value_counts().sort_index()
+    if len(distribution):
+        axes.bar(distribution.index.astype(str), distribution.values)
+    else:
+        _no_data(axes, "governor passes")
+    return _png(figure)
+
+
+def _requests_chart(hourly: pd.DataFrame, evidence: CampaignEvidence) -> bytes:
+    figure, axes = _axes("Requests per hour (all traffic, from telemetry)", "requests")
+    if hourly["requests"].notna().any():
+        axes.bar(hourly.index, hourly["requests"].fillna(0))
+    else:
+        _no_data(axes, "requests")
+    return _png(figure)
+
+
+_CHART_RENDERERS = {"latency": _latency_chart, "ambiguity": _ambiguity_chart, "governor": _governor_chart,
+                    "requests": _requests_chart}
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+def _fmt(value: object, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "not measured"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.0f}{unit}" if value.is_integer() else f"{value:,.1f}{unit}"
+    return f"{value}{unit}"
+
+
+def _pct(value: object) -> str:
+    return "not measured" if value is None else f"{value * 100:.2f} %"
+
+
+def _table(header: list[str], rows: list[list[object]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell).replace("|", "\\|").replace("\n", " ") for cell in row) + " |"
+              for row in rows]
+    return lines
+
+
+def _gate_measurements(gate: GateResult) -> list[list[str]]:
+    """Metric / target / actual rows for one gate."""
+    m, t = gate.metrics, gate.thresholds
+    min_samples = t["min_samples"]
+    if gate.gate == 1:
+        return [["Missing-pack events", "0", _fmt(m["missing_packs"])],
+                ["Default-pack fallbacks", "0", _fmt(m["fallbacks"])],
+                ["Packs built", f"≥ {min_samples}", _fmt(m["pack_builds"])],
+                ["Pack build latency p50", f"≤ {t['build_p50_ms_review_above']:g} ms", _fmt(m["build_p50_ms"], " ms")],
+                ["Pack size p50", f"≤ {t['size_p50_bytes_review_above']} bytes", _fmt(m["size_p50_bytes"], " bytes")]]
+    if gate.gate == 2:
+        return [["Ambiguity rate", f"< {_pct(t['rate_review_at_or_above'])} (review to {_pct(t['rate_extend_above'])})",
+                 f"{_pct(m['rate'])} ({m['ambiguous_counted']} of {m['checks_counted']})"],
+                ["Denominator", "organic requests", m["denominator"]],
+                ["Probe checks excluded", "—", _fmt(m["probe_checks_excluded"])],
+                ["Prompt-set false-positive rate", f"≤ {_pct(t['false_positive_rate_review_above'])}",
+                 f"{_pct(m['false_positive_rate'])} ({m['false_positives']} prompts)"],
+                ["Prompt-set false-negative rate", f"≤ {_pct(t['false_negative_rate_review_above'])}",
+                 f"{_pct(m['false_negative_rate'])} ({m['false_negatives']} prompts)"],
+                ["Labelled prompt-set results", f"≥ {min_samples}", _fmt(m["prompt_set_labelled"])]]
+    if gate.gate == 3:
+        return [["Probe users with consecutive requests", f"≥ 1 user × {t['consecutive_requests']} requests",
+                 _fmt(m["probe_users_checked"])],
+                ["Probe users with differing contexts", "0", _fmt(m["probe_users_disagreeing"])],
+                ["Relationship resolutions in telemetry", f"≥ {min_samples}",
+                 f"{m['telemetry_resolutions']} for {m['telemetry_users']} users"],
+                ["Context changes without locked-fact override", "0", _fmt(m["changes_unexplained"])],
+                ["Context changes by locked-fact override", "0 (else REVIEW)",
+                 _fmt(m["changes_explained_by_locked_fact"])]]
+    if gate.gate == 4:
+        p99_target = f"≤ {t['regen_p99_ms_extend_above']:g} ms"
+        p99_actual = _fmt(m["regen_p99_ms"], " ms") + ("" if m["regen_p99_judged"] else
+                                                      f" (not judged: {m['regen_requests']} requests)")
+        return [["Requests passing on 0 regenerations",
+                 f"> {_pct(t['zero_regen_pass_above'])} (fail < {_pct(t['zero_regen_fail_below'])})",
+                 f"{_pct(m['zero_regen_share'])} ({m['zero_regen_requests']} of {m['requests_passed']})"],
+                ["Regen-path latency p99", p99_target, p99_actual]]
+    return [["Accidental identity merges", "0", _fmt(m["merges"])],
+            ["Failed identity checks", "0", f"{m['probe_checks_failed']} of {m['probe_checks']}"],
+            ["Checks completed (create, lookup, link)", "all three",
+             ", ".join(f"{name}: {'yes' if seen else 'no'}" for name, seen in m["checks_seen"].items())],
+            ["Identity operations in telemetry", "—", _fmt(m["telemetry_identity_ops"])]]
+
+
+def _evidence_lines(gate: GateResult) -> list[str]:
+    if not gate.evidence:
+        return ["No sample lines: nothing relevant was observed."]
+    lines = ["```"]
+    for item in gate.evidence:
+        shown = item.get("line") if "line" in item else json.dumps(item.get("row"), default=str)
+        lines.append(f"{item['time']} (hour {item['hour']}): {shown}")
+    return lines + ["```"]
+
+
+def _deploy_section(evidence: CampaignEvidence) -> list[str]:
+    records = evidence.records
+    deploy_rows = records[records["probe"] == "deploy"]
+    smoke_rows = records[records["probe"].isin(["deploy", "smoke"]) & records["passed"].notna()
+                         & (records["case"] != "health")]
+    health = evidence.deploy.get("health")
+    if health is None:
+        health_rows = deploy_rows[deploy_rows["case"] == "health"]
+        health = ({"passed": bool(health_rows["passed"].fillna(False).all()),
+                   "detail": f"{len(health_rows)} health check(s), HTTP "
+                             f"{', '.join(str(int(s)) for s in health_rows['http_status'].dropna().unique())}"}
+                  if len(health_rows) else {"passed": None, "detail": "no health check recorded"})
+    features = evidence.deploy.get("features") or {}
+    smoke = evidence.deploy.get("smoke")
+    if smoke is None:
+        smoke = {"passed": int(smoke_rows["passed"].sum()), "total": len(smoke_rows),
+                 "detail": f"all smoke tests recorded in hours {sorted(smoke_rows['hour'].unique().tolist())}"
+                 if len(smoke_rows) else "no smoke test recorded"}
+    lines = ["## 1. Deployment status", "",
+             *_table(["Check", "Result", "Detail"], [
+                 ["Health", {True: "PASS", False: "FAIL"}.get(health.get("passed"), "NOT RECORDED"),
+                  health.get("detail", "")],
+                 ["Features", ("all enabled" if features and all(features.values()) else
+                               "not all enabled" if features else "not reported"),
+                  ", ".join(f"{name}: {'on' if on else 'off'}" for name, on in features.items()) or "—"],
+                 ["Smoke tests", f"{smoke.get('passed', 0)}/{smoke.get('total', 0)}", smoke.get("detail", "")],
+             ])]
+    return lines + [""]
+
+
+def _operational_section(evidence: CampaignEvidence, hourly: pd.DataFrame) -> list[str]:
+    events, records = evidence.events, evidence.records
+    completed = events[events["kind"] == EventKind.REQUEST_COMPLETED.value]
+    durations = completed["duration_ms"].dropna()
+    status = completed["http_status"]
+    requests = hourly["requests"].dropna()
+    probe_latency = records.loc[~records["dropped"], "latency_ms"].dropna()
+    outcomes = records["outcome"].value_counts()
+
+    def share(count: int, total: int) -> str:
+        return f"{count} ({count / total * 100:.2f} %)" if total else f"{count}"
+
+    def q(series: pd.Series, level: float) -> str:
+        return _fmt(float(series.quantile(level)), " ms") if len(series) else "not measured"
+
+    lines = ["## 7. Operational metrics", "",
+             *_table(["Metric", "Telemetry (all traffic)", "Probes (validator's own requests)"], [
+                 ["Requests", f"{len(completed)} ({int((completed['origin'] == 'organic').sum())} organic)",
+                  f"{len(records)} ({int(records['dropped'].sum())} dropped)"],
+                 ["Requests per hour (mean)", _fmt(float(requests.mean())) if len(requests) else "not measured",
+                  "—"],
+                 ["Peak hour", f"hour {requests.idxmax()}: {int(requests.max())}" if len(requests) else "—", "—"],
+                 ["Minimum hour", f"hour {requests.idxmin()}: {int(requests.min())}" if len(requests) else "—",
+                  "—"],
+                 ["5xx", share(int((status >= 500).sum()), len(completed)),
+                  share(int(outcomes.get(Outcome.SERVER_ERROR.value, 0)), len(records))],
+                 ["Timeouts", "not visible in telemetry",
+                  share(int(outcomes.get(Outcome.TIMEOUT.value, 0)), len(records))],
+                 ["Rate-limited (429)", share(int((status == 429).sum()), len(completed)),
+                  share(int(outcomes.get(Outcome.RATE_LIMITED.value, 0)), len(records))],
+                 ["Connection errors", "—", share(int(outcomes.get(Outcome.CONNECTION_ERROR.value, 0)),
+                                                  len(records))],
+                 ["Error lines (level ≥ 50)", _fmt(int((events["level"].fillna(0) >= 50).sum())), "—"],
+                 ["Latency p50", q(durations, 0.50), q(probe_latency, 0.50)],
+                 ["Latency p95", q(durations, 0.95), q(probe_latency, 0.95)],
+                 ["Latency p99", q(durations, 0.99), q(probe_latency, 0.99)],
+             ]), "",
+             f"![Requests per hour]({CHARTS['requests']})", "",
+             f"![Latency p50/p95/p99 by hour]({CHARTS['latency']})", "",
+             f"![Ambiguity rate by hour]({CHARTS['ambiguity']})", "",
+             f"![Governor attempt distribution]({CHARTS['governor']})", ""]
+    return lines
+
+
+def _incidents_section(evidence: CampaignEvidence) -> list[str]:
+    lines = ["## 8. Incidents", ""]
+    if not evidence.alerts:
+        return lines + [f"The monitor raised no alert over the {len(evidence.hours_observed)} observed hour(s).", ""]
+    rows = [[pd.Timestamp(a.time_ms, unit="ms", tz="UTC").isoformat(), a.severity, a.rule, a.count, a.message]
+            for a in sorted(evidence.alerts, key=lambda a: a.time_ms)]
+    return lines + _table(["Time (UTC)", "Severity", "Rule", "Count", "Message"], rows) + [""]
+
+
+def _anomalies_section(evidence: CampaignEvidence) -> list[str]:
+    found = []
+    expected = range(judged_hours(evidence.state))
+    missing = [h for h in expected if h not in set(evidence.hours_observed)]
+    if missing:
+        found.append(f"{len(missing)} of {len(expected)} campaign hours have no stored data: {missing}.")
+    if not (evidence.events["origin"] == "probe").any():
+        found.append("No probe request id was seen in telemetry, so the ambiguity rate counts all traffic.")
+    dropped = int(evidence.records["dropped"].sum())
+    if dropped:
+        found.append(f"{dropped} probe request(s) could not be sent on time (stress dropped requests).")
+    for gate in evidence.gates:
+        if gate.status == "NO_DATA":
+            found.append(f"Gate {gate.gate} ({gate.name}) had no usable evidence: {gate.reason}")
+    lines = ["## 9. Anomalies", ""]
+    if not found:
+        return lines + ["None: every campaign hour has data, probe traffic was separated from organic traffic, "
+                        "and every gate had enough samples.", ""]
+    return lines + [f"- {item}" for item in found] + [""]
+
+
+def render_report(evidence: CampaignEvidence, notification: Message, hourly: pd.DataFrame) -> str:
+    decision, state = evidence.decision, evidence.state
+    hours = sorted(evidence.hours_observed)
+    lines = [f"# Staging acceptance report: {evidence.campaign}", "",
+             *_table(["Field", "Value"], [
+                 ["Campaign", evidence.campaign],
+                 ["Started", state.timing.start.isoformat()],
+                 ["Decided", evidence.decided_at.isoformat()],
+                 ["Planned hours", state.planned_hours],
+                 ["Extensions so far", f"{state.extension_count} ({state.extension_hours} hours)"],
+                 ["Observed hours", f"{len(hours)} of {judged_hours(state)} (coverage {evidence.coverage:.0%})"],
+                 ["Decision", f"**{decision.decision}** (rule `{decision.rule}`)"],
+             ]), "", *_deploy_section(evidence)]
+    for section, gate in enumerate(evidence.gates, start=2):
+        lines += [f"## {section}. Gate {gate.gate}: {gate.name}{' (critical)' if gate.critical else ''}", "",
+                  *_table(["Metric", "Target", "Actual"], _gate_measurements(gate)), "",
+                  f"**Status: {gate.status}** (rule `{gate.rule}`, {gate.samples} samples). {gate.reason}", ""]
+        if gate.action_item:
+            lines += [f"Action item: {gate.action_item}", ""]
+        lines += ["Evidence:", "", *_evidence_lines(gate), ""]
+    lines += _operational_section(evidence, hourly)
+    lines += _incidents_section(evidence)
+    lines += _anomalies_section(evidence)
+    lines += ["## 10. Final gate table", "",
+              *_table(["#", "Gate", "Critical", "Status", "Rule", "Samples"],
+                      [[g.gate, g.name, "yes" if g.critical else "no", g.status, f"`{g.rule}`", g.samples]
+                       for g in evidence.gates]), ""]
+    lines += ["## 11. Decision", "", f"**{decision.decision}**, by rule `{decision.rule}`.", "", decision.reason, ""]
+    if decision.extend_hours:
+        lines += [f"The campaign continues for {decision.extend_hours} more hours, then decides again.", ""]
+    if decision.action_items:
+        lines += ["Action items:", "", *(f"- {item}" for item in decision.action_items), ""]
+    lines += ["## 12. Notification", "", f"Subject: {notification.subject}", "", "```",
+              notification.body.rstrip("\n"), "```", ""]
+    return "\n".join(lines)
