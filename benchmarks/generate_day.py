@@ -97,6 +97,7 @@ IDENTITY_ROUTES = {
     "link": ("POST", "/v1/identity/link"),
 }
 IDENTITY_FAILURE_STATUS = {"create": 500, "resolve": 404, "link": 409, "lookup": 404}
+TIMEOUT_STATUSES = ("408", "504")  # what a "timeout" is: the request ended in one of these statuses
 PROVIDERS = ("discord", "sovereign", "astralis", "console")
 FALLBACK_REASONS = ("pack_store_timeout", "pack_store_unavailable", "budget_exceeded")
 STACK_FRAMES = (
@@ -652,7 +653,7 @@ def runbook_metrics(truth: dict) -> list[list]:
         ["Link operations", truth["identity"]["by_op"].get("link", 0) + truth["identity"]["by_op"].get("link_failed", 0)],
         ["Total errors", truth["error_lines"]],
         ["HTTP 5xx", truth["requests"]["by_status_class"].get("5xx", 0)],
-        ["Timeouts", truth["requests"]["by_status"].get("504", 0)],
+        ["Timeouts", sum(truth["requests"]["by_status"].get(status, 0) for status in TIMEOUT_STATUSES)],
     ]
 
 
