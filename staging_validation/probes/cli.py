@@ -82,6 +82,8 @@ def _print(result: ProbeResult) -> None:
     table.add_column("detail", overflow="fold", ratio=1)
     for record in result.records[:RECORD_ROWS_SHOWN]:
         detail = record.error or record.answer or ""
+        if record.sse_events is not None and not record.error:
+            detail = f"{record.sse_events} stream events"
         table.add_row(
             record.case,
             f"{record.method} {record.route}",

@@ -3,12 +3,14 @@
 Identity: a new discord identity and a new sovereign identity must get different ids (the same id is an
 accidental merge, the catastrophic failure), reverse lookups must return the right provider identities,
 and linking a second provider to one user must work. Determinism: five consecutive requests by one user
-must get the same relationship context.
+must get the same relationship context (checked for several users).
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from staging_validation.campaigns import CampaignTiming
@@ -19,20 +21,23 @@ if TYPE_CHECKING:
     from staging_validation.target.client import TargetClient
 
 DETERMINISM_REQUESTS = 5
+DETERMINISM_USERS = tuple(f"sv-determinism-{n:02d}" for n in range(1, 11))
 DETERMINISM_PROMPT = "Good morning! What should I focus on today?"
 
 
-def _lookup_problem(links: list[tuple[str, str]] | None, expected: set, unexpected: set) -> str | None:
+def _lookup_problem(links: list[tuple[str, str]] | None, expected: set[tuple[str, str]]) -> str | None:
+    """Why a reverse lookup is wrong: a fresh user must list exactly its own provider identities.
+
+    An extra entry means another identity was merged into this user, however it got there.
+    """
     if links is None:
         return None  # the record already says why the list is unreadable
     found = set(links)
-    missing = sorted(expected - found)
-    wrong = sorted(unexpected & found)
     problems = []
-    if missing:
+    if missing := sorted(expected - found):
         problems.append("missing " + ", ".join(f"{p}:{u}" for p, u in missing))
-    if wrong:
-        problems.append("wrongly lists " + ", ".join(f"{p}:{u}" for p, u in wrong))
+    if extra := sorted(found - expected):
+        problems.append("also lists " + ", ".join(f"{p}:{u}" for p, u in extra) + " (merged identities)")
     return "reverse lookup " + "; ".join(problems) if problems else None
 
 
@@ -74,14 +79,14 @@ async def identity_check(client: TargetClient, timing: CampaignTiming) -> ProbeR
         records.append(resolved)
 
     lookups_ok = True
-    for case, user_id, own, other in (
-        ("lookup_discord", discord_id, discord, sovereign),
-        ("lookup_sovereign", sovereign_id, sovereign, discord),
+    for case, user_id, own in (
+        ("lookup_discord", discord_id, discord),
+        ("lookup_sovereign", sovereign_id, sovereign),
     ):
         if not user_id or merged:
             continue
         record, links = await client.identity_lookup("identity", timing, case=case, vi_user_id=user_id)
-        lookups_ok &= judge(record, _lookup_problem(links, {own}, {other}))
+        lookups_ok &= judge(record, _lookup_problem(links, {own}))
         records.append(record)
 
     link_ok = False
@@ -99,7 +104,7 @@ async def identity_check(client: TargetClient, timing: CampaignTiming) -> ProbeR
             after, links = await client.identity_lookup(
                 "identity", timing, case="lookup_after_link", vi_user_id=discord_id
             )
-            link_ok = judge(after, _lookup_problem(links, {discord, astralis}, {sovereign}))
+            link_ok = judge(after, _lookup_problem(links, {discord, astralis}))
             records.append(after)
 
     failures = [failure_line(r) for r in records if not r.passed]
@@ -121,14 +126,8 @@ def _context(record: ProbeRecord) -> tuple[str | None, str | None, str | None]:
     return (record.relationship_type, record.voice_profile, record.trust_level)
 
 
-async def determinism_check(client: TargetClient, timing: CampaignTiming) -> ProbeResult:
-    user = f"sv-determinism-{uuid.uuid4().hex[:10]}"
-    records = []
-    for number in range(1, DETERMINISM_REQUESTS + 1):
-        record = await client.chat(
-            "determinism", timing, case=f"request_{number}", user=user, message=DETERMINISM_PROMPT
-        )
-        records.append(record)
+def _judge_consistency(records: list[ProbeRecord]) -> set[tuple]:
+    """Judge one user's requests against the first context seen; the distinct contexts seen."""
     first_context = next((_context(r) for r in records if r.relationship_type), None)
     for record in records:
         if not record.relationship_type:
@@ -137,12 +136,37 @@ async def determinism_check(client: TargetClient, timing: CampaignTiming) -> Pro
             judge(record, f"relationship context {_context(record)} differs from the first {first_context}")
         else:
             judge(record, None)
-    contexts = sorted({"/".join(str(v) for v in _context(r)) for r in records if r.relationship_type})
-    failures = [failure_line(r) for r in records if not r.passed]
+    return {_context(r) for r in records if r.relationship_type}
+
+
+async def determinism_check(
+    client: TargetClient, timing: CampaignTiming, users: Sequence[str] = DETERMINISM_USERS
+) -> ProbeResult:
+    """Each user sends 5 consecutive requests (users in parallel); each must always get one context.
+
+    The runbook picks one user; several stable users make a fault that affects only some users far
+    more likely to be seen, and stable names let a campaign compare a user's context across hours.
+    """
+
+    async def consecutive(user: str) -> list[ProbeRecord]:
+        return [
+            await client.chat("determinism", timing, case=f"request_{n}", user=user, message=DETERMINISM_PROMPT)
+            for n in range(1, DETERMINISM_REQUESTS + 1)
+        ]
+
+    per_user = await asyncio.gather(*(consecutive(user) for user in users))
+    contexts = {user: _judge_consistency(records) for user, records in zip(users, per_user, strict=True)}
+    records = [record for user_records in per_user for record in user_records]
+    failures = [f"{r.user} {failure_line(r)}" for r in records if not r.passed]
     return ProbeResult(
         probe="determinism",
         passed=not failures,
         records=records,
         failures=failures,
-        summary={"user": user, "requests": len(records), "distinct_contexts": len(contexts), "contexts": contexts},
+        summary={
+            "users": len(users),
+            "requests": len(records),
+            "users_inconsistent": sum(len(seen) > 1 for seen in contexts.values()),
+            "contexts": {user: sorted("/".join(map(str, c)) for c in seen) for user, seen in contexts.items()},
+        },
     )

@@ -47,5 +47,6 @@ def latency_percentiles(records: list[ProbeRecord]) -> dict[str, float | None]:
 def outcome_counts(records: list[ProbeRecord]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for record in records:
-        counts[record.outcome] = counts.get(record.outcome, 0) + 1
+        outcome = str(record.outcome)
+        counts[outcome] = counts.get(outcome, 0) + 1
     return counts

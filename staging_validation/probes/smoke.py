@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from staging_validation.target.client import TargetClient
 
 SMOKE_LOOP_INTERVAL_S = 300  # runbook: every 5 minutes during the first hour
+RUNBOOK_HOUR_S = 3600
 NORMAL_PROMPT = "What is the capital of France?"
 AMBIGUOUS_PROMPT = "so what not"
 RELATIONSHIP_PROMPT = "Can you remind me what we talked about last time?"
@@ -91,12 +92,8 @@ async def smoke_loop(client: TargetClient, timing: CampaignTiming, hour: int) ->
     if the whole hour is already over, one round runs now so the hour still has evidence.
     """
     interval = timing.scale(SMOKE_LOOP_INTERVAL_S)
-    hour_start, hour_end = timing.hour_start_s(hour), timing.hour_start_s(hour + 1)
-    slots = []
-    slot = hour_start
-    while slot < hour_end - 1e-9:
-        slots.append(slot)
-        slot += interval
+    rounds_per_hour = int(RUNBOOK_HOUR_S // SMOKE_LOOP_INTERVAL_S)
+    slots = [timing.hour_start_s(hour) + k * interval for k in range(rounds_per_hour)]
     started = client.now()
     # A slot counts as on time if we start within a tenth of an interval of it.
     due = [s for s in slots if s >= started - interval / 10]

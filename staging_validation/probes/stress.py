@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from staging_validation.campaigns import CampaignTiming
 from staging_validation.probes.records import Outcome, ProbeRecord
-from staging_validation.probes.result import ProbeResult, latency_percentiles, outcome_counts
+from staging_validation.probes.result import ProbeResult, judge, latency_percentiles, outcome_counts
 
 if TYPE_CHECKING:
     from staging_validation.target.client import TargetClient
@@ -82,6 +82,8 @@ async def stress(
         await asyncio.gather(*in_flight)
 
     completed: list[ProbeRecord] = [r for r in records if r is not None]
+    for record in completed:
+        judge(record, None)  # a load request passes when it was sent and answered OK
     sent = [r for r in completed if not r.dropped]
     outcomes = outcome_counts(sent)
     not_ok = len(sent) - outcomes.get(Outcome.OK, 0)
