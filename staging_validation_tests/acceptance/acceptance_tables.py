@@ -77,9 +77,11 @@ def healthy_campaign(hours: int = 24, requests_per_hour: int = 10, ambiguous_eve
     """A campaign every gate passes: (records, events)."""
     event_rows: list[dict] = []
     for n in range(hours * requests_per_hour):
+        attempts = 2 if n % regen_every == 3 else 1
         event_rows += chat_events(n, n // requests_per_hour, ambiguous=n % ambiguous_every == 1,
-                                  attempts=2 if n % regen_every == 3 else 1, regen_ms=regen_ms)
-        event_rows += chat_events(100_000 + n, n // requests_per_hour, ambiguous=n % 5 == 0, origin="probe")
+                                  attempts=attempts, regen_ms=regen_ms)
+        event_rows += chat_events(100_000 + n, n // requests_per_hour, ambiguous=n % 5 == 0, origin="probe",
+                                  attempts=attempts, regen_ms=regen_ms)
     record_rows = [{"probe": "prompt_set", "case": f"p{n}", "user": f"prompt-user-{n}", "hour": 2 + n % 5,
                     "expected_ambiguous": n % 4 == 0, "ambiguous": n % 4 == 0, "passed": True}
                    for n in range(100)]
