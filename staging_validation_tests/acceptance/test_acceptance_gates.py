@@ -4,7 +4,7 @@ Each case names the rule it expects."""
 import json
 
 import pytest
-from acceptance_tables import events, healthy_campaign, identity_rows, records
+from staging_validation_tests.acceptance.acceptance_tables import events, healthy_campaign, identity_rows, records
 
 from staging_validation.acceptance.gates import evaluate_gates
 from staging_validation.acceptance.policy import Policy

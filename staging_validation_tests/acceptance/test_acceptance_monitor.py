@@ -1,0 +1,65 @@
+"""The runbook's monitor rules over one 5-minute window; each case names the rule it expects."""
+
+import pandas as pd
+import pytest
+from staging_validation_tests.acceptance.acceptance_tables import events, identity_rows, records
+
+from staging_validation.acceptance.monitor import monitor_alerts
+from staging_validation.acceptance.policy import Policy
+
+POLICY = Policy()
+NO_RECORDS = records([])
+
+
+def error_lines(count):
+    return [{"kind": "error", "level": 50, "msg": "Unhandled error in chat handler"} for _ in range(count)]
+
+
+def completed(durations):
+    return [{"kind": "request_completed", "http_status": 200, "duration_ms": d} for d in durations]
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        (error_lines(10), []),
+        (error_lines(11), [("warning", "monitor.errors", 11)]),
+        # level >= 50 counts whatever the kind (a missing pack is also an error line)
+        (error_lines(10) + [{"kind": "identity_op", "level": 50, "identity_op": "link_failed"}],
+         [("warning", "monitor.errors", 11)]),
+        (completed([2000.0] * 5 + [1999.0] * 20), []),
+        (completed([2000.0] * 6), [("warning", "monitor.slow_requests", 6)]),
+        (completed([1999.9] * 6), []),
+        ([{"kind": "pack_missing", "level": 50, "user_hash": "u1"}], [("critical", "monitor.missing_pack", 1)]),
+        ([{"kind": "pack_fallback", "level": 40}], []),
+        ([{"kind": "identity_op", "identity_op": "create", "provider": "discord", "provider_user_id": "d",
+           "vi_user_id": "vi-1"},
+          {"kind": "identity_op", "identity_op": "create", "provider": "sovereign", "provider_user_id": "s",
+           "vi_user_id": "vi-1"}], [("critical", "monitor.identity_merge", 1)]),
+        ([], []),
+    ],
+)
+def test_monitor_rules(rows, expected):
+    alerts = monitor_alerts(events(rows), NO_RECORDS, POLICY)
+    assert [(a.severity, a.rule, a.count) for a in alerts] == expected
+
+
+def test_identity_merge_seen_by_a_probe_is_critical():
+    alerts = monitor_alerts(events([]), records(identity_rows(hour=3, sovereign_id="vi-1")), POLICY)
+    assert [(a.severity, a.rule) for a in alerts] == [("critical", "monitor.identity_merge")]
+    assert "vi-1" in alerts[0].message and alerts[0].evidence
+
+
+def test_alert_time_is_the_first_offending_line_and_evidence_shows_lines():
+    rows = [{"kind": "pack_missing", "level": 50, "time": "2026-11-20T08:03:00Z", "hour": 8},
+            {"kind": "pack_missing", "level": 50, "time": "2026-11-20T08:01:00Z", "hour": 8}]
+    (alert,) = monitor_alerts(events(rows), NO_RECORDS, POLICY)
+    assert alert.time_ms == pd.Timestamp("2026-11-20T08:01:00Z").value // 1_000_000
+    assert alert.evidence[0]["time"].startswith("2026-11-20T08:01:00")
+
+
+def test_monitor_thresholds_and_severities_come_from_the_policy():
+    policy = Policy.model_validate({"monitor": {"errors_warning_above": 2, "missing_pack_critical": False}})
+    alerts = monitor_alerts(events(error_lines(3) + [{"kind": "pack_missing", "level": 50}]), NO_RECORDS, policy)
+    assert [(a.severity, a.rule, a.count) for a in alerts] == [("warning", "monitor.errors", 4),
+                                                                ("warning", "monitor.missing_pack", 1)]
