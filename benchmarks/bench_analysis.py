@@ -23,7 +23,7 @@ import re
 import sys
 from pathlib import Path
 
-from common import DEFAULT_RUNBOOK_SCRIPT, DEFAULT_SEED, REPO_ROOT, cached_day, print_table, repeat
+from common import DEFAULT_RUNBOOK_SCRIPT, DEFAULT_SEED, REPO_ROOT, cached_day, load_average, print_table, repeat
 
 CLI = REPO_ROOT / ".venv" / "bin" / "staging-validation"
 QUICK_MEGABYTES = 20
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nFinal analysis of {log.name}: {truth['generator']['bytes'] / 1e6:.0f} MB, {truth['lines_total']:,} lines, "
         f"{truth['requests']['total']:,} requests; medians of {args.repetitions} runs "
-        f"({args.runbook_repetitions} for the runbook), each in a fresh process\n"
+        f"({args.runbook_repetitions} for the runbook), each in a fresh process; {load_average()}\n"
     )
     print_table(
         ["contender", "wall median", "speed-up vs runbook", "x bare DuckDB", "peak RSS"],

@@ -60,8 +60,9 @@ def measure(spec: dict) -> dict:
     """Run one measurement in a fresh child; returns {"seconds", "peak_rss_mb", "result"}.
 
     spec is {"command": [argv...]} (timed around the whole command, stdout returned as result) or
-    {"call": "module:function", "args": [...], "imports": [modules]} (the imports are done before the
-    clock starts; the function's JSON-serialisable return value is the result).
+    {"call": "module:function", "args": [...], "imports": [modules], "warm": bool} (the imports, and with
+    "warm" one untimed call, are done before the clock starts; the function's JSON-serialisable return
+    value is the result).
     """
     with tempfile.NamedTemporaryFile("r", suffix=".json", dir=OUT_DIR) as report:
         completed = subprocess.run(
@@ -87,6 +88,8 @@ def _measure_in_this_process(spec: dict, report_path: str) -> None:
             importlib.import_module(module)
         module_name, function_name = spec["call"].split(":")
         function = getattr(importlib.import_module(module_name), function_name)
+        if spec.get("warm"):
+            function(*spec.get("args", []))
         started = time.perf_counter()
         result = function(*spec.get("args", []))
         seconds = time.perf_counter() - started
@@ -106,6 +109,12 @@ def repeat(spec: dict, repetitions: int, label: str) -> dict:
         "result": runs[-1]["result"],
         "runs": [run["seconds"] for run in runs],
     }
+
+
+def load_average() -> str:
+    """What else the machine was doing: timings on a shared machine are only as good as this."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
 
 
 def print_table(headers: list[str], rows: list[list[str]]) -> None:

@@ -1,0 +1,175 @@
+"""One monitor tick over 1 MB of new lines, on a 10 MB log and on a 550 MB log: ours vs the runbook's.
+
+    .venv/bin/python benchmarks/bench_monitor.py            # 10 MB and 550 MB logs
+    .venv/bin/python benchmarks/bench_monitor.py --quick    # 10 MB and 20 MB logs
+
+Ours is the monitor's fast path: `LogFollower.poll()` (capture what the target's log gained since the
+cursor into the raw hour files) then `parse_log` over exactly those new bytes, as `watch.CampaignMonitor`
+does. The runbook's monitor.sh greps the whole log three times (`RUNBOOK_MONITOR_SH`). Each repetition
+starts from the same state — the working copy of the log cut back to its base size, a follower that has
+already captured it — appends the same 1 MB of new lines (whole lines taken from the middle of the 550 MB
+day), then times both, in this process (a long-running monitor), medians over repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import DEFAULT_SEED, MB, OUT_DIR, cached_day, load_average, print_table
+
+RUNBOOK_MONITOR_SH = r"""
+LOG="$1"
+ERRORS=$(grep -ci error "$LOG")
+MISSING=$(grep -ci 'missing.*pack' "$LOG")
+SLOW=$(grep -cE '"duration_ms":([2-9][0-9]{3}|[1-9][0-9]{4,})[.,}]' "$LOG")
+echo "errors=$ERRORS missing=$MISSING slow=$SLOW"
+"""
+SMALL_MEGABYTES = 10
+QUICK_LARGE_MEGABYTES = 20
+
+
+def new_lines(day: Path, truth: dict, megabytes: float) -> bytes:
+    """About `megabytes` of whole lines from the middle of the day."""
+    middle = truth["chunks"][len(truth["chunks"]) // 2]
+    with open(day, "rb") as handle:
+        handle.seek(middle["offset"])
+        block = handle.read(int(megabytes * MB) + 64 * 1024)
+    start = block.index(b"\n") + 1
+    end = block.index(b"\n", start + int(megabytes * MB)) + 1
+    return block[start:end]
+
+
+class TickBench:
+    """A working copy of a base log and a follower positioned at its end."""
+
+    def __init__(self, base: Path, truth: dict, label: str):
+        from staging_validation.campaigns import CampaignTiming
+        from staging_validation.telemetry.mapping import TelemetryMapping
+
+        self.base_size = base.stat().st_size
+        self.work = OUT_DIR / f"monitor-{label}.log"
+        self.store = OUT_DIR / f"monitor-{label}-store"
+        shutil.copyfile(base, self.work)
+        self.timing = CampaignTiming(start_ms=truth["generator"]["day_start_ms"], hour_seconds=3600)
+        self.mapping = TelemetryMapping()
+        self.follower = None
+
+    def reset(self) -> None:
+        """The log back at its base size, a fresh follower that has captured all of it (untimed)."""
+        from staging_validation.telemetry.capture import LogFollower, TelemetrySource
+
+        os.truncate(self.work, self.base_size)
+        shutil.rmtree(self.store, ignore_errors=True)
+        self.follower = LogFollower(TelemetrySource(path=str(self.work)), self.store, self.timing)
+        self.follower.poll()
+
+    def append(self, payload: bytes) -> None:
+        with open(self.work, "ab") as handle:
+            handle.write(payload)
+
+    def our_tick(self) -> tuple[float, int]:
+        """poll + parse of the new bytes of every raw hour file: (seconds, events parsed)."""
+        from staging_validation.telemetry.parse import parse_log
+
+        raw_dir = self.store / "raw"
+        started = time.perf_counter()
+        seen = {path.name: path.stat().st_size for path in raw_dir.glob("*.log")}
+        self.follower.poll()
+        events = 0
+        for raw_file in sorted(raw_dir.glob("*.log")):
+            start, size = seen.get(raw_file.name, 0), raw_file.stat().st_size
+            if size > start:
+                with raw_file.open("rb") as handle:
+                    handle.seek(start)
+                    events += parse_log(handle.read(size - start), self.mapping).events.num_rows
+        return time.perf_counter() - started, events
+
+    def runbook_tick(self) -> tuple[float, str]:
+        started = time.perf_counter()
+        completed = subprocess.run(
+            ["bash", "-c", RUNBOOK_MONITOR_SH, "monitor.sh", str(self.work)],
+            stdout=subprocess.PIPE,
+            text=True,
+            check=True,
+        )
+        return time.perf_counter() - started, completed.stdout.strip()
+
+    def cleanup(self) -> None:
+        self.work.unlink(missing_ok=True)
+        shutil.rmtree(self.store, ignore_errors=True)
+
+
+def bench(base: Path, truth: dict, label: str, payload: bytes, repetitions: int) -> dict:
+    tick = TickBench(base, truth, label)
+    ours, runbook, events = [], [], set()
+    try:
+        for index in range(repetitions + 1):  # the first repetition warms up the process, not counted
+            tick.reset()
+            tick.append(payload)
+            ours_s, parsed = tick.our_tick()
+            runbook_s, _ = tick.runbook_tick()
+            if index:
+                ours.append(ours_s)
+                runbook.append(runbook_s)
+                events.add(parsed)
+            print(f"  {label} run {index}/{repetitions}: ours {ours_s * 1000:.1f} ms, runbook {runbook_s * 1000:.0f} ms",
+                  file=sys.stderr, flush=True)
+    finally:
+        tick.cleanup()
+    return {"ours": statistics.median(ours), "runbook": statistics.median(runbook), "events": events,
+            "log_mb": tick.base_size / MB}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--megabytes", type=float, default=550, help="the large log")
+    parser.add_argument("--quick", action="store_true", help=f"a {QUICK_LARGE_MEGABYTES} MB large log")
+    parser.add_argument("--new-megabytes", type=float, default=1.0, help="new lines per tick")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--repetitions", type=int, default=7)
+    args = parser.parse_args(argv)
+    large_mb = QUICK_LARGE_MEGABYTES if args.quick else args.megabytes
+    small_log, small_truth = cached_day(SMALL_MEGABYTES, args.seed)
+    large_log, large_truth = cached_day(large_mb, args.seed)
+    payload = new_lines(large_log, large_truth, args.new_megabytes)
+
+    small = bench(small_log, small_truth, f"{SMALL_MEGABYTES:g}mb", payload, args.repetitions)
+    large = bench(large_log, large_truth, f"{large_mb:g}mb", payload, args.repetitions)
+    new_line_count = payload.count(b"\n")
+    print(
+        f"\nMonitor tick over {len(payload) / MB:.2f} MB of new lines ({new_line_count:,} lines) appended to "
+        f"a {small['log_mb']:.0f} MB and a {large['log_mb']:.0f} MB log; medians of {args.repetitions} ticks "
+        f"{load_average()}\n"
+    )
+    print_table(
+        ["monitor tick", f"{small['log_mb']:.0f} MB log", f"{large['log_mb']:.0f} MB log", "large / small"],
+        [
+            [
+                "ours: LogFollower.poll + parse_log (new bytes)",
+                f"{small['ours'] * 1000:.1f} ms",
+                f"{large['ours'] * 1000:.1f} ms",
+                f"{large['ours'] / small['ours']:.2f}",
+            ],
+            [
+                "runbook monitor.sh: 3 whole-file greps",
+                f"{small['runbook'] * 1000:.0f} ms",
+                f"{large['runbook'] * 1000:.0f} ms",
+                f"{large['runbook'] / small['runbook']:.2f}",
+            ],
+        ],
+    )
+    same_events = small["events"] == large["events"] and len(small["events"]) == 1
+    print(f"\nevents parsed per tick: {sorted(small['events'] | large['events'])}"
+          f"{'' if same_events else ' (DIFFERENT between ticks)'}")
+    return 0 if same_events else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
