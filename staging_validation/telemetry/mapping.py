@@ -119,6 +119,14 @@ class TelemetryMapping(StrictModel):
     # identity_op lines whose field is false get the op suffixed "_failed" (e.g. "link_failed").
     identity_ok_field: str = "ok"
 
+    @pydantic.model_validator(mode="after")
+    def _paths_are_values_not_objects(self) -> TelemetryMapping:
+        paths = {*self.fields.model_dump().values(), *self.request_id_fields, self.identity_ok_field}
+        for path in paths:
+            if any(other.startswith(path + ".") for other in paths):
+                raise ValueError(f"field {path!r} is mapped as a value, but other fields are read from inside it")
+        return self
+
     @pydantic.field_validator("request_id_fields")
     @classmethod
     def _request_id_paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:

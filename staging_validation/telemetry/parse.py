@@ -67,33 +67,37 @@ def _identifier(name: str) -> str:
     return '"' + name + '"'  # the mapping forbids double quotes in field names
 
 
-def _source_paths(mapping: TelemetryMapping) -> list[str]:
-    paths = list(mapping.fields.model_dump().values())
-    paths += list(mapping.request_id_fields)
-    paths.append(mapping.identity_ok_field)
-    return list(dict.fromkeys(paths))
+_READ_TYPES = {"VARCHAR": "VARCHAR", "SMALLINT": "BIGINT", "INTEGER": "BIGINT", "BIGINT": "BIGINT", "DOUBLE": "DOUBLE"}
 
 
-def _path_tree(paths: list[str]) -> dict:
-    """Nested dict of path segments; a leaf is None. A path that is both a leaf and a parent is an error."""
+def _leaf_read_types(mapping: TelemetryMapping) -> dict[str, str]:
+    """The type each source path is read as: the reader converts numbers natively (cheaper than casting
+    strings), a field of another type becomes null. `time` (a number or an ISO string), the request ids,
+    the ok flag and any path shared by columns of different types are read as VARCHAR."""
+    wanted: dict[str, set[str]] = {}
+    for column, path in mapping.fields.model_dump().items():
+        sql_type = "VARCHAR" if column == "time" else _READ_TYPES[_SQL_TYPES[EVENT_SCHEMA.field(column).type]]
+        wanted.setdefault(path, set()).add(sql_type)
+    for path in (*mapping.request_id_fields, mapping.identity_ok_field):
+        wanted.setdefault(path, set()).add("VARCHAR")
+    return {path: types.pop() if len(types) == 1 else "VARCHAR" for path, types in wanted.items()}
+
+
+def _path_tree(leaf_types: dict[str, str]) -> dict:
+    """Nested dict of path segments with the leaf's read type (the mapping rules out leaf/parent clashes)."""
     tree: dict = {}
-    for path in paths:
+    for path, sql_type in leaf_types.items():
         node = tree
         *parents, leaf = path.split(".")
         for segment in parents:
-            child = node.setdefault(segment, {})
-            if child is None:
-                raise ValueError(f"telemetry field {path!r}: {segment!r} is mapped both as a value and as an object")
-            node = child
-        if isinstance(node.get(leaf), dict):
-            raise ValueError(f"telemetry field {path!r} is mapped both as a value and as an object")
-        node[leaf] = None
+            node = node.setdefault(segment, {})
+        node[leaf] = sql_type
     return tree
 
 
-def _duckdb_type(node: dict | None) -> str:
-    if node is None:
-        return "VARCHAR"
+def _duckdb_type(node: dict | str) -> str:
+    if isinstance(node, str):
+        return node
     return "STRUCT(" + ", ".join(f"{_identifier(k)} {_duckdb_type(v)}" for k, v in node.items()) + ")"
 
 
@@ -101,9 +105,17 @@ def _column_ref(path: str) -> str:
     return ".".join(_identifier(segment) for segment in path.split("."))
 
 
+def _cast(value: str, read_type: str, sql_type: str) -> str:
+    if read_type == sql_type:
+        return value
+    if read_type == "VARCHAR" and sql_type in ("SMALLINT", "INTEGER", "BIGINT"):
+        return f"TRY_CAST(TRY_CAST({value} AS DOUBLE) AS {sql_type})"  # "30.0" and "3e1" are integers too
+    return f"TRY_CAST({value} AS {sql_type})"
+
+
 def reader_sql(file_path: str | Path, mapping: TelemetryMapping) -> str:
-    """The DuckDB relation reading every mapped field of each non-blank line of a log file, as VARCHAR."""
-    tree = _path_tree(_source_paths(mapping))
+    """The DuckDB relation reading every mapped field of each non-blank line of a log file."""
+    tree = _path_tree(_leaf_read_types(mapping))
     columns = ", ".join(f"{_sql_string(key)}: {_sql_string(_duckdb_type(node))}" for key, node in tree.items())
     return (
         f"read_json({_sql_string(str(file_path))}, format='newline_delimited', ignore_errors=true, "
@@ -132,8 +144,9 @@ def classification_sql(reader: str, mapping: TelemetryMapping) -> str:
     other columns of such a row are meaningless. Row order is the reader's (log order).
     """
     fields = mapping.fields.model_dump()
+    read_types = _leaf_read_types(mapping)
     ref = {column: _column_ref(path) for column, path in fields.items()}
-    level = f"TRY_CAST(TRY_CAST({ref['level']} AS DOUBLE) AS SMALLINT)"
+    level = _cast(ref["level"], read_types[fields["level"]], "SMALLINT")
     msg = ref["msg"]
     request_id = "COALESCE(" + ", ".join(_column_ref(p) for p in mapping.request_id_fields) + ")"
     time = (
@@ -162,12 +175,7 @@ def classification_sql(reader: str, mapping: TelemetryMapping) -> str:
                 f"CASE WHEN _sv_kind = {_sql_string(EventKind.IDENTITY_OP.value)} "
                 f"AND lower({identity_ok}) = 'false' THEN {value} || '_failed' ELSE {value} END"
             )
-        sql_type = _SQL_TYPES[field.type]
-        if sql_type in ("SMALLINT", "INTEGER", "BIGINT"):
-            value = f"TRY_CAST(TRY_CAST({value} AS DOUBLE) AS {sql_type})"
-        elif sql_type != "VARCHAR":
-            value = f"TRY_CAST({value} AS {sql_type})"
-        selects[name] = value
+        selects[name] = _cast(value, read_types[fields[name]], _SQL_TYPES[field.type])
     parsed = f"({ref['time']} IS NOT NULL OR {ref['level']} IS NOT NULL OR {msg} IS NOT NULL)"
     select_list = ",\n  ".join(f"{expr} AS {_identifier(name)}" for name, expr in selects.items())
     # Derived columns carry a prefix so they cannot collide with a JSON key the reader exposes.
