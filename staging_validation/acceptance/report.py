@@ -15,16 +15,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from staging_validation.acceptance.decision import Decision, judged_hours
-from staging_validation.acceptance.gates import (
-    GateResult,
-    ambiguity_checks_counted,
-    governor_attempts,
-)
+from staging_validation.acceptance.gates import GateResult, ambiguity_checks_counted
 from staging_validation.acceptance.monitor import Alert
 from staging_validation.acceptance.notify import Message
 from staging_validation.campaigns import CampaignState
-from staging_validation.probes.records import Outcome
 from staging_validation.storage import atomic_write_bytes, atomic_write_text
+from staging_validation.telemetry.aggregates import final_metrics, render_final_metrics_text
 from staging_validation.telemetry.events import EventKind
 
 REPORT_NAME = "STAGING_ACCEPTANCE_REPORT.md"
@@ -50,22 +46,23 @@ class CampaignEvidence:
     hours_observed: list[int]
     decided_at: datetime
     coverage: float  # share of the judged hours with data, as the decision used it
-    # {"health": {"passed": bool, "detail": str}, "features": {name: bool},
-    #  "smoke": {"passed": int, "total": int, "detail": str}}; parts left out are derived from the records.
-    deploy: dict = dataclasses.field(default_factory=dict)
 
 
 def write_campaign_outputs(out_dir: str | Path, evidence: CampaignEvidence, notification: Message) -> dict[str, Path]:
     out_dir = Path(out_dir)
+    metrics = final_metrics(evidence.records, evidence.events)
     hourly = hourly_series(evidence.events)
     written = {}
     for key, relative in CHARTS.items():
         written[f"chart_{key}"] = out_dir / relative
-        atomic_write_bytes(written[f"chart_{key}"], _CHART_RENDERERS[key](hourly, evidence))
+        atomic_write_bytes(written[f"chart_{key}"], _CHART_RENDERERS[key](hourly, metrics, evidence))
+    written["metrics"] = out_dir / METRICS_NAME
+    atomic_write_text(written["metrics"], render_final_metrics_text(metrics))
     written["decision"] = out_dir / DECISION_NAME
     atomic_write_text(written["decision"], json.dumps(decision_document(evidence, notification), indent=2) + "\n")
+    # The report last: its presence means every file it links to is already in place.
     written["report"] = out_dir / REPORT_NAME
-    atomic_write_text(written["report"], render_report(evidence, notification, hourly))
+    atomic_write_text(written["report"], render_report(evidence, notification, metrics, hourly))
     return written
 
 
@@ -132,7 +129,7 @@ def _no_data(axes, what: str) -> None:
     axes.text(0.5, 0.5, f"no {what} observed", ha="center", va="center", transform=axes.transAxes)
 
 
-def _latency_chart(hourly: pd.DataFrame, evidence: CampaignEvidence) -> bytes:
+def _latency_chart(hourly: pd.DataFrame, metrics: dict, evidence: CampaignEvidence) -> bytes:
     figure, axes = _axes("Request latency by hour (telemetry duration_ms)", "ms")
     if hourly["requests"].notna().any():
         for column, label in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99")):
@@ -143,7 +140,7 @@ def _latency_chart(hourly: pd.DataFrame, evidence: CampaignEvidence) -> bytes:
     return _png(figure)
 
 
-def _ambiguity_chart(hourly: pd.DataFrame, evidence: CampaignEvidence) -> bytes:
+def _ambiguity_chart(hourly: pd.DataFrame, metrics: dict, evidence: CampaignEvidence) -> bytes:
     figure, axes = _axes("Ambiguity rate by hour", "% of requests flagged")
     rates = hourly["ambiguity_rate"].dropna()
     if len(rates):
@@ -158,18 +155,19 @@ def _ambiguity_chart(hourly: pd.DataFrame, evidence: CampaignEvidence) -> bytes:
     return _png(figure)
 
 
-def _governor_chart(hourly: pd.DataFrame, evidence: CampaignEvidence) -> bytes:
+def _governor_chart(hourly: pd.DataFrame, metrics: dict, evidence: CampaignEvidence) -> bytes:
     figure, axes = _axes("Governor: attempt on which each request passed", "requests")
     axes.set_xlabel("attempt (1 = no regeneration)")
-    distribution = governor_attempts(evidence.events).value_counts().sort_index()
-    if len(distribution):
-        axes.bar(distribution.index.astype(str), distribution.values)
+    distribution = metrics["governor"]["passed_attempt_distribution"]
+    if distribution:
+        attempts = sorted(distribution, key=int)
+        axes.bar(attempts, [distribution[a] for a in attempts])
     else:
         _no_data(axes, "governor passes")
     return _png(figure)
 
 
-def _requests_chart(hourly: pd.DataFrame, evidence: CampaignEvidence) -> bytes:
+def _requests_chart(hourly: pd.DataFrame, metrics: dict, evidence: CampaignEvidence) -> bytes:
     figure, axes = _axes("Requests per hour (all traffic, from telemetry)", "requests")
     if hourly["requests"].notna().any():
         axes.bar(hourly.index, hourly["requests"].fillna(0))
@@ -260,78 +258,72 @@ def _evidence_lines(gate: GateResult) -> list[str]:
     return lines + ["```"]
 
 
-def _deploy_section(evidence: CampaignEvidence) -> list[str]:
-    records = evidence.records
-    deploy_rows = records[records["probe"] == "deploy"]
-    smoke_rows = records[records["probe"].isin(["deploy", "smoke"]) & records["passed"].notna()
-                         & (records["case"] != "health")]
-    health = evidence.deploy.get("health")
-    if health is None:
-        health_rows = deploy_rows[deploy_rows["case"] == "health"]
-        health = ({"passed": bool(health_rows["passed"].fillna(False).all()),
-                   "detail": f"{len(health_rows)} health check(s), HTTP "
-                             f"{', '.join(str(int(s)) for s in health_rows['http_status'].dropna().unique())}"}
-                  if len(health_rows) else {"passed": None, "detail": "no health check recorded"})
-    features = evidence.deploy.get("features") or {}
-    smoke = evidence.deploy.get("smoke")
-    if smoke is None:
-        smoke = {"passed": int(smoke_rows["passed"].sum()), "total": len(smoke_rows),
-                 "detail": f"all smoke tests recorded in hours {sorted(smoke_rows['hour'].unique().tolist())}"
-                 if len(smoke_rows) else "no smoke test recorded"}
-    lines = ["## 1. Deployment status", "",
-             *_table(["Check", "Result", "Detail"], [
-                 ["Health", {True: "PASS", False: "FAIL"}.get(health.get("passed"), "NOT RECORDED"),
-                  health.get("detail", "")],
-                 ["Features", ("all enabled" if features and all(features.values()) else
-                               "not all enabled" if features else "not reported"),
-                  ", ".join(f"{name}: {'on' if on else 'off'}" for name, on in features.items()) or "—"],
-                 ["Smoke tests", f"{smoke.get('passed', 0)}/{smoke.get('total', 0)}", smoke.get("detail", "")],
-             ])]
-    return lines + [""]
+def _passed_text(rows: pd.DataFrame) -> str:
+    return f"{int((rows['passed'] == True).sum())}/{len(rows)}"  # noqa: E712 (nullable column)
 
 
-def _operational_section(evidence: CampaignEvidence, hourly: pd.DataFrame) -> list[str]:
-    events, records = evidence.events, evidence.records
-    completed = events[events["kind"] == EventKind.REQUEST_COMPLETED.value]
-    durations = completed["duration_ms"].dropna()
-    status = completed["http_status"]
-    requests = hourly["requests"].dropna()
-    probe_latency = records.loc[~records["dropped"], "latency_ms"].dropna()
-    outcomes = records["outcome"].value_counts()
+def _deploy_section(records: pd.DataFrame) -> list[str]:
+    """Hour 0's deploy verification (health with its feature check, the four smoke tests) and the smoke loop."""
+    deploy = records[records["probe"] == "deploy"]
+    health = deploy[deploy["case"] == "health"].sort_values("time")
+    first_smoke = deploy[deploy["case"] != "health"]
+    loop = records[(records["probe"] == "smoke") & records["passed"].notna()]
+    rows = []
+    if len(health):
+        first = health.iloc[0]
+        status = "n/a" if pd.isna(first["http_status"]) else int(first["http_status"])
+        rows.append(["Health", "PASS" if first["outcome"] == "ok" else "FAIL",
+                     f"HTTP {status} at {first['time'].isoformat()} ({first['outcome']})"])
+        rows.append(["Features (ambiguity gate, relationship model, identity spine, continuity pack)",
+                     "all enabled" if first["passed"] == True else "NOT all enabled",  # noqa: E712
+                     first["error"] if isinstance(first["error"], str) else "checked by deploy verification"])
+    else:
+        rows.append(["Health", "NOT RECORDED", "no deploy verification was stored for this campaign"])
+    failures = first_smoke[first_smoke["passed"] == False]  # noqa: E712
+    rows.append(["Smoke tests (deploy verification)", _passed_text(first_smoke) if len(first_smoke) else "NOT RECORDED",
+                 "; ".join(f"{r.case}: {r.error}" for r in failures.itertuples()) or
+                 ", ".join(first_smoke["case"].tolist()) or "no deploy smoke test stored"])
+    loop_failures = loop[loop["passed"] == False]  # noqa: E712
+    rows.append(["Smoke loop (every 5 minutes, hour 1)", _passed_text(loop) if len(loop) else "NOT RECORDED",
+                 f"{len(loop_failures)} failed" + (f", first at {loop_failures['time'].min().isoformat()}"
+                                                  if len(loop_failures) else "")])
+    return ["## 1. Deployment status", "", *_table(["Check", "Result", "Detail"], rows), ""]
+
+
+def _operational_section(metrics: dict, hourly: pd.DataFrame) -> list[str]:
+    requests, probes = metrics["requests"], metrics["probes"]
+    per_hour = hourly["requests"].dropna()
 
     def share(count: int, total: int) -> str:
         return f"{count} ({count / total * 100:.2f} %)" if total else f"{count}"
 
-    def q(series: pd.Series, level: float) -> str:
-        return _fmt(float(series.quantile(level)), " ms") if len(series) else "not measured"
+    def hour_text(pick) -> str:
+        return f"hour {pick(per_hour)}: {int(per_hour[pick(per_hour)])}" if len(per_hour) else "not measured"
 
-    lines = ["## 7. Operational metrics", "",
-             *_table(["Metric", "Telemetry (all traffic)", "Probes (validator's own requests)"], [
-                 ["Requests", f"{len(completed)} ({int((completed['origin'] == 'organic').sum())} organic)",
-                  f"{len(records)} ({int(records['dropped'].sum())} dropped)"],
-                 ["Requests per hour (mean)", _fmt(float(requests.mean())) if len(requests) else "not measured",
-                  "—"],
-                 ["Peak hour", f"hour {requests.idxmax()}: {int(requests.max())}" if len(requests) else "—", "—"],
-                 ["Minimum hour", f"hour {requests.idxmin()}: {int(requests.min())}" if len(requests) else "—",
-                  "—"],
-                 ["5xx", share(int((status >= 500).sum()), len(completed)),
-                  share(int(outcomes.get(Outcome.SERVER_ERROR.value, 0)), len(records))],
-                 ["Timeouts", "not visible in telemetry",
-                  share(int(outcomes.get(Outcome.TIMEOUT.value, 0)), len(records))],
-                 ["Rate-limited (429)", share(int((status == 429).sum()), len(completed)),
-                  share(int(outcomes.get(Outcome.RATE_LIMITED.value, 0)), len(records))],
-                 ["Connection errors", "—", share(int(outcomes.get(Outcome.CONNECTION_ERROR.value, 0)),
-                                                  len(records))],
-                 ["Error lines (level ≥ 50)", _fmt(int((events["level"].fillna(0) >= 50).sum())), "—"],
-                 ["Latency p50", q(durations, 0.50), q(probe_latency, 0.50)],
-                 ["Latency p95", q(durations, 0.95), q(probe_latency, 0.95)],
-                 ["Latency p99", q(durations, 0.99), q(probe_latency, 0.99)],
-             ]), "",
-             f"![Requests per hour]({CHARTS['requests']})", "",
-             f"![Latency p50/p95/p99 by hour]({CHARTS['latency']})", "",
-             f"![Ambiguity rate by hour]({CHARTS['ambiguity']})", "",
-             f"![Governor attempt distribution]({CHARTS['governor']})", ""]
-    return lines
+    rows = [
+        ["Requests", f"{requests['completed']} ({requests['organic']} organic, {requests['probe']} probe)",
+         f"{probes['requests']} ({probes['dropped']} dropped)"],
+        ["Requests per hour (mean)", _fmt(float(per_hour.mean())) if len(per_hour) else "not measured", "—"],
+        ["Peak hour", hour_text(pd.Series.idxmax), "—"],
+        ["Minimum hour", hour_text(pd.Series.idxmin), "—"],
+        ["5xx", share(requests["http_5xx"], requests["completed"]), share(probes["http_5xx"], probes["requests"])],
+        ["Timeouts", share(requests["timeouts"], requests["completed"]),
+         share(probes["timeouts"], probes["requests"])],
+        ["Rate-limited (429)", share(requests["rate_limited"], requests["completed"]),
+         share(probes["rate_limited"], probes["requests"])],
+        ["Connection errors", "—", share(probes["connection_errors"], probes["requests"])],
+        ["Error lines (level ≥ 50)", str(metrics["error_lines"]), "—"],
+        *[[f"Latency {name}", _fmt(requests["latency_ms"][name], " ms"), _fmt(probes["latency_ms"][name], " ms")]
+          for name in ("p50", "p95", "p99")],
+    ]
+    return ["## 7. Operational metrics", "",
+            *_table(["Metric", "Telemetry (all traffic)", "Probes (validator's own requests)"], rows), "",
+            "Timeouts in telemetry are request-completed lines with HTTP 408 or 504; probes count requests that "
+            "did not complete in time.", "",
+            f"![Requests per hour]({CHARTS['requests']})", "",
+            f"![Latency p50/p95/p99 by hour]({CHARTS['latency']})", "",
+            f"![Ambiguity rate by hour]({CHARTS['ambiguity']})", "",
+            f"![Governor attempt distribution]({CHARTS['governor']})", ""]
 
 
 def _incidents_section(evidence: CampaignEvidence) -> list[str]:
@@ -343,15 +335,15 @@ def _incidents_section(evidence: CampaignEvidence) -> list[str]:
     return lines + _table(["Time (UTC)", "Severity", "Rule", "Count", "Message"], rows) + [""]
 
 
-def _anomalies_section(evidence: CampaignEvidence) -> list[str]:
+def _anomalies_section(evidence: CampaignEvidence, metrics: dict) -> list[str]:
     found = []
     expected = range(judged_hours(evidence.state))
     missing = [h for h in expected if h not in set(evidence.hours_observed)]
     if missing:
         found.append(f"{len(missing)} of {len(expected)} campaign hours have no stored data: {missing}.")
-    if not (evidence.events["origin"] == "probe").any():
+    if not metrics["probe_request_ids_seen"]:
         found.append("No probe request id was seen in telemetry, so the ambiguity rate counts all traffic.")
-    dropped = int(evidence.records["dropped"].sum())
+    dropped = metrics["probes"]["dropped"]
     if dropped:
         found.append(f"{dropped} probe request(s) could not be sent on time (stress dropped requests).")
     for gate in evidence.gates:
@@ -364,7 +356,7 @@ def _anomalies_section(evidence: CampaignEvidence) -> list[str]:
     return lines + [f"- {item}" for item in found] + [""]
 
 
-def render_report(evidence: CampaignEvidence, notification: Message, hourly: pd.DataFrame) -> str:
+def render_report(evidence: CampaignEvidence, notification: Message, metrics: dict, hourly: pd.DataFrame) -> str:
     decision, state = evidence.decision, evidence.state
     hours = sorted(evidence.hours_observed)
     lines = [f"# Staging acceptance report: {evidence.campaign}", "",
@@ -376,7 +368,7 @@ def render_report(evidence: CampaignEvidence, notification: Message, hourly: pd.
                  ["Extensions so far", f"{state.extension_count} ({state.extension_hours} hours)"],
                  ["Observed hours", f"{len(hours)} of {judged_hours(state)} (coverage {evidence.coverage:.0%})"],
                  ["Decision", f"**{decision.decision}** (rule `{decision.rule}`)"],
-             ]), "", *_deploy_section(evidence)]
+             ]), "", *_deploy_section(evidence.records)]
     for section, gate in enumerate(evidence.gates, start=2):
         lines += [f"## {section}. Gate {gate.gate}: {gate.name}{' (critical)' if gate.critical else ''}", "",
                   *_table(["Metric", "Target", "Actual"], _gate_measurements(gate)), "",
@@ -384,9 +376,9 @@ def render_report(evidence: CampaignEvidence, notification: Message, hourly: pd.
         if gate.action_item:
             lines += [f"Action item: {gate.action_item}", ""]
         lines += ["Evidence:", "", *_evidence_lines(gate), ""]
-    lines += _operational_section(evidence, hourly)
+    lines += _operational_section(metrics, hourly)
     lines += _incidents_section(evidence)
-    lines += _anomalies_section(evidence)
+    lines += _anomalies_section(evidence, metrics)
     lines += ["## 10. Final gate table", "",
               *_table(["#", "Gate", "Critical", "Status", "Rule", "Samples"],
                       [[g.gate, g.name, "yes" if g.critical else "no", g.status, f"`{g.rule}`", g.samples]

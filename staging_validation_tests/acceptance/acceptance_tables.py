@@ -89,7 +89,9 @@ def healthy_campaign(hours: int = 24, requests_per_hour: int = 10, ambiguous_eve
                      "relationship_type": "public", "voice_profile": "neutral", "trust_level": "standard",
                      "passed": True} for _ in range(5)]
     record_rows += identity_rows()
-    record_rows += [{"probe": "smoke", "case": case, "hour": 1, "passed": True}
+    record_rows += [{"probe": "deploy", "case": "health", "route": "/health", "method": "GET", "passed": True}]
+    record_rows += [{"probe": probe, "case": case, "hour": hour, "passed": True}
+                    for probe, hour in (("deploy", 0), ("smoke", 1), ("smoke", 1))
                     for case in ("normal", "ambiguous", "relationship", "stream")]
     return records(record_rows), events(event_rows)
 

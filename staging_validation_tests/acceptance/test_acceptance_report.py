@@ -1,0 +1,122 @@
+"""The filled report, decision.json, the metrics text and the charts for an ACCEPT, an EXTEND and a REJECT."""
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from staging_validation.acceptance.decision import decide
+from staging_validation.acceptance.gates import evaluate_gates
+from staging_validation.acceptance.monitor import Alert
+from staging_validation.acceptance.notify import compose_decision_message
+from staging_validation.acceptance.policy import Policy
+from staging_validation.acceptance.report import CHARTS, CampaignEvidence, write_campaign_outputs
+from staging_validation.campaigns import CampaignState, CampaignTiming
+from staging_validation_tests.acceptance.acceptance_tables import START, events, healthy_campaign
+
+POLICY = Policy()
+SECTIONS = ["## 1. Deployment status", "## 2. Gate 1: ContinuityPack integrity", "## 3. Gate 2: AmbiguityGate rate",
+            "## 4. Gate 3: Relationship determinism", "## 5. Gate 4: Governor regen health",
+            "## 6. Gate 5: Identity correctness", "## 7. Operational metrics", "## 8. Incidents",
+            "## 9. Anomalies", "## 10. Final gate table", "## 11. Decision", "## 12. Notification"]
+PLACEHOLDERS = re.compile(r"_{3,}|\[date\]|\[reason\]|\[gate\]|<date>|<reason>|<gate>|TODO|\bnan\b|\bNaT\b")
+MISSING_PACK_ALERT = Alert(time_ms=int(START.value // 1_000_000) + 5 * 3_600_000, severity="critical",
+                           rule="monitor.missing_pack", message="1 request(s) ran without a ContinuityPack.",
+                           count=1, evidence=[])
+
+
+def campaign(kind: str):
+    if kind == "ACCEPT":
+        records, evts = healthy_campaign()
+        return records, evts, []
+    if kind == "EXTEND":
+        records, evts = healthy_campaign(ambiguous_every=8)  # 12.5 % organic ambiguity
+        return records, evts, []
+    records, evts = healthy_campaign(hours=6)
+    missing = events([{"kind": "pack_missing", "level": 50, "user_hash": "u-3", "hour": 5,
+                       "time": START + pd.Timedelta(hours=5, minutes=1)}])
+    return records, pd.concat([evts, missing], ignore_index=True), [MISSING_PACK_ALERT]
+
+
+@pytest.fixture(scope="module", params=["ACCEPT", "EXTEND", "REJECT"])
+def outputs(request, tmp_path_factory):
+    records, evts, alerts = campaign(request.param)
+    hours = sorted(set(evts["hour"]))
+    state = CampaignState(campaign=f"camp-{request.param.lower()}", created_at_ms=0,
+                          timing=CampaignTiming(start_ms=int(START.value // 1_000_000), hour_seconds=3600))
+    gates = evaluate_gates(records, evts, POLICY)
+    share = len(hours) / state.total_hours
+    decision = decide(gates, share, POLICY)
+    message = compose_decision_message(decision, gates, POLICY, state.campaign, hours)
+    evidence = CampaignEvidence(campaign=state.campaign, state=state, records=records, events=evts, gates=gates,
+                                decision=decision, alerts=alerts, hours_observed=hours,
+                                decided_at=pd.Timestamp("2026-11-21T00:05:00Z").to_pydatetime(), coverage=share)
+    out_dir = tmp_path_factory.mktemp(request.param)
+    paths = write_campaign_outputs(out_dir, evidence, message)
+    return request.param, out_dir, paths, message
+
+
+def test_decision_is_the_expected_one(outputs):
+    kind, _, paths, _ = outputs
+    document = json.loads(paths["decision"].read_text())
+    expected_rule = {"ACCEPT": "accept.all_pass", "EXTEND": "extend.forced_review",
+                     "REJECT": "reject.critical_fail"}[kind]
+    assert (document["decision"], document["rule"]) == (kind, expected_rule)
+
+
+def test_report_fills_every_template_section(outputs):
+    kind, _, paths, message = outputs
+    report = paths["report"].read_text()
+    positions = [report.index(section) for section in SECTIONS]
+    assert positions == sorted(positions)
+    assert f"**{kind}**, by rule" in report
+    assert message.body.splitlines()[0] in report and message.subject in report
+    assert report.count("**Status: ") == 5 and "Evidence:" in report
+    final_table = report[report.index("## 10. Final gate table"):report.index("## 11. Decision")]
+    assert final_table.count("`gate") == 5
+
+
+def test_incidents_list_the_monitor_alerts_with_time(outputs):
+    kind, _, paths, _ = outputs
+    report = paths["report"].read_text()
+    incidents = report[report.index("## 8. Incidents"):report.index("## 9. Anomalies")]
+    if kind == "REJECT":
+        assert "monitor.missing_pack" in incidents and "2026-11-20T05:00:00" in incidents
+        assert "critical" in incidents
+    else:
+        assert "raised no alert" in incidents
+
+
+def test_charts_are_pngs_linked_from_the_report(outputs):
+    _, out_dir, paths, _ = outputs
+    report = paths["report"].read_text()
+    for relative in CHARTS.values():
+        assert (out_dir / relative).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({relative})" in report
+
+
+def test_decision_json_has_exactly_the_documented_keys(outputs):
+    _, _, paths, message = outputs
+    document = json.loads(paths["decision"].read_text())
+    assert set(document) == {"campaign", "decision", "rule", "decided_at", "observed_hours", "coverage",
+                             "extension", "gates", "action_items", "notification"}
+    assert set(document["extension"]) == {"count", "hours"}
+    assert [set(g) for g in document["gates"]] == [{"gate", "name", "critical", "status", "metrics", "thresholds",
+                                                   "samples", "reason"}] * 5
+    assert document["notification"] == {"subject": message.subject, "body": message.body}
+
+
+def test_metrics_text_mirrors_the_runbook_final_analysis(outputs):
+    kind, _, paths, _ = outputs
+    text = paths["metrics"].read_text()
+    assert text.startswith("=== 24-HOUR STAGING VALIDATION METRICS ===")
+    assert f"Missing-pack events: {1 if kind == 'REJECT' else 0}\n" in text
+
+
+def test_no_placeholder_text_and_no_half_written_file_remains(outputs):
+    _, out_dir, paths, _ = outputs
+    for name in ("report", "decision", "metrics"):
+        found = PLACEHOLDERS.findall(paths[name].read_text())
+        assert found == [], f"{name}: {found}"
+    assert [p for p in out_dir.rglob("*") if p.name.endswith(".tmp")] == []
