@@ -3,7 +3,8 @@
 Nothing here raises on what the target does: a timeout, a refused connection, an error status or a body
 that is not JSON becomes a record with its outcome class and error text. Every request is timed from its
 *scheduled* start (latency includes any wait before it could be sent, so a slow client or server cannot
-hide lateness) and carries a probe request id (`<prefix><probe>-<n>`) that telemetry can join on.
+hide lateness) and carries a probe request id (`<prefix><probe>-<client tag>-<n>`, unique across
+clients) that telemetry can join on.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import itertools
 import json
 import os
+import secrets
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -51,6 +53,8 @@ class TargetClient:
             raise ConfigError(
                 f"token_env: the profile requires a bearer token but ${profile.token_env or '<unset>'} is empty"
             )
+        # A tag per client keeps request ids unique across clients and runs hitting the same target.
+        self._client_tag = secrets.token_hex(3)
         self._request_numbers = itertools.count(1)
         self._http: httpx.AsyncClient | None = None
         # Schedules are wall-clock seconds, but waits and latencies use the monotonic clock through
@@ -212,10 +216,14 @@ class TargetClient:
         at: float,
         reason: str,
     ) -> ProbeRecord:
-        """The record of a request that was due at `at` but was never sent (counted, never skipped)."""
+        """The record of a request that was due at `at` but was never sent (counted, never skipped).
+
+        Its outcome is `timeout` (it was not served in time, which is what its user would see);
+        `dropped` tells it apart from a request that was sent and timed out.
+        """
         spec = self._spec(operation)
         record = self._new_record(probe, timing, case, user, spec.route, spec.method, at)
-        record.outcome = Outcome.CONNECTION_ERROR
+        record.outcome = Outcome.TIMEOUT
         record.dropped = True
         record.send_lag_ms = (self.now() - at) * 1000.0
         record.error = f"dropped: {reason}"
@@ -321,7 +329,9 @@ class TargetClient:
         route, body, headers = self._build_request(spec, user, values or {}, scheduled)
         record = self._new_record(probe, timing, case, user, route, spec.method, scheduled)
         telemetry = self.profile.telemetry
-        record.request_id = f"{telemetry.probe_request_id_prefix}{probe}-{next(self._request_numbers)}"
+        record.request_id = (
+            f"{telemetry.probe_request_id_prefix}{probe}-{self._client_tag}-{next(self._request_numbers)}"
+        )
         headers[telemetry.request_id_header] = record.request_id
 
         await self.sleep_until(scheduled)
