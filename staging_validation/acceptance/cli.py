@@ -36,12 +36,19 @@ def verdict(campaign_id: str, policy_path: Path | None, data_root: Path | None) 
     console = Console()
     table = Table(title=f"Campaign {evidence.campaign}: {len(evidence.hours_observed)} observed hour(s), "
                         f"coverage {evidence.coverage:.0%}")
-    for column in ("#", "Gate", "Critical", "Status", "Rule", "Samples", "Reason"):
-        table.add_column(column, overflow="fold")
+    table.add_column("#")
+    table.add_column("Gate", no_wrap=True)
+    table.add_column("Crit.")
+    table.add_column("Status", no_wrap=True, min_width=7)
+    table.add_column("Rule", overflow="fold")
+    table.add_column("Samples", justify="right")
     for gate in evidence.gates:
         table.add_row(str(gate.gate), gate.name, "yes" if gate.critical else "no",
-                      f"[{STATUS_STYLE[gate.status]}]{gate.status}[/]", gate.rule, str(gate.samples), gate.reason)
+                      f"[{STATUS_STYLE[gate.status]}]{gate.status}[/]", gate.rule, str(gate.samples))
     console.print(table)
+    # Reasons below the table: full sentences stay readable on an 80-column terminal.
+    for gate in evidence.gates:
+        console.print(f"gate {gate.gate}: {gate.reason}", highlight=False, markup=False)
     decision = evidence.decision
     console.print(f"Decision: [{DECISION_STYLE[decision.decision]}]{decision.decision}[/] (rule {decision.rule})",
                   highlight=False)

@@ -1,0 +1,142 @@
+"""`staging-validation verdict` over campaigns stored in the documented layout under a tmp data root."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from staging_validation.acceptance.judge import FINAL_CHECKS_PATH, judge_campaign
+from staging_validation.campaigns import (
+    HOURLY_ASSET_PROBE_RECORDS,
+    HOURLY_ASSET_TELEMETRY_EVENTS,
+    CampaignState,
+    CampaignTiming,
+    hour_key,
+    hourly_asset_dir,
+    save_campaign_state,
+)
+from staging_validation.cli import main
+from staging_validation.probes.records import RECORD_SCHEMA
+from staging_validation.storage import campaign_dir
+from staging_validation.telemetry.events import EVENT_SCHEMA
+from staging_validation_tests.acceptance.acceptance_tables import START, events, healthy_campaign, identity_rows, records
+
+
+def store_campaign(data_root: Path, campaign: str, record_frame: pd.DataFrame, event_frame: pd.DataFrame,
+                   **state_fields) -> None:
+    """campaign.json plus one Parquet file per hour and asset, as the Dagster IO manager writes them."""
+    state = CampaignState(campaign=campaign, created_at_ms=0,
+                          timing=CampaignTiming(start_ms=int(START.value // 1_000_000), hour_seconds=3600),
+                          **state_fields)
+    save_campaign_state(data_root, state)
+    for asset, frame, schema in ((HOURLY_ASSET_PROBE_RECORDS, record_frame, RECORD_SCHEMA),
+                                 (HOURLY_ASSET_TELEMETRY_EVENTS, event_frame, EVENT_SCHEMA)):
+        folder = hourly_asset_dir(data_root, campaign, asset)
+        folder.mkdir(parents=True, exist_ok=True)
+        for hour, rows in frame.groupby("hour"):
+            table = pa.Table.from_pandas(rows.drop(columns="hour"), schema=schema, preserve_index=False)
+            pq.write_table(table, folder / f"{hour_key(int(hour))}.parquet")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    store_campaign(root, "healthy", *healthy_campaign())
+    store_campaign(root, "ambiguity-high", *healthy_campaign(ambiguous_every=8))
+    missing_records, missing_events = healthy_campaign()
+    missing = events([{"kind": "pack_missing", "level": 50, "user_hash": "u-1", "hour": 12}])
+    store_campaign(root, "missing-pack", missing_records, pd.concat([missing_events, missing], ignore_index=True))
+    # A campaign the monitor stopped at hour 3, judged over hours 0..3 only.
+    stopped_records, stopped_events = healthy_campaign(hours=4)
+    store_campaign(root, "stopped", stopped_records, stopped_events, status="stopped", early_stop={
+        "gate": 5, "rule": "early_stop.identity_merge", "first_seen": "2026-11-20T03:10:00+00:00", "hour": 3,
+        "reason": "accidental identity merge", "evidence": []})
+    # The hour-24 identity test lives in the verdict folder; here it finds a merge.
+    final_records, final_events = healthy_campaign()
+    store_campaign(root, "final-merge", final_records[final_records["probe"] != "identity"], final_events)
+    final = records(identity_rows(sovereign_id="vi-1")).drop(columns="hour")
+    final_path = campaign_dir(root, "final-merge") / FINAL_CHECKS_PATH
+    final_path.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pandas(final, schema=RECORD_SCHEMA, preserve_index=False), final_path)
+    return root
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, ["verdict", *args])
+
+
+@pytest.mark.parametrize(
+    ("campaign", "exit_code", "decision", "rule"),
+    [
+        ("healthy", 0, "ACCEPT", "accept.all_pass"),
+        ("ambiguity-high", 3, "EXTEND", "extend.forced_review"),
+        ("missing-pack", 4, "REJECT", "reject.critical_fail"),
+        ("stopped", 4, "REJECT", "early_stop.identity_merge"),
+        ("final-merge", 4, "REJECT", "reject.critical_fail"),
+    ],
+)
+def test_verdict_recomputes_the_decision_from_stored_hours(data_root, campaign, exit_code, decision, rule):
+    result = run("--campaign", campaign, "--data-root", str(data_root))
+    assert result.exit_code == exit_code, result.output
+    assert f"Decision: {decision} (rule {rule})" in result.output
+    for name in ("ContinuityPack integrity", "AmbiguityGate rate", "Relationship determinism",
+                 "Governor regen health", "Identity correctness"):
+        assert name in result.output
+
+
+def test_stopped_campaign_is_judged_over_the_hours_before_the_stop(data_root):
+    evidence = judge_campaign(data_root, "stopped")
+    assert evidence.hours_observed == [0, 1, 2, 3] and evidence.coverage == 1.0
+
+
+def test_a_tightened_policy_rejudges_without_rerunning_anything(data_root, tmp_path):
+    policy = tmp_path / "strict.yaml"
+    policy.write_text(yaml.safe_dump({"gates": {"governor": {"zero_regen_pass_above": 0.95}}}))
+    result = run("--campaign", "healthy", "--policy", str(policy), "--data-root", str(data_root))
+    assert result.exit_code == 3, result.output
+    assert "Decision: EXTEND (rule extend.secondary_gate)" in result.output
+
+
+def test_the_campaigns_own_policy_is_used_when_none_is_given(tmp_path):
+    policy = tmp_path / "lenient.yaml"
+    policy.write_text(yaml.safe_dump({"gates": {"ambiguity": {"rate_review": 0.2, "rate_extend": 0.3}}}))
+    store_campaign(tmp_path, "own-policy", *healthy_campaign(ambiguous_every=8), settings={"policy": str(policy)})
+    result = run("--campaign", "own-policy", "--data-root", str(tmp_path))
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--campaign", "../x"], "campaign id '../x'"),
+        (["--campaign", "a/b"], "no path separators"),
+        (["--campaign", "never-registered"], "no campaign registered"),
+        (["--campaign", "healthy", "--policy", "{bad_policy}"], "extension_hours"),
+    ],
+)
+def test_bad_input_is_a_one_line_error_with_exit_code_1(data_root, tmp_path, args, message):
+    bad_policy = tmp_path / "bad.yaml"
+    bad_policy.write_text("extension_hours: 100\n")
+    args = [a.replace("{bad_policy}", str(bad_policy)) for a in args]
+    result = CliRunner().invoke(main, ["verdict", *args, "--data-root", str(data_root)])
+    assert result.exit_code == 1
+    assert message in result.output and result.output.startswith("error: ")
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_installed_console_script_exits_with_the_decision_code(data_root):
+    script = Path(sys.executable).parent / "staging-validation"
+    completed = subprocess.run([str(script), "verdict", "--campaign", "ambiguity-high"], capture_output=True,
+                               text=True, env={**os.environ, "STAGING_VALIDATION_DATA": str(data_root)},
+                               timeout=60)
+    assert completed.returncode == 3, completed.stderr
+    assert "EXTEND" in completed.stdout and completed.stderr == ""
