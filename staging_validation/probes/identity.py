@@ -11,14 +11,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from staging_validation.campaigns import CampaignTiming
 from staging_validation.probes.records import ProbeRecord
 from staging_validation.probes.result import ProbeResult, failure_line, judge
-
-if TYPE_CHECKING:
-    from staging_validation.target.client import TargetClient
+from staging_validation.target.client import TargetClient
 
 DETERMINISM_REQUESTS = 5
 DETERMINISM_USERS = tuple(f"sv-determinism-{n:02d}" for n in range(1, 11))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import pydantic
 
@@ -17,9 +17,7 @@ from staging_validation.campaigns import CampaignTiming
 from staging_validation.config_files import StrictModel, load_yaml_model
 from staging_validation.probes.records import ProbeRecord
 from staging_validation.probes.result import ProbeResult, failure_line, judge
-
-if TYPE_CHECKING:
-    from staging_validation.target.client import TargetClient
+from staging_validation.target.client import TargetClient
 
 DEFAULT_PROMPT_SET = Path(__file__).resolve().parent / "prompt_set.yaml"
 PROMPT_SPACING_S = 2  # runbook seconds between two prompts

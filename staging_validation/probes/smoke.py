@@ -8,14 +8,11 @@ endpoint returns several events.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from staging_validation.campaigns import CampaignTiming
 from staging_validation.probes.records import ProbeRecord
 from staging_validation.probes.result import ProbeResult, failure_line, judge
-
-if TYPE_CHECKING:
-    from staging_validation.target.client import TargetClient
+from staging_validation.target.client import TargetClient
 
 SMOKE_LOOP_INTERVAL_S = 300  # runbook: every 5 minutes during the first hour
 RUNBOOK_HOUR_S = 3600

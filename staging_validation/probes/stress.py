@@ -9,14 +9,11 @@ cap on requests in flight, is recorded as dropped: every slot yields exactly one
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from staging_validation.campaigns import CampaignTiming
 from staging_validation.probes.records import Outcome, ProbeRecord
 from staging_validation.probes.result import ProbeResult, judge, latency_percentiles, outcome_counts
-
-if TYPE_CHECKING:
-    from staging_validation.target.client import TargetClient
+from staging_validation.target.client import TargetClient
 
 STRESS_USERS = 50
 STRESS_PROMPTS = (

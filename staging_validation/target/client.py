@@ -51,7 +51,7 @@ class TargetClient:
             self._headers["Authorization"] = f"Bearer {token}"
         elif profile.token_required:
             raise ConfigError(
-                f"token_env: the profile requires a bearer token but ${profile.token_env or '<unset>'} is empty"
+                f"token_env: the profile requires a bearer token but ${profile.token_env} is unset or empty"
             )
         # A tag per client keeps request ids unique across clients and runs hitting the same target.
         self._client_tag = secrets.token_hex(3)

@@ -152,6 +152,13 @@ class TargetProfile(StrictModel):
     extract: Extraction
     telemetry: TelemetryMapping = TelemetryMapping()
 
+    @pydantic.field_validator("token_required")
+    @classmethod
+    def _required_token_has_a_source(cls, required: bool, info: pydantic.ValidationInfo) -> bool:
+        if required and not info.data.get("token_env"):
+            raise ValueError("a required token needs token_env, the environment variable that holds it")
+        return required
+
 
 def load_target_profile(path: str | Path | None = None) -> TargetProfile:
     """The profile at `path`, or the documented contract; raises ConfigError naming the field."""

@@ -7,7 +7,6 @@ import json
 import socket
 import time
 
-import httpx
 import pytest
 
 from staging_validation.probes.identity import determinism_check, identity_check
@@ -16,7 +15,6 @@ from staging_validation.probes.records import Outcome, records_to_table
 from staging_validation.probes.runner import run_probe
 from staging_validation.probes.smoke import deploy_verification, smoke_loop, smoke_tests
 from staging_validation.probes.stress import stress
-from staging_validation.target.client import TargetClient
 from staging_validation.target.profile import load_target_profile
 from staging_validation_tests.probes.conftest import campaign_at, closed_port
 

@@ -52,6 +52,7 @@ def _write_edited(tmp_path, edit) -> str:
         (lambda d: d["http"].update(request_timeout_s=0), "http.request_timeout_s"),
         (lambda d: d["user"].update(location="cookie"), "user.location"),
         (lambda d: d.update(telemetry={"request_id_header": ""}), "telemetry.request_id_header"),
+        (lambda d: d.update(token_env=None, token_required=True), "token_required"),
     ],
 )
 def test_profile_errors_name_the_field(tmp_path, edit, field):
