@@ -62,6 +62,12 @@ def _number(value: object) -> float | int | None:
     return value.item() if hasattr(value, "item") else value
 
 
+def _median(values: pd.Series) -> float | None:
+    """Median of the logged values; None when the target never logged the field."""
+    logged = values.dropna()
+    return _number(logged.median()) if len(logged) else None
+
+
 def _time_text(value: object) -> str:
     return pd.Timestamp(value).isoformat() if not pd.isna(value) else "unknown time"
 
@@ -70,8 +76,9 @@ def _percent(share: float) -> str:
     return f"{share * 100:.2f} %"
 
 
-def event_evidence(events: pd.DataFrame, limit: int = EVIDENCE_ROWS) -> list[dict]:
-    ordered = events.sort_values("time").head(limit)
+def event_evidence(events: pd.DataFrame, limit: int = EVIDENCE_ROWS, by_time: bool = True) -> list[dict]:
+    """The first lines in time order, or in the caller's order (e.g. slowest first) when not by_time."""
+    ordered = (events.sort_values("time") if by_time else events).head(limit)
     return [
         {"time": _time_text(row.time), "hour": int(row.hour), "line": row.raw if isinstance(row.raw, str)
          else row.msg}
@@ -111,8 +118,8 @@ def _continuity_pack(events: pd.DataFrame, policy: Policy) -> GateResult:
     missing = _of_kind(events, EventKind.PACK_MISSING)
     fallbacks = _of_kind(events, EventKind.PACK_FALLBACK)
     samples = len(built) + len(missing) + len(fallbacks)
-    build_p50 = _number(built["built_in_ms"].median()) if len(built) else None
-    size_p50 = _number(built["size_bytes"].median()) if len(built) else None
+    build_p50 = _median(built["built_in_ms"])
+    size_p50 = _median(built["size_bytes"])
     metrics = {"pack_builds": len(built), "missing_packs": len(missing), "fallbacks": len(fallbacks),
                "build_p50_ms": build_p50, "size_p50_bytes": size_p50}
     thresholds = {"missing_packs_max": 0, "fallbacks_max": 0,
@@ -128,7 +135,8 @@ def _continuity_pack(events: pd.DataFrame, policy: Policy) -> GateResult:
             reason=(f"{len(missing)} missing-pack event(s) and {len(fallbacks)} default-pack fallback(s) "
                     f"among {samples} pack outcomes (allowed: 0); first at {first}."),
             evidence=event_evidence(failing),
-            action_item=f"Find why requests ran without their ContinuityPack (first at {first}) and redeploy.",
+            action_item=(f"Find why requests ran without their own ContinuityPack (missing or default pack, first "
+                         f"at {first}) and redeploy."),
             **common)
     if len(built) < policy.min_samples:
         return _result(1, policy, status="NO_DATA", rule="gate1.no_data",
@@ -136,21 +144,22 @@ def _continuity_pack(events: pd.DataFrame, policy: Policy) -> GateResult:
                                f"(minimum {policy.min_samples}); pack integrity cannot be judged."),
                        evidence=[], **common)
     reviews = []
-    if build_p50 > config.build_p50_review_ms:
+    if build_p50 is not None and build_p50 > config.build_p50_review_ms:
         reviews.append(("gate1.build_latency_review",
                         f"pack build latency p50 {build_p50:.1f} ms > {config.build_p50_review_ms:g} ms"))
-    if size_p50 > config.size_p50_review_bytes:
+    if size_p50 is not None and size_p50 > config.size_p50_review_bytes:
         reviews.append(("gate1.pack_size_review",
                         f"pack size p50 {size_p50:.0f} bytes > {config.size_p50_review_bytes} bytes"))
     if reviews:
         findings = "; ".join(text for _, text in reviews)
         return _result(1, policy, status="REVIEW", rule=reviews[0][0],
                        reason=f"No missing or fallback packs in {len(built)} builds, but {findings}.",
-                       evidence=event_evidence(built.sort_values("built_in_ms", ascending=False)),
+                       evidence=event_evidence(built.sort_values("built_in_ms", ascending=False), by_time=False),
                        action_item=f"Profile ContinuityPack building: {findings}.", **common)
     return _result(1, policy, status="PASS", rule="gate1.pass",
-                   reason=(f"{len(built)} packs built, 0 missing, 0 fallbacks; build p50 {build_p50:.1f} ms, "
-                           f"size p50 {size_p50:.0f} bytes."),
+                   reason=(f"{len(built)} packs built, 0 missing, 0 fallbacks; build p50 "
+                           f"{'not logged' if build_p50 is None else f'{build_p50:.1f} ms'}, size p50 "
+                           f"{'not logged' if size_p50 is None else f'{size_p50:.0f} bytes'}."),
                    evidence=event_evidence(built), **common)
 
 

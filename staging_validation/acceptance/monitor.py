@@ -63,7 +63,7 @@ def monitor_alerts(events_window: pd.DataFrame, records_window: pd.DataFrame, po
             _ms(slow["time"].iloc[0]), "warning", "monitor.slow_requests",
             (f"{len(slow)} requests took {rules.slow_request_ms:g} ms or more in one monitor window "
              f"(alert above {rules.slow_requests_warning_above}); slowest {slow['duration_ms'].max():.0f} ms."),
-            len(slow), event_evidence(slow.sort_values("duration_ms", ascending=False))))
+            len(slow), event_evidence(slow.sort_values("duration_ms", ascending=False), by_time=False)))
 
     merges = identity_merges(records_window, events_window).sort_values("time")
     if len(merges):

@@ -39,6 +39,7 @@ def pack_events(builds=60, built_in_ms=50.0, size_bytes=40_000, missing=0, fallb
         (dict(size_bytes=122_880), "PASS", "gate1.pass"),
         (dict(size_bytes=122_881), "REVIEW", "gate1.pack_size_review"),
         (dict(missing=0, fallbacks=0), "PASS", "gate1.pass"),
+        (dict(built_in_ms=None, size_bytes=None), "PASS", "gate1.pass"),  # fields the target does not log
         (dict(missing=1), "FAIL", "gate1.missing_pack"),
         (dict(fallbacks=1), "FAIL", "gate1.fallback"),
         (dict(builds=0, missing=1), "FAIL", "gate1.missing_pack"),

@@ -165,7 +165,7 @@ class Hook(BaseHTTPRequestHandler):
 def webhook():
     Hook.received, Hook.status = [], 200
     server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/hook"
     server.shutdown()
