@@ -1,0 +1,273 @@
+"""LogFollower: every line of the log captured exactly once through appends, partial lines, rotation,
+truncation, restarts, crashes and concurrent pollers — asserted on exact line content."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+import threading
+
+import pytest
+
+from staging_validation.campaigns import CampaignTiming
+from staging_validation.config_files import ConfigError, validate_model
+from staging_validation.telemetry.capture import (
+    CaptureError,
+    LogFollower,
+    TelemetrySource,
+    raw_dir,
+    raw_hour_path,
+)
+
+START_MS = 1_795_392_000_000
+HOUR_MS = 3_600_000
+TIMING = CampaignTiming(start_ms=START_MS, hour_seconds=3600)
+
+
+class Log:
+    """Writes numbered pino lines into a file, remembering every complete line written."""
+
+    def __init__(self, path):
+        self.path = path
+        self.written: list[str] = []
+        self.count = 0
+
+    def line(self, hour: int = 0) -> str:
+        self.count += 1
+        time_ms = START_MS + hour * HOUR_MS + self.count
+        return json.dumps({"level": 30, "time": time_ms, "msg": "request completed", "n": self.count})
+
+    def append(self, n: int, hour: int = 0, path=None) -> None:
+        lines = [self.line(hour) for _ in range(n)]
+        with open(path or self.path, "a", encoding="utf-8") as handle:
+            handle.write("".join(line + "\n" for line in lines))
+        self.written += lines
+
+    def append_text(self, text: str, path=None) -> None:
+        with open(path or self.path, "a", encoding="utf-8") as handle:
+            handle.write(text)
+
+
+def captured_lines(store) -> list[str]:
+    lines = []
+    for path in sorted(raw_dir(store).glob("*.log")):
+        lines += path.read_text(encoding="utf-8").splitlines()
+    return lines
+
+
+@pytest.fixture
+def log(tmp_path):
+    return Log(tmp_path / "staging.log")
+
+
+@pytest.fixture
+def store(tmp_path):
+    return tmp_path / "capture"
+
+
+def follower(log, store, **options) -> LogFollower:
+    return LogFollower(TelemetrySource(path=str(log.path)), store, TIMING, **options)
+
+
+def test_appends_and_a_partial_last_line_are_captured_once(log, store):
+    log.append(3)
+    partial = log.line()
+    log.append_text(partial[:10])
+    chunk = follower(log, store).poll()
+    assert chunk.lines == 3
+    assert chunk.data.decode().splitlines() == log.written
+    log.append_text(partial[10:] + "\n")
+    log.written.append(partial)
+    log.append(2)
+    chunk = follower(log, store).poll()
+    assert chunk.lines == 3
+    assert follower(log, store).poll().lines == 0
+    assert captured_lines(store) == log.written
+
+
+def test_lines_go_to_the_raw_file_of_their_hour_and_untimed_lines_follow_the_previous_line(log, store):
+    log.append(2, hour=0)
+    log.append(1, hour=1)
+    log.append_text("Error: boom\n    at handler (chat.js:10:5)\n")
+    log.append(1, hour=3)
+    chunk = follower(log, store).poll()
+    assert chunk.hours == {0, 1, 3}
+    assert chunk.lines == 6
+    assert len(raw_hour_path(store, 0).read_text().splitlines()) == 2
+    assert raw_hour_path(store, 1).read_text().splitlines()[1:] == ["Error: boom", "    at handler (chat.js:10:5)"]
+    assert raw_hour_path(store, 3).read_text().splitlines() == log.written[-1:]
+
+
+def test_rename_rotation_drains_the_old_file_before_the_new_one(log, store):
+    log.append(5)
+    follower(log, store).poll()
+    log.append(4)  # written after the poll, before the rotation
+    os.replace(log.path, str(log.path) + ".1")
+    log.append(3)  # the new file
+    chunk = follower(log, store).poll()
+    assert chunk.lines == 7
+    assert chunk.warnings == []
+    log.append(2)
+    assert follower(log, store).poll().lines == 2
+    assert captured_lines(store) == log.written
+
+
+def test_copytruncate_drains_the_copy_then_reads_the_truncated_file_from_its_start(log, store):
+    log.append(5)
+    follower(log, store).poll()
+    log.append(4)
+    shutil.copyfile(log.path, str(log.path) + ".1")
+    os.truncate(log.path, 0)
+    log.append(1)
+    chunk = follower(log, store).poll()
+    assert chunk.lines == 5
+    assert chunk.warnings == []
+    assert captured_lines(store) == log.written
+
+
+def test_copytruncate_detected_by_the_head_even_when_the_new_content_is_longer(log, store):
+    log.append(2)
+    follower(log, store).poll()
+    shutil.copyfile(log.path, str(log.path) + ".1")
+    os.truncate(log.path, 0)
+    log.append(10)  # already past the old offset: only the head tells it is a different content
+    assert follower(log, store).poll().lines == 10
+    assert captured_lines(store) == log.written
+
+
+def test_truncation_without_a_copy_reads_from_the_start_and_says_what_was_lost(log, store):
+    log.append(5)
+    follower(log, store).poll()
+    log.append_text("")
+    os.truncate(log.path, 0)
+    log.append(2)
+    chunk = follower(log, store).poll()
+    assert chunk.lines == 2
+    assert len(chunk.warnings) == 1 and "lost" in chunk.warnings[0]
+    assert captured_lines(store) == log.written
+
+
+def test_a_restarted_validator_resumes_from_the_cursor(log, store):
+    log.append(3)
+    first = follower(log, store)
+    first.poll()
+    log.append(2)
+    resumed = follower(log, store)  # a new process: nothing but the store
+    assert resumed.poll().data.decode().splitlines() == log.written[3:]
+    assert resumed.load_cursor().lines_captured == 5
+
+
+def test_a_crash_between_appending_and_the_cursor_write_captures_the_lines_exactly_once(log, store):
+    log.append(3)
+    follower(log, store).poll()
+    committed_cursor = (store / "cursor.json").read_bytes()
+    log.append(4, hour=0)
+    log.append(2, hour=1)
+    follower(log, store).poll()  # appended to the raw files and committed ...
+    (store / "cursor.json").write_bytes(committed_cursor)  # ... but the crash lost the cursor write
+    assert follower(log, store).poll().lines == 6
+    assert captured_lines(store) == log.written
+
+
+def test_a_poll_budget_smaller_than_the_backlog_catches_up_over_several_polls(log, store):
+    log.append(1)
+    small = follower(log, store, max_poll_bytes=1000)
+    small.poll()
+    log.append(40)
+    os.replace(log.path, str(log.path) + ".1")
+    log.append(40)
+    chunks = [small.poll()]
+    while not chunks[-1].caught_up:
+        chunks.append(small.poll())
+    assert len(chunks) > 3
+    assert captured_lines(store) == log.written  # both files, no line split or repeated
+
+
+def test_concurrent_pollers_never_capture_a_line_twice(log, store):
+    log.append(1)
+    stop = threading.Event()
+    captured: list[int] = []
+
+    def poll_until_stopped():
+        poller = follower(log, store)
+        while not stop.is_set():
+            captured.append(poller.poll().lines)
+
+    pollers = [threading.Thread(target=poll_until_stopped) for _ in range(3)]
+    for thread in pollers:
+        thread.start()
+    for _ in range(200):
+        log.append(3)
+    stop.set()
+    for thread in pollers:
+        thread.join()
+    captured.append(follower(log, store).poll().lines)
+    assert sum(captured) == len(log.written) == 601
+    assert captured_lines(store) == log.written
+
+
+def test_a_command_source_follows_appends_partial_lines_and_a_replaced_log(log, store):
+    source = TelemetrySource(command=f"tail -c +{{tail_offset}} {shlex.quote(str(log.path))}")
+    log.append(3)
+    partial = log.line()
+    log.append_text(partial[:7])
+    assert LogFollower(source, store, TIMING).poll().lines == 3
+    log.append_text(partial[7:] + "\n")
+    log.written.append(partial)
+    log.append(2)
+    assert LogFollower(source, store, TIMING).poll().lines == 3
+    os.unlink(log.path)  # replaced by a new log
+    log.append(1)
+    chunk = LogFollower(source, store, TIMING).poll()
+    assert chunk.lines == 1 and chunk.warnings
+    assert captured_lines(store) == log.written
+
+
+def test_a_failing_command_raises_a_clear_error_and_leaves_the_cursor(log, store):
+    log.append(2)
+    good = TelemetrySource(command=f"{shlex.quote(sys.executable)} -c " + shlex.quote(
+        f"import sys; sys.stdout.buffer.write(open({str(log.path)!r}, 'rb').read()[int(sys.argv[1]):])"
+    ) + " {offset}")
+    LogFollower(good, store, TIMING).poll()
+    cursor_before = (store / "cursor.json").read_bytes()
+    failing = TelemetrySource(command="sh -c 'echo permission denied >&2; exit 3' {offset}")
+    with pytest.raises(CaptureError, match="status 3: permission denied"):
+        LogFollower(failing, store, TIMING).poll()
+    missing = TelemetrySource(command="/nonexistent/ssh host tail -c +{tail_offset} x")
+    with pytest.raises(CaptureError, match="cannot run"):
+        LogFollower(missing, store, TIMING).poll()
+    assert (store / "cursor.json").read_bytes() == cursor_before
+    log.append(1)
+    assert LogFollower(good, store, TIMING).poll().lines == 1
+    assert captured_lines(store) == log.written
+
+
+def test_an_unreadable_path_raises_a_clear_error_and_leaves_the_cursor(log, store):
+    log.append(2)
+    follower(log, store).poll()
+    cursor_before = (store / "cursor.json").read_bytes()
+    missing = LogFollower(TelemetrySource(path=str(log.path) + ".missing"), store / "other", TIMING)
+    with pytest.raises(CaptureError, match="no such file"):
+        missing.poll()
+    os.replace(log.path, str(log.path) + ".saved")
+    os.mkdir(log.path)  # a path that exists but cannot be read as a log
+    with pytest.raises(CaptureError, match="cannot read the log: Is a directory"):
+        follower(log, store).poll()
+    assert (store / "cursor.json").read_bytes() == cursor_before
+
+
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        ({}, "exactly one of path, command"),
+        ({"path": "a", "command": "cat {offset}"}, "exactly one of path, command"),
+        ({"command": "tail -f /var/log/x"}, "{offset} or {tail_offset}"),
+        ({"command": "ssh 'unterminated {offset}"}, "cannot be split"),
+    ],
+)
+def test_a_bad_source_is_a_config_error_naming_the_problem(data, problem):
+    with pytest.raises(ConfigError, match=problem):
+        validate_model(data, TelemetrySource, "profile.yaml: telemetry.source")
