@@ -11,7 +11,9 @@ from staging_validation_tests.sim_process import RunningSimulator, start_simulat
 
 @pytest.fixture
 def simulator_factory(tmp_path):
-    """`simulator_factory(profile=..., hour_seconds=..., ...)` → RunningSimulator (see sim_process.start_simulator)."""
+    """`simulator_factory(profile=..., hour_seconds=..., ...)` → RunningSimulator (see sim_process.start_simulator).
+
+    Every simulator still running at teardown is killed."""
     started: list[RunningSimulator] = []
 
     @functools.wraps(start_simulator)
@@ -22,4 +24,4 @@ def simulator_factory(tmp_path):
 
     yield start
     for simulator in started:
-        simulator.stop()
+        simulator.kill()  # a test that needs a graceful end calls stop() or final_stats() itself

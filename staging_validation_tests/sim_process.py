@@ -67,15 +67,30 @@ class RunningSimulator:
         self.stop()
         return json.loads(self.final_stats_path.read_text(encoding="utf-8"))
 
+    def snapshot(self) -> tuple[dict, list[str]]:
+        """Stats and exactly the log lines they count (the first `lines_total`), while it keeps running.
+
+        Only meaningful without log rotation. Requests still in flight are not in it yet, so shares of
+        slow outcomes (regenerations) are biased low; `final_stats()` drains them first.
+        """
+        stats = self.stats()
+        return stats, self.log_lines()[: stats["lines_total"]]
+
     def log_lines(self) -> list[str]:
         return self.log_path.read_text(encoding="utf-8").splitlines() if self.log_path.exists() else []
 
+    def kill(self) -> None:
+        """Immediate end, no drain: for teardown when nothing reads the simulator any more."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
     def stop(self) -> int:
-        """Terminate (SIGTERM, the simulator shuts down gracefully) and wait; returns the exit code."""
+        """SIGTERM and wait: the simulator finishes requests in flight (up to 10 s), writes its final stats."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

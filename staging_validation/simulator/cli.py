@@ -59,7 +59,7 @@ def simulate(
     try:
         profile = load_profile(profile_name, profile_file)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(" ".join(str(exc).split())) from None  # YAML errors span lines
     token = None
     if token_env is not None:
         token = os.environ.get(token_env)

@@ -171,9 +171,8 @@ class StagingService:
             {"fault": name, "hour": self.timing.hour_of_ms(time_ms), "time_ms": time_ms, "detail": detail}
         )
 
-    def _open_fault_names(self) -> str:
-        open_set = self.profile.open_faults(self.hour_now())
-        return ",".join(self.profile.faults[i].name for i in open_set) or "baseline"
+    def _fault_names(self, window: tuple[int, ...]) -> str:
+        return ",".join(self.profile.faults[i].name for i in window) or "baseline"
 
     # -- requests ------------------------------------------------------------------------------
     def next_request_id(self) -> str:
@@ -194,11 +193,12 @@ class StagingService:
 
     # -- chat ----------------------------------------------------------------------------------
     async def chat(self, user_id: str, message: str, request_id: str, rng: random.Random) -> ChatResult:
-        knobs = self.knobs_now()
+        hour = self.hour_now()  # one regime per request, even if a window closes while it runs
+        knobs, window = self.profile.knobs_at(hour), self.profile.open_faults(hour)
         user_hash = hashed_user_id(user_id)
         if rng.random() < knobs.slow_share:
             await asyncio.sleep(_draw_ms(rng, knobs.slow_ms) / 1000)
-        await self._continuity_pack(knobs, user_hash, request_id, rng)
+        await self._continuity_pack(knobs, window, user_hash, request_id, rng)
         if rng.random() < knobs.noise_rate:
             self.write_noise(rng)
 
@@ -243,13 +243,15 @@ class StagingService:
         answer = f"Here is a considered answer about \u201c{topic}\u201d, shaped for the {relationship.relationship_type} relationship."
         return ChatResult(200, record_id, answer, ambiguous=False, relationship=relationship)
 
-    async def _continuity_pack(self, knobs: Knobs, user_hash: str, request_id: str, rng: random.Random) -> None:
+    async def _continuity_pack(
+        self, knobs: Knobs, window: tuple[int, ...], user_hash: str, request_id: str, rng: random.Random
+    ) -> None:
         built_in_ms = _draw_ms(rng, knobs.pack_ms)
         missing, fallback = rng.random(), rng.random()
         await asyncio.sleep(built_in_ms / 1000)
-        if missing < knobs.missing_pack_rate and self._missing_pack_allowed(knobs):
+        if missing < knobs.missing_pack_rate and self._missing_pack_allowed(knobs, window):
             self.log.write(MSG_PACK_MISSING, level=LEVEL_ERROR, request_id=request_id, hashedUserId=user_hash)
-            self.record_fault(self._open_fault_names(), f"pack missing: reqId={request_id} hashedUserId={user_hash}")
+            self.record_fault(self._fault_names(window), f"pack missing: reqId={request_id} hashedUserId={user_hash}")
             return
         if fallback < knobs.fallback_rate:
             self.log.write(
@@ -281,8 +283,7 @@ class StagingService:
             built_in_ms=built_in_ms,
         )
 
-    def _missing_pack_allowed(self, knobs: Knobs) -> bool:
-        window = self.profile.open_faults(self.hour_now())
+    def _missing_pack_allowed(self, knobs: Knobs, window: tuple[int, ...]) -> bool:
         count = self._missing_packs_by_window.get(window, 0)
         if knobs.missing_pack_max is not None and count >= knobs.missing_pack_max:
             return False
@@ -361,10 +362,12 @@ class StagingService:
             raise IdentityError(404, f"no account for {provider}:{provider_user_id}")
         if vi_user_id is None:
             vi_user_id = str(uuid.UUID(int=self.request_rng("identity", provider, provider_user_id).getrandbits(128), version=4))
-            if self.knobs_now().identity_merge and self._last_created and self._last_created[0] != provider:
+            hour = self.hour_now()
+            window = self.profile.open_faults(hour)
+            if self.profile.knobs_at(hour).identity_merge and self._last_created and self._last_created[0] != provider:
                 vi_user_id = self._last_created[1]
                 self.record_fault(
-                    self._open_fault_names(),
+                    self._fault_names(window),
                     f"identity merge: {provider}:{provider_user_id} got the id of a {self._last_created[0]} identity",
                 )
             self._identity_by_external[key] = vi_user_id
@@ -459,10 +462,13 @@ class StagingService:
         result = await self.chat(user_id, message, request_id, rng)
         self.complete(request_id, "POST", CHAT_ROUTE[self.dialect], result.status_code, started)
 
-    async def cancel_organic(self) -> None:
-        for task in list(self._organic_tasks):
-            task.cancel()
-        await asyncio.gather(*self._organic_tasks, return_exceptions=True)
+    async def drain_organic(self, timeout_s: float) -> None:
+        """Let organic requests in flight finish (as HTTP ones do on shutdown), so the log holds whole requests."""
+        if self._organic_tasks:
+            _, pending = await asyncio.wait(list(self._organic_tasks), timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def scheduler_tick(self) -> None:
         """Record fault windows opening and closing; rotate the log when due; toggle the outage."""

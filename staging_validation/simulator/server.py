@@ -19,6 +19,7 @@ from staging_validation.simulator.engine import StagingService
 HOST = "127.0.0.1"
 SCHEDULER_MAX_TICK_S = 0.05
 REBIND_ATTEMPTS = 50
+GRACEFUL_SHUTDOWN_S = 10
 
 
 def bind_listening_socket(port: int) -> socket.socket:
@@ -81,7 +82,7 @@ async def serve(service: StagingService, app, sock: socket.socket, organic_rps: 
     background = [asyncio.create_task(_scheduler(service, stop, outage_changed))]
     if organic_rps > 0:
         background.append(asyncio.create_task(service.organic_traffic(organic_rps, stop)))
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
     try:
         while not stop.is_set():
             if service.refusing_connections:
@@ -101,5 +102,5 @@ async def serve(service: StagingService, app, sock: socket.socket, organic_rps: 
     finally:
         stop.set()
         await asyncio.gather(*background, return_exceptions=True)
-        await service.cancel_organic()
+        await service.drain_organic(GRACEFUL_SHUTDOWN_S)
         service.log.close()
