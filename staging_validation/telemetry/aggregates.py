@@ -1,26 +1,30 @@
 """The runbook's aggregates — metrics snapshot, hourly report, final analysis — computed right.
 
 Every number comes from structured fields of classified events (never a text search), through one SQL
-aggregate (`EVENT_SUMMARY_SQL`) that runs over whatever relation holds the events: a campaign's stored
+aggregate (`_event_groups_sql`) that runs over whatever relation holds the events: a campaign's stored
 events (pandas / Arrow) or, for `analyze`, the classification relation streaming over a whole log file,
-so the day is aggregated in one pass without materializing its lines.
+so a day is aggregated in one pass without materializing its lines.
 
-Percentiles are linear interpolation between closest ranks (DuckDB `quantile_cont`, pandas default).
+Percentiles are linear interpolation between closest ranks (DuckDB `quantile_cont`, numpy's default).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
 
 from staging_validation.probes.records import Outcome
 from staging_validation.telemetry.events import EVENT_SCHEMA, EventKind
 from staging_validation.telemetry.mapping import TelemetryMapping
 from staging_validation.telemetry.parse import classification_sql, connect, reader_sql
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PERCENTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 SLOW_REQUEST_MS = 2000  # the runbook monitor's "slow request" threshold
@@ -36,6 +40,7 @@ _GROUP_INPUT_COLUMNS = (
     "checked_in_ms", "source", "relationship_type", "attempt", "violation_type", "regen_in_ms",
     "http_status", "duration_ms", "identity_op",
 )  # fmt: skip
+_QUANTILES = "[" + ", ".join(str(q) for q in PERCENTILES.values()) + "]"
 
 _AMB, _REL = EventKind.AMBIGUITY_CHECK.value, EventKind.RELATIONSHIP_RESOLVED.value
 _GOV, _REQ, _IDENT = EventKind.GOVERNOR_PASS.value, EventKind.REQUEST_COMPLETED.value, EventKind.IDENTITY_OP.value
@@ -45,7 +50,7 @@ def _event_groups_sql(relation: str, error_level: int) -> str:
     """One hash aggregate over the events: a few hundred groups keyed by kind, origin, error and the
     kind's own categorical fields (a, b, n), carrying the sums and the values percentiles need.
 
-    Grouping on one pass is what keeps a whole day's analysis close to the cost of reading it.
+    Grouping in one pass is what keeps a whole day's analysis close to the cost of reading it.
     """
     return f"""
 SELECT
@@ -68,21 +73,55 @@ GROUP BY ALL
 """
 
 
-def _event_groups(con, relation: str, error_level: int) -> pd.DataFrame:
-    return con.sql(_event_groups_sql(relation, error_level)).df()
+# Regen path of a request = the sum of regen_in_ms over its attempts >= 2. A line without a request id
+# cannot be joined to its request, so it stands alone.
+_REGEN_PATHS_SQL = f"""
+SELECT quantile_cont(path_ms, {_QUANTILES}), count(path_ms) FROM (
+  SELECT sum(attempt.regen_in_ms) AS path_ms
+  FROM (SELECT attempt, row_number() OVER () AS line
+        FROM (SELECT unnest(regenerations) AS attempt FROM event_groups))
+  GROUP BY coalesce(attempt.request_id, 'line ' || line))
+"""
 
 
-def group_events(events: pd.DataFrame | pa.Table, *, error_level: int = 50) -> pd.DataFrame:
-    """The grouped aggregate over stored events (EVENT_SCHEMA columns; extra columns are ignored)."""
-    if isinstance(events, pd.DataFrame):
+@dataclasses.dataclass
+class EventSummary:
+    """The aggregate of a set of events: the groups of `_event_groups_sql` (without their value lists)
+    and the percentiles computed from those lists."""
+
+    groups: list[dict]
+    latency_ms: dict
+    regen_path_latency_ms: dict
+    regen_path_requests: int
+
+
+def _percentile_dict(values: list | None) -> dict:
+    return dict(zip(PERCENTILES, values)) if values else {name: None for name in PERCENTILES}
+
+
+def _summarize(con, relation: str, error_level: int) -> EventSummary:
+    con.execute(f"CREATE TEMP TABLE event_groups AS {_event_groups_sql(relation, error_level)}")
+    cursor = con.execute("SELECT * EXCLUDE (durations, regenerations) FROM event_groups")
+    names = [column[0] for column in cursor.description]
+    groups = [dict(zip(names, row)) for row in cursor.fetchall()]
+    (latency,) = con.execute(
+        f"SELECT quantile_cont(d, {_QUANTILES}) FROM (SELECT unnest(durations) AS d FROM event_groups)"
+    ).fetchone()
+    regen, regen_requests = con.execute(_REGEN_PATHS_SQL).fetchone()
+    return EventSummary(groups, _percentile_dict(latency), _percentile_dict(regen), regen_requests)
+
+
+def summarize_events(events: pd.DataFrame | pa.Table, *, error_level: int = 50) -> EventSummary:
+    """The aggregate of stored events (EVENT_SCHEMA columns; extra columns are ignored)."""
+    if isinstance(events, pa.Table):
+        table = events.select(list(_GROUP_INPUT_COLUMNS))
+    else:
         schema = pa.schema([EVENT_SCHEMA.field(name) for name in _GROUP_INPUT_COLUMNS])
         table = pa.Table.from_pandas(events[list(_GROUP_INPUT_COLUMNS)], schema=schema, preserve_index=False)
-    else:
-        table = events.select(list(_GROUP_INPUT_COLUMNS))
     con = connect()
     try:
         con.register("stored_events", table)
-        return _event_groups(con, "stored_events", error_level)
+        return _summarize(con, "stored_events", error_level)
     finally:
         con.close()
 
@@ -97,8 +136,8 @@ def _count_lines(path: Path, result: dict) -> None:
     result["lines_total"] = newlines + (last != b"\n")
 
 
-def group_log_file(path: str | Path, mapping: TelemetryMapping | None = None) -> tuple[pd.DataFrame, int, int]:
-    """(event groups, lines_total, unparsed_lines) of a whole log file in one streaming pass.
+def summarize_log_file(path: str | Path, mapping: TelemetryMapping | None = None) -> tuple[EventSummary, int, int]:
+    """(summary, lines_total, unparsed_lines) of a whole log file in one streaming pass.
 
     The aggregate runs over `classification_sql` — the classification `parse_log` uses — while the line
     count (which the JSON reader cannot give: it skips blank lines) runs beside it.
@@ -115,68 +154,59 @@ def group_log_file(path: str | Path, mapping: TelemetryMapping | None = None) ->
     try:
         con.execute("SET preserve_insertion_order = false")  # order does not matter to an aggregate
         classified = f"(SELECT * FROM ({classification_sql(reader_sql(path, mapping), mapping)}) WHERE parsed)"
-        groups = _event_groups(con, classified, mapping.error_level)
+        summary = _summarize(con, classified, mapping.error_level)
     finally:
         con.close()
         counter.join()
     lines_total = counted["lines_total"]
-    return groups, lines_total, lines_total - int(groups["lines"].sum())
+    return summary, lines_total, lines_total - sum(group["lines"] for group in summary.groups)
 
 
-def _percentiles(values) -> dict:
-    values = pd.Series(values, dtype="float64").dropna()
-    if values.empty:
-        return {name: None for name in PERCENTILES}
-    return {name: float(values.quantile(q)) for name, q in PERCENTILES.items()}
+def _of_kind(summary: EventSummary, kind: EventKind) -> list[dict]:
+    return [group for group in summary.groups if group["kind"] == kind.value]
 
 
-def _counts(frame: pd.DataFrame, column: str) -> dict:
-    totals = frame.dropna(subset=[column]).groupby(column)["lines"].sum()
-    return {_key(key): int(n) for key, n in sorted(totals.items(), key=lambda item: _key(item[0]))}
+def _counts(groups: list[dict], key: str) -> dict:
+    counts: dict[str, int] = {}
+    for group in groups:
+        if group[key] is not None:
+            counts[str(group[key])] = counts.get(str(group[key]), 0) + group["lines"]
+    return dict(sorted(counts.items()))
 
 
-def _key(value) -> str:
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+def _lines(groups: list[dict]) -> int:
+    return sum(group["lines"] for group in groups)
 
 
-def _mean(frame: pd.DataFrame, total: str, count: str) -> float | None:
-    n = frame[count].sum()
-    return float(frame[total].sum() / n) if n else None
+def _mean(groups: list[dict], total: str, count: str) -> float | None:
+    n = sum(group[count] for group in groups)
+    return sum(group[total] or 0 for group in groups) / n if n else None
 
 
-def _flatten(series: pd.Series) -> list:
-    return [value for values in series.dropna() for value in values]
-
-
-def _telemetry_metrics(groups: pd.DataFrame) -> dict:
-    of_kind = {kind: groups[groups["kind"] == kind.value] for kind in EventKind}
-    events = {kind.value: int(frame["lines"].sum()) for kind, frame in of_kind.items()}
+def _telemetry_metrics(summary: EventSummary) -> dict:
+    of_kind = {kind: _of_kind(summary, kind) for kind in EventKind}
+    events = {kind.value: _lines(groups) for kind, groups in of_kind.items()}
     ambiguity, governor = of_kind[EventKind.AMBIGUITY_CHECK], of_kind[EventKind.GOVERNOR_PASS]
-    relationship, requests = of_kind[EventKind.RELATIONSHIP_RESOLVED], of_kind[EventKind.REQUEST_COMPLETED]
-    pack = of_kind[EventKind.PACK_BUILT]
+    requests, identity = of_kind[EventKind.REQUEST_COMPLETED], of_kind[EventKind.IDENTITY_OP]
+    relationship, pack = of_kind[EventKind.RELATIONSHIP_RESOLVED], of_kind[EventKind.PACK_BUILT]
     ambiguity_by_status = _counts(ambiguity, "a")
-    organic_checks = ambiguity[ambiguity["origin"] == "organic"]
-    organic_ambiguous = int(organic_checks.loc[organic_checks["a"] == AMBIGUOUS_STATUS, "lines"].sum())
+    organic_checks = [group for group in ambiguity if group["origin"] == "organic"]
+    organic_ambiguous = _lines([group for group in organic_checks if group["a"] == AMBIGUOUS_STATUS])
     violations = _counts(governor, "a")
     passed = _counts(governor, "n")
     passed_requests = sum(passed.values())
-    regen = pd.DataFrame(_flatten(governor["regenerations"]), columns=["request_id", "regen_in_ms"])
-    # A regeneration line without a request id cannot be joined to its request: it stands alone.
-    regen["request_id"] = regen["request_id"].fillna(pd.Series(regen.index.astype(str), index=regen.index))
-    regen_paths = regen.groupby("request_id")["regen_in_ms"].sum(min_count=1)
-    by_status = _counts(requests, "n")
-    statuses = {int(status): n for status, n in by_status.items()}
-    identity_by_op = _counts(of_kind[EventKind.IDENTITY_OP], "a")
-    probe_requests = int(requests.loc[requests["origin"] == "probe", "lines"].sum())
+    statuses = {int(status): n for status, n in _counts(requests, "n").items()}
+    identity_by_op = _counts(identity, "a")
+    probe_requests = _lines([group for group in requests if group["origin"] == "probe"])
     by_origin = {
-        origin: {k: int(n) for k, n in groups[groups["origin"] == origin].groupby("kind")["lines"].sum().items()}
+        origin: _counts([group for group in summary.groups if group["origin"] == origin], "kind")
         for origin in ("probe", "organic")
     }
     return {
         "events": events,
         "events_by_origin": by_origin,
-        "events_total": int(groups["lines"].sum()),
-        "error_lines": int(groups.loc[groups["is_error"] == True, "lines"].sum()),  # noqa: E712 — nullable
+        "events_total": _lines(summary.groups),
+        "error_lines": _lines([group for group in summary.groups if group["is_error"]]),
         "pack": {
             "builds": events[EventKind.PACK_BUILT],
             "missing": events[EventKind.PACK_MISSING],
@@ -191,9 +221,9 @@ def _telemetry_metrics(groups: pd.DataFrame) -> dict:
             "by_status": ambiguity_by_status,
             "by_reason": _counts(ambiguity, "b"),
             "avg_check_ms": _mean(ambiguity, "check_sum", "check_n"),
-            "organic_checks": int(organic_checks["lines"].sum()),
+            "organic_checks": _lines(organic_checks),
             "organic_ambiguous": organic_ambiguous,
-            "organic_rate": organic_ambiguous / organic_checks["lines"].sum() if len(organic_checks) else None,
+            "organic_rate": organic_ambiguous / _lines(organic_checks) if _lines(organic_checks) else None,
         },
         "relationship": {
             "resolutions": events[EventKind.RELATIONSHIP_RESOLVED],
@@ -208,8 +238,8 @@ def _telemetry_metrics(groups: pd.DataFrame) -> dict:
             "passed_requests": passed_requests,
             "passed_attempt_distribution": passed,
             "zero_regeneration_share": passed.get("1", 0) / passed_requests if passed_requests else None,
-            "regen_path_requests": int(regen_paths.notna().sum()),
-            "regen_path_latency_ms": _percentiles(regen_paths),
+            "regen_path_requests": summary.regen_path_requests,
+            "regen_path_latency_ms": summary.regen_path_latency_ms,
         },
         "identity": {
             "operations": events[EventKind.IDENTITY_OP],
@@ -221,54 +251,66 @@ def _telemetry_metrics(groups: pd.DataFrame) -> dict:
             "completed": events[EventKind.REQUEST_COMPLETED],
             "probe": probe_requests,
             "organic": events[EventKind.REQUEST_COMPLETED] - probe_requests,
-            "by_status": by_status,
+            "by_status": {str(status): n for status, n in sorted(statuses.items())},
             "http_5xx": sum(n for status, n in statuses.items() if 500 <= status <= 599),
             "timeouts": sum(statuses.get(status, 0) for status in TIMEOUT_STATUSES),
             "rate_limited": statuses.get(RATE_LIMITED_STATUS, 0),
-            "slow": int(requests["slow"].sum()),
-            "latency_ms": _percentiles(_flatten(requests["durations"])),
+            "slow": sum(group["slow"] for group in requests),
+            "latency_ms": summary.latency_ms,
         },
         "probe_request_ids_seen": bool(sum(by_origin["probe"].values())),
     }
 
 
-def _probe_metrics(records: pd.DataFrame | None) -> dict:
-    if records is None or records.empty:
-        return {"requests": 0, "by_outcome": {}, "by_probe": {}, "dropped": 0, "failed_cases": 0,
-                "http_5xx": 0, "timeouts": 0, "rate_limited": 0, "connection_errors": 0,
-                "latency_ms": {name: None for name in PERCENTILES}}  # fmt: skip
-    outcomes = records["outcome"].value_counts()
-    sent = records[~records["dropped"].astype(bool)]
+_PROBE_SQL = f"""
+SELECT count(*), histogram(outcome), histogram(probe), count(*) FILTER (WHERE dropped),
+       count(*) FILTER (WHERE passed = false),
+       quantile_cont(latency_ms, {_QUANTILES}) FILTER (WHERE NOT dropped)
+FROM probe_records
+"""
+
+
+def _probe_metrics(records: pd.DataFrame | pa.Table | None) -> dict:
+    """Probe records (RECORD_SCHEMA) by outcome and probe, with latency from the intended send time."""
+    requests, by_outcome, by_probe, dropped, failed, latency = 0, {}, {}, 0, 0, None
+    if records is not None and len(records):
+        con = connect()
+        try:
+            con.register("probe_records", records)
+            requests, by_outcome, by_probe, dropped, failed, latency = con.execute(_PROBE_SQL).fetchone()
+        finally:
+            con.close()
+    by_outcome = dict(sorted(by_outcome.items()))
     return {
-        "requests": len(records),
-        "by_outcome": {str(k): int(v) for k, v in outcomes.sort_index().items()},
-        "by_probe": {str(k): int(v) for k, v in records["probe"].value_counts().sort_index().items()},
-        "dropped": int(records["dropped"].astype(bool).sum()),
-        "failed_cases": int((records["passed"] == False).sum()),  # noqa: E712 — nullable column: None is not a failure
-        "http_5xx": int(outcomes.get(Outcome.SERVER_ERROR.value, 0)),
-        "timeouts": int(outcomes.get(Outcome.TIMEOUT.value, 0)),
-        "rate_limited": int(outcomes.get(Outcome.RATE_LIMITED.value, 0)),
-        "connection_errors": int(outcomes.get(Outcome.CONNECTION_ERROR.value, 0)),
-        "latency_ms": _percentiles(sent["latency_ms"].astype(float)),
+        "requests": requests,
+        "by_outcome": by_outcome,
+        "by_probe": dict(sorted(by_probe.items())),
+        "dropped": dropped,
+        "failed_cases": failed,
+        "http_5xx": by_outcome.get(Outcome.SERVER_ERROR.value, 0),
+        "timeouts": by_outcome.get(Outcome.TIMEOUT.value, 0),
+        "rate_limited": by_outcome.get(Outcome.RATE_LIMITED.value, 0),
+        "connection_errors": by_outcome.get(Outcome.CONNECTION_ERROR.value, 0),
+        "latency_ms": _percentile_dict(latency),
     }
 
 
-def final_metrics_from_groups(
-    groups: pd.DataFrame,
-    records: pd.DataFrame | None = None,
+def final_metrics_from_summary(
+    summary: EventSummary,
+    records: pd.DataFrame | pa.Table | None = None,
     *,
     lines_total: int | None = None,
     unparsed_lines: int | None = None,
 ) -> dict:
     return {
         "lines": {"total": lines_total, "unparsed": unparsed_lines},
-        **_telemetry_metrics(groups),
+        **_telemetry_metrics(summary),
         "probes": _probe_metrics(records),
     }
 
 
 def final_metrics(
-    records: pd.DataFrame | None,
+    records: pd.DataFrame | pa.Table | None,
     events: pd.DataFrame | pa.Table,
     *,
     lines_total: int | None = None,
@@ -276,8 +318,8 @@ def final_metrics(
     error_level: int = 50,
 ) -> dict:
     """Every metric of the runbook's final analysis plus latency percentiles, 5xx, timeouts, rate-limited."""
-    return final_metrics_from_groups(
-        group_events(events, error_level=error_level),
+    return final_metrics_from_summary(
+        summarize_events(events, error_level=error_level),
         records,
         lines_total=lines_total,
         unparsed_lines=unparsed_lines,
@@ -285,7 +327,7 @@ def final_metrics(
 
 
 def hourly_report(
-    records: pd.DataFrame | None,
+    records: pd.DataFrame | pa.Table | None,
     events: pd.DataFrame | pa.Table,
     *,
     hour: int,
@@ -301,7 +343,7 @@ def hourly_report(
 
 
 def metrics_snapshot(
-    records: pd.DataFrame | None,
+    records: pd.DataFrame | pa.Table | None,
     events: pd.DataFrame | pa.Table,
     *,
     at: datetime,
