@@ -21,6 +21,9 @@ EVIDENCE_ROWS = 3
 RELATIONSHIP_CONTEXT = ["relationship_type", "voice_profile", "trust_level"]
 # The identity probe's three checks, recognised by the words in its case names.
 IDENTITY_CHECKS = ("create", "lookup", "link")
+_EVENT_LINE_FIELDS = ["request_id", "origin", "user_hash", "size_bytes", "built_in_ms", "status", "reason",
+                      "source", *RELATIONSHIP_CONTEXT, "attempt", "violation_type", "regen_in_ms", "http_status",
+                      "duration_ms", "identity_op", "provider", "provider_user_id", "vi_user_id"]
 _PROBE_ROW_FIELDS = ["probe", "case", "user", "outcome", "http_status", "passed", "ambiguous",
                      "expected_ambiguous", *RELATIONSHIP_CONTEXT, "vi_user_id", "request_id", "error"]
 
@@ -76,14 +79,26 @@ def _percent(share: float) -> str:
     return f"{share * 100:.2f} %"
 
 
+def _field_text(value: object) -> str:
+    # Nullable integer columns come back as floats from pandas; print 2, not 2.0.
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def event_line(event: dict) -> str:
+    """The log line as captured when the parser kept it (errors and warnings), else its message with the
+    structured fields that were parsed from it."""
+    if isinstance(event.get("raw"), str):
+        return event["raw"]
+    fields = " ".join(f"{name}={_field_text(event[name])}" for name in _EVENT_LINE_FIELDS
+                      if name in event and not pd.isna(event[name]))
+    return f"{event.get('msg') or event.get('kind')} {fields}".strip()
+
+
 def event_evidence(events: pd.DataFrame, limit: int = EVIDENCE_ROWS, by_time: bool = True) -> list[dict]:
     """The first lines in time order, or in the caller's order (e.g. slowest first) when not by_time."""
     ordered = (events.sort_values("time") if by_time else events).head(limit)
-    return [
-        {"time": _time_text(row.time), "hour": int(row.hour), "line": row.raw if isinstance(row.raw, str)
-         else row.msg}
-        for row in ordered.itertuples()
-    ]
+    return [{"time": _time_text(row["time"]), "hour": int(row["hour"]), "line": event_line(row)}
+            for row in ordered.to_dict("records")]
 
 
 def record_evidence(records: pd.DataFrame, limit: int = EVIDENCE_ROWS) -> list[dict]:
@@ -285,22 +300,25 @@ def _relationship_determinism(records: pd.DataFrame, events: pd.DataFrame, polic
     thresholds = {"consecutive_requests": config.consecutive_requests, "unexplained_changes_max": 0}
     common = dict(metrics=metrics, thresholds=thresholds, samples=len(probe_rows) + len(resolutions))
 
+    failures = []  # (rule, sentence, evidence): the probe's check first, then telemetry
     if len(disagreeing_users):
         rows = probe_rows[probe_rows["user"].isin(disagreeing_users)]
-        return _result(3, policy, status="FAIL", rule="gate3.probe_disagreement",
-                       reason=(f"{len(disagreeing_users)} of {len(per_user)} probe users got different "
-                               f"relationship contexts for consecutive requests; first at {_first_time(rows)}."),
-                       evidence=record_evidence(rows, limit=config.consecutive_requests),
-                       action_item="Find why one user's relationship context is not stable and redeploy.",
-                       **common)
+        failures.append(("gate3.probe_disagreement",
+                         f"{len(disagreeing_users)} of {len(per_user)} probe users got different relationship "
+                         f"contexts for consecutive requests, first at {_first_time(rows)}",
+                         record_evidence(rows, limit=config.consecutive_requests)))
     if len(unexplained):
-        return _result(3, policy, status="FAIL", rule="gate3.unexplained_change",
-                       reason=(f"{len(unexplained)} relationship context change(s) for "
-                               f"{unexplained['user_hash'].nunique()} user(s) without a locked-fact override "
-                               f"(allowed: 0); first at {_first_time(unexplained)}."),
-                       evidence=event_evidence(unexplained),
-                       action_item="Find why users' relationship context changes mid-campaign and redeploy.",
-                       **common)
+        failures.append(("gate3.unexplained_change",
+                         f"{len(unexplained)} relationship context change(s) for "
+                         f"{unexplained['user_hash'].nunique()} user(s) in telemetry without a locked-fact "
+                         f"override (allowed: 0), first at {_first_time(unexplained)}",
+                         event_evidence(unexplained)))
+    if failures:
+        return _result(3, policy, status="FAIL", rule=failures[0][0],
+                       reason="; ".join(sentence for _, sentence, _ in failures) + ".",
+                       evidence=[item for _, _, evidence in failures for item in evidence],
+                       action_item="Find why a user's relationship context changes without a locked fact and "
+                                   "redeploy.", **common)
     if not len(checked_users):
         return _result(3, policy, status="NO_DATA", rule="gate3.no_probe_data",
                        reason=(f"No probe user completed {config.consecutive_requests} consecutive requests "
@@ -420,7 +438,7 @@ def identity_merges(records: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame
                           "detail": (f"{op.identity_op} of {op.provider}:{op.provider_user_id} returned "
                                      f"{op.vi_user_id}, already owned by "
                                      f"{', '.join(f'{p}:{u}' for p, u in sorted(known, key=str))}"),
-                          "line": op.raw if isinstance(op.raw, str) else op.msg})
+                          "line": event_line(op._asdict())})
         if op.identity_op in ("create", "resolve", "link"):
             known.add(identity)
     return pd.DataFrame(found, columns=["time", "hour", "source", "detail", "line"])

@@ -29,7 +29,8 @@ from staging_validation_tests.acceptance.acceptance_tables import chat_events, e
 SMTP_PASSWORD = "s3cret-smtp-password"
 
 
-def free_port() -> int:
+def closed_port() -> int:
+    """A loopback port with nothing listening (bound, then released)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -52,6 +53,14 @@ class Mailbox:
         return "250 OK"
 
 
+class LoopbackSMTP(Controller):
+    """aiosmtpd's threaded server on a port the kernel picks, so parallel test runs never collide."""
+
+    def _trigger_server(self):
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()
+
+
 def check_password(server, session, envelope, mechanism, auth_data):
     return AuthResult(success=auth_data.login == b"ops" and auth_data.password == SMTP_PASSWORD.encode())
 
@@ -61,12 +70,12 @@ def smtp_server():
     started = []
 
     def start(refuse: bool = False) -> tuple[Mailbox, int]:
-        mailbox, port = Mailbox(refuse), free_port()
-        controller = Controller(mailbox, hostname="127.0.0.1", port=port, authenticator=check_password,
-                                auth_require_tls=False)
+        mailbox = Mailbox(refuse)
+        controller = LoopbackSMTP(mailbox, hostname="127.0.0.1", port=0, authenticator=check_password,
+                                  auth_require_tls=False)
         controller.start()
         started.append(controller)
-        return mailbox, port
+        return mailbox, controller.port
 
     yield start
     for controller in started:
@@ -134,7 +143,7 @@ def test_starttls_required_but_not_offered_fails_without_raising(smtp_server, tm
 
 
 def test_unreachable_server_is_recorded_failed(tmp_path):
-    settings = NotificationSettings(smtp_host="127.0.0.1", smtp_port=free_port(), smtp_starttls=False,
+    settings = NotificationSettings(smtp_host="127.0.0.1", smtp_port=closed_port(), smtp_starttls=False,
                                     recipients=["ops-lead@example.test"], retries=1, retry_backoff_s=0)
     delivery = Notifier(settings, tmp_path / "outbox").send(reject_message())
     assert "ConnectionRefusedError" in delivery.status and "after 2 attempts" in delivery.status
