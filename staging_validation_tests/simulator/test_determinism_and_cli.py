@@ -21,11 +21,11 @@ PROBE_REQUESTS = [
 
 
 def run_events(simulator_factory, seed: int) -> dict[str, list[dict]]:
-    sim = simulator_factory(seed=seed, organic_rps=150)
+    sim = simulator_factory(seed=seed, organic_rps=250)
     with httpx.Client(base_url=sim.base_url, timeout=10) as client:
         for number, (route, body) in enumerate(PROBE_REQUESTS):
             client.post(route, json=body, headers={"x-request-id": f"sv-det-{number}"})
-    sim.wait_for(lambda s: s["requests"]["organic"] >= 150, what="150 organic requests")
+    sim.wait_for(lambda s: s["requests"]["organic"] >= 120, what="120 organic requests")
     sim.kill()
     return {
         request_id: [{k: v for k, v in line.items() if k not in NONDETERMINISTIC_FIELDS} for line in lines]
@@ -37,7 +37,7 @@ def test_same_seed_same_events(simulator_factory):
     first, second = run_events(simulator_factory, seed=7), run_events(simulator_factory, seed=7)
     common = set(first) & set(second)
     assert {f"sv-det-{n}" for n in range(len(PROBE_REQUESTS))} <= common
-    assert len(common) >= 100
+    assert len(common) >= 80
     assert all(first[request_id] == second[request_id] for request_id in common)
 
     other_seed = run_events(simulator_factory, seed=8)

@@ -32,8 +32,9 @@ def chat(base_url: str, user: str, request_id: str, message: str = NORMAL) -> ht
 
 
 def first_attempt_share(records: list[dict]) -> float:
-    passed = [r for r in governor_lines(records) if r["status"] == "passed"]
-    return sum(r["attempt"] == 1 for r in passed) / len(passed)
+    """Share of drafts passed on attempt 1, over attempt-1 lines: every request writes one, slow or not."""
+    first = [r for r in governor_lines(records) if r["attempt"] == 1]
+    return sum(r["status"] == "passed" for r in first) / len(first)
 
 
 def regen_path_ms(records: list[dict]) -> list[float]:
@@ -65,7 +66,7 @@ def test_healthy_baseline(simulator_factory):
     records = assert_all_pino(lines)
 
     assert 0.005 <= stats["organic_ambiguous"] / stats["organic_ambiguity_checks"] <= 0.04
-    assert first_attempt_share(records) > 0.87  # a snapshot leaves out requests still regenerating: no upper bound
+    assert 0.87 <= first_attempt_share(records) <= 0.97
     assert percentile(regen_path_ms(records), 0.99) <= 3000
     assert "pack_missing" not in stats["events"] and "pack_fallback" not in stats["events"]
     assert stats["faults"] == [] and stats["error_lines"] == 0 and stats["unparsed_lines"] == 0
@@ -119,20 +120,21 @@ def test_ambiguity_high_rate(simulator_factory):
 def test_governor_regen_heavy(simulator_factory):
     sim = simulator_factory(profile="governor-regen-heavy", organic_rps=800)
     sim.wait_for(lambda s: s["events"].get("governor_pass", 0) >= 700, what="governor lines")
-    sim.stop()
-    assert 0.55 <= first_attempt_share(json_records(sim.log_lines())) <= 0.75
+    _, lines = sim.snapshot()
+    assert 0.55 <= first_attempt_share(json_records(lines)) <= 0.75
 
 
 def test_governor_slow_regen_path_p99_over_3s(simulator_factory):
-    sim = simulator_factory(profile="governor-slow", organic_rps=200)
+    sim = simulator_factory(profile="governor-slow", organic_rps=300)
 
-    def regenerated_requests(stats: dict) -> int:
-        lines = sim.log_lines()
-        return sum(1 for line in lines if '"status":"passed"' in line and '"attempt":1,' not in line and "Governor" in line)
+    def slow_regen_paths(stats: dict) -> int:
+        return sum(ms > 3000 for ms in regen_path_ms(json_records(sim.log_lines())))
 
-    sim.wait_for(lambda s: regenerated_requests(s) >= 20, timeout_s=20, what="20 requests passing after a regeneration")
-    _, lines = sim.snapshot()  # requests still regenerating are left out, so this p99 is, if anything, low
-    assert percentile(regen_path_ms(json_records(lines)), 0.99) > 3000
+    # Slow requests finish last, so wait for a few of them rather than for a number of requests.
+    sim.wait_for(lambda s: slow_regen_paths(s) >= 3, timeout_s=20, what="3 regen paths over 3 s")
+    _, lines = sim.snapshot()
+    paths = regen_path_ms(json_records(lines))
+    assert percentile(paths, 0.99) > 3000 and percentile(paths, 0.5) > 1000
 
 
 def test_relationship_flap(simulator_factory):
@@ -225,7 +227,7 @@ def test_rate_limit_answers_429_above_the_rate(simulator_factory):
 
 
 def test_outage_refuses_connections_then_recovers(simulator_factory):
-    sim = simulator_factory(profile="outage", organic_rps=50, hour_seconds=1.0)
+    sim = simulator_factory(profile="outage", organic_rps=50, hour_seconds=0.6)
 
     def wait_until(refusing: bool, timeout_s: float = 10.0) -> None:
         deadline = time.monotonic() + timeout_s

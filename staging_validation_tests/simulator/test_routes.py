@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -183,7 +185,7 @@ def test_telemetry_order_and_request_ids(simulator_factory):
 
 
 def test_stats_count_exactly_what_the_log_holds(simulator_factory):
-    sim = simulator_factory(organic_rps=80, profile="error-burst", hour_seconds=1.0)
+    sim = simulator_factory(organic_rps=200, profile="error-burst", hour_seconds=0.25)
     sim.wait_for(lambda s: s["error_lines"] >= 2, what="error lines of the burst")
     with httpx.Client(base_url=sim.base_url, timeout=10) as client:
         client.post("/v1/chat", json={"message": NORMAL, "userId": "u-3"}, headers={"x-request-id": "sv-count"})
@@ -246,3 +248,22 @@ def test_organic_messages_are_judged_as_generated():
     """The organic ambiguity rate is the share of ambiguous texts generated, so each pool must be judged as such."""
     assert all(assess_ambiguity(m)[0] == "clear" for m in ORGANIC_CLEAR_MESSAGES)
     assert all(assess_ambiguity(m)[0] == "AMBIGUOUS" for m in ORGANIC_AMBIGUOUS_MESSAGES)
+
+
+def test_campaign_time_is_anchored_by_option_and_route(simulator_factory):
+    hour_ms = 3_600_000
+    started_ms = int(time.time() * 1000)
+    sim = simulator_factory(profile="missing-pack", campaign_start_ms=started_ms - 2 * hour_ms - 1000)
+    with httpx.Client(base_url=sim.base_url, timeout=10) as client, ThreadPoolExecutor(8) as pool:
+        # Half the requests of the window lack a pack, at most one in all.
+        list(pool.map(lambda n: client.post("/v1/chat", json={"message": NORMAL, "userId": "u-5"}, headers={"x-request-id": f"sv-a{n}"}), range(8)))
+    stats = sim.stats()
+    assert stats["events"]["pack_missing"] == 1
+    assert set(stats["events_by_hour"]) == {"2"}
+    assert [f["hour"] for f in stats["faults"]] == [2, 2]  # the window opening, then the missing pack
+
+    sim.set_campaign_start(started_ms + hour_ms)  # re-anchored: everything so far is before hour 0
+    stats = sim.stats()
+    assert stats["campaign_start_ms"] == started_ms + hour_ms
+    assert set(stats["events_by_hour"]) == {"-1"}
+    assert httpx.post(f"{sim.base_url}/_sim/campaign", json={"start_ms": "soon"}).status_code == 400
