@@ -2,9 +2,10 @@
 
 `LogFollower.poll()` reads what the log gained since the last poll — from a path, or from a command the
 user configures — and appends the complete new lines to `store_dir/raw/<HH>.log` by each line's own
-`time` (untimed lines follow the previous line). The cursor `store_dir/cursor.json` records how far the
-log was read (byte offset of the end of the last complete line), which file that was (device, inode and
-a hash of its first bytes) and how large every raw file was when that was committed:
+`time` (untimed lines, and lines that are not whole JSON objects, follow the previous line). The cursor
+`store_dir/cursor.json` records how far the log was read (byte offset of the end of the last complete
+line), which file that was (device, inode and a hash of its first bytes) and how large every raw file
+was when that was committed:
 
 - a partial last line is not consumed: the next poll reads it again, completed;
 - rename rotation (the log moved to `<log>.1`, a new file in its place): the rest of the old file is
@@ -214,7 +215,10 @@ class LogFollower:
         lines = data.split(b"\n")
         lines.pop()  # data ends with a newline
         for line in lines:
-            found = self._time_pattern.search(line)
+            # Only a line that looks like a whole JSON object has a time of its own; a truncated one
+            # (no closing brace) is unparsed and follows the previous line, as the parser counts it.
+            record = line.rstrip(b"\r")
+            found = record[:1] == b"{" and record[-1:] == b"}" and self._time_pattern.search(record)
             if found:
                 hour = max(0, self.timing.hour_of_ms(int(found.group(1))))
             by_hour.setdefault(hour, []).append(line + b"\n")
