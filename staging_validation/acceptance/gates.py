@@ -353,10 +353,14 @@ def governor_attempts(events: pd.DataFrame) -> pd.Series:
 
 
 def regen_path_latencies(events: pd.DataFrame) -> pd.Series:
-    """Per request with at least one regeneration: the sum of regen_in_ms over its attempts >= 2."""
+    """Per request with at least one regeneration: the sum of regen_in_ms over its attempts >= 2.
+    A line without a request id cannot be joined to its request, so it counts as a request of its own
+    (as in telemetry.aggregates, so the report and the gate agree)."""
     passes = _of_kind(events, EventKind.GOVERNOR_PASS)
-    regenerations = passes[(passes["attempt"] >= 2) & passes["request_id"].notna()]
-    return regenerations.groupby("request_id")["regen_in_ms"].sum()
+    regenerations = passes[passes["attempt"] >= 2]
+    requests = regenerations["request_id"].fillna(pd.Series(regenerations.index.astype(str),
+                                                            index=regenerations.index))
+    return regenerations.groupby(requests)["regen_in_ms"].sum(min_count=1).dropna()
 
 
 def _governor(events: pd.DataFrame, policy: Policy) -> GateResult:
