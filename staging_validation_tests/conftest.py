@@ -11,9 +11,10 @@ from staging_validation_tests.sim_process import RunningSimulator, start_simulat
 
 @pytest.fixture
 def simulator_factory(tmp_path):
-    """`simulator_factory(profile=..., hour_seconds=..., ...)` → RunningSimulator (see sim_process.start_simulator).
+    """`simulator_factory(profile=..., hour_seconds=..., ...)` → RunningSimulator.
 
-    Every simulator still running at teardown is killed."""
+    Options are those of `sim_process.start_simulator`; every simulator still running at teardown is killed.
+    """
     started: list[RunningSimulator] = []
 
     @functools.wraps(start_simulator)

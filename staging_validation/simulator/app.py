@@ -92,9 +92,13 @@ def build_app(service: StagingService, token: str | None) -> Starlette:
             context = RequestContext(service, request)
             headers = {REQUEST_ID_HEADER: context.request_id}
             if not limiter.allow(service.knobs_now().rate_limit_rps):
-                response: Response = JSONResponse({"error": "rate limited"}, 429, headers={**headers, "retry-after": "1"})
+                response: Response = JSONResponse(
+                    {"error": "rate limited"}, 429, headers={**headers, "retry-after": "1"}
+                )
             elif token is not None and not open_route and not _authorized(request, token):
-                response = JSONResponse({"error": "unauthorized"}, 401, headers={**headers, "www-authenticate": "Bearer"})
+                response = JSONResponse(
+                    {"error": "unauthorized"}, 401, headers={**headers, "www-authenticate": "Bearer"}
+                )
             else:
                 try:
                     response = await handler(context)
@@ -109,7 +113,11 @@ def build_app(service: StagingService, token: str | None) -> Starlette:
 
         return Route(path, endpoint, methods=methods)
 
-    routes = _alternate_routes(service, service_route) if service.dialect == ALTERNATE else _documented_routes(service, service_route)
+    routes = (
+        _alternate_routes(service, service_route)
+        if service.dialect == ALTERNATE
+        else _documented_routes(service, service_route)
+    )
 
     async def stats(request: Request) -> Response:
         return JSONResponse(service.stats())
@@ -120,7 +128,7 @@ def build_app(service: StagingService, token: str | None) -> Starlette:
         except (ValueError, AttributeError):
             start_ms = None
         if not isinstance(start_ms, int) or isinstance(start_ms, bool):
-            return JSONResponse({"error": "body must be {\"start_ms\": int}"}, 400)
+            return JSONResponse({"error": 'body must be {"start_ms": int}'}, 400)
         service.reanchor(start_ms)
         return JSONResponse({"campaign_start_ms": start_ms, "hour_seconds": service.timing.hour_seconds})
 
@@ -150,7 +158,9 @@ def _stream(context: RequestContext, events: list[dict]) -> StreamingResponse:
         context.complete(200)
         yield f"data: {json.dumps(events[-1])}\n\n"
 
-    return StreamingResponse(body(), media_type="text/event-stream", headers={REQUEST_ID_HEADER: context.request_id})
+    return StreamingResponse(
+        body(), media_type="text/event-stream", headers={REQUEST_ID_HEADER: context.request_id}
+    )
 
 
 def _chunks(text: str, words_per_chunk: int = 4) -> list[str]:
@@ -200,14 +210,18 @@ def _documented_routes(service: StagingService, service_route) -> list[Route]:
     def identity(op: str):
         async def handler(context: RequestContext) -> Response:
             body = await context.json_body("provider", "provider_user_id")
-            vi_user_id = service.resolve_identity(body["provider"], body["provider_user_id"], context.request_id, op, create=True)
+            vi_user_id = service.resolve_identity(
+                body["provider"], body["provider_user_id"], context.request_id, op, create=True
+            )
             return JSONResponse({"vi_user_id": vi_user_id})
 
         return handler
 
     async def link(context: RequestContext) -> Response:
         body = await context.json_body("vi_user_id", "provider", "provider_user_id")
-        links = service.link_identity(body["vi_user_id"], body["provider"], body["provider_user_id"], context.request_id)
+        links = service.link_identity(
+            body["vi_user_id"], body["provider"], body["provider_user_id"], context.request_id
+        )
         return JSONResponse({"vi_user_id": body["vi_user_id"], "providers": _documented_links(links)})
 
     async def providers(context: RequestContext) -> Response:
@@ -281,7 +295,9 @@ def _alternate_routes(service: StagingService, service_route) -> list[Route]:
         if not isinstance(create, bool):
             raise BadRequest("field 'create' must be a boolean")
         op = "create" if create else "resolve"
-        account_id = service.resolve_identity(body["source"], body["external_id"], context.request_id, op, create=create)
+        account_id = service.resolve_identity(
+            body["source"], body["external_id"], context.request_id, op, create=create
+        )
         return JSONResponse({"account": {"id": account_id}})
 
     async def add_link(context: RequestContext) -> Response:

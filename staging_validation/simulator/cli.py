@@ -21,26 +21,54 @@ from staging_validation.storage import atomic_write_text
 
 
 @click.command()
-@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0 picks a free port.")
-@click.option("--port-file", type=click.Path(dir_okay=False, path_type=Path), help="Write the bound port here once listening.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0 picks a free port."
+)
+@click.option(
+    "--port-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the bound port here once listening.",
+)
 @click.option("--profile", "profile_name", default="healthy", show_default=True, help="Fault profile name.")
 @click.option(
     "--profile-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help=f"Profiles YAML (default: the shipped {DEFAULT_PROFILE_FILE.name}; copy it to edit).",
 )
-@click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Telemetry log (appended).")
+@click.option(
+    "--log",
+    "log_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Telemetry log (appended).",
+)
 @click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--hour-seconds", type=click.FloatRange(min=0, min_open=True), default=3600.0, show_default=True, help="Length of a campaign hour in seconds.")
+@click.option(
+    "--hour-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=3600.0,
+    show_default=True,
+    help="Length of a campaign hour in seconds.",
+)
 @click.option("--campaign-start-ms", type=int, help="Campaign hour 0 (epoch ms); default: now.")
 @click.option("--dialect", type=click.Choice([DOCUMENTED, ALTERNATE]), default=DOCUMENTED, show_default=True)
-@click.option("--organic-rps", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Background user requests per second.")
+@click.option(
+    "--organic-rps",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Background user requests per second.",
+)
 @click.option(
     "--stats-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="On shutdown, write the final GET /_sim/stats JSON here (ground truth after the process is gone).",
 )
-@click.option("--token-env", metavar="VAR", help="Require `Authorization: Bearer <token>`, the token read from this environment variable.")
+@click.option(
+    "--token-env",
+    metavar="VAR",
+    help="Require `Authorization: Bearer <token>`, the token read from this environment variable.",
+)
 def simulate(
     port: int,
     port_file: Path | None,
@@ -76,12 +104,17 @@ def simulate(
         raise click.ClickException(f"cannot write the log {log_path}: {exc.strerror or exc}") from None
 
     start_ms = campaign_start_ms if campaign_start_ms is not None else int(time.time() * 1000)
-    service = StagingService(profile, log, seed, CampaignTiming(start_ms=start_ms, hour_seconds=hour_seconds), dialect)
+    service = StagingService(
+        profile, log, seed, CampaignTiming(start_ms=start_ms, hour_seconds=hour_seconds), dialect
+    )
     bound_port = sock.getsockname()[1]
     log.write(f"Server listening at http://{HOST}:{bound_port}", profile=profile.name, dialect=dialect)
     if port_file is not None:
         atomic_write_text(port_file, str(bound_port))
-    click.echo(f"simulator ({profile.name}, {dialect}) listening on http://{HOST}:{bound_port}, log {log_path}", err=True)
+    click.echo(
+        f"simulator ({profile.name}, {dialect}) listening on http://{HOST}:{bound_port}, log {log_path}",
+        err=True,
+    )
     asyncio.run(serve(service, build_app(service, token), sock, organic_rps))
     if stats_file is not None:
         atomic_write_text(stats_file, json.dumps(service.stats(), indent=1))

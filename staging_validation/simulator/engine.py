@@ -92,7 +92,12 @@ def assess_ambiguity(text: str) -> tuple[str, str]:
         return "AMBIGUOUS", "CONTRADICTORY_REQUEST"
     if len(words) <= 6 and _DANGLING.match(normalized):
         return "AMBIGUOUS", "DANGLING_REFERENCE"
-    if len(words) <= 6 and _COMPARISON.search(normalized) and " than " not in f" {normalized} " and " or " not in f" {normalized} ":
+    if (
+        len(words) <= 6
+        and _COMPARISON.search(normalized)
+        and " than " not in f" {normalized} "
+        and " or " not in f" {normalized} "
+    ):
         return "AMBIGUOUS", "UNDERSPECIFIED_COMPARISON"
     return "clear", "NONE"
 
@@ -218,7 +223,9 @@ class StagingService:
         record_id = f"rec-{rng.getrandbits(64):016x}"
         if status == "AMBIGUOUS":
             await asyncio.sleep(_draw_ms(rng, knobs.clarification_ms) / 1000)
-            answer = "Could you say a bit more about what you mean? I want to be sure I answer the right question."
+            answer = (
+                "Could you say a bit more about what you mean? I want to be sure I answer the right question."
+            )
             return ChatResult(200, record_id, answer, ambiguous=True)
 
         if rng.random() < knobs.error_rate:
@@ -240,7 +247,10 @@ class StagingService:
         await asyncio.sleep(_draw_ms(rng, knobs.llm_ms) / 1000)
         await self._govern(knobs, request_id, rng)
         topic = " ".join(message.split()[:6]).rstrip("?.!")
-        answer = f"Here is a considered answer about \u201c{topic}\u201d, shaped for the {relationship.relationship_type} relationship."
+        answer = (
+            f"Here is a considered answer about \u201c{topic}\u201d, "
+            f"shaped for the {relationship.relationship_type} relationship."
+        )
         return ChatResult(200, record_id, answer, ambiguous=False, relationship=relationship)
 
     async def _continuity_pack(
@@ -251,7 +261,9 @@ class StagingService:
         await asyncio.sleep(built_in_ms / 1000)
         if missing < knobs.missing_pack_rate and self._missing_pack_allowed(knobs, window):
             self.log.write(MSG_PACK_MISSING, level=LEVEL_ERROR, request_id=request_id, hashedUserId=user_hash)
-            self.record_fault(self._fault_names(window), f"pack missing: reqId={request_id} hashedUserId={user_hash}")
+            self.record_fault(
+                self._fault_names(window), f"pack missing: reqId={request_id} hashedUserId={user_hash}"
+            )
             return
         if fallback < knobs.fallback_rate:
             self.log.write(
@@ -341,7 +353,9 @@ class StagingService:
                 return
 
     # -- identity spine ------------------------------------------------------------------------
-    def _identity_line(self, request_id: str, op: str, provider, provider_user_id, vi_user_id, ok: bool) -> None:
+    def _identity_line(
+        self, request_id: str, op: str, provider, provider_user_id, vi_user_id, ok: bool
+    ) -> None:
         self.log.write(
             MSG_IDENTITY,
             level=LEVEL_INFO if ok else LEVEL_ERROR,
@@ -353,7 +367,9 @@ class StagingService:
             ok=ok,
         )
 
-    def resolve_identity(self, provider: str, provider_user_id: str, request_id: str, op: str, create: bool) -> str:
+    def resolve_identity(
+        self, provider: str, provider_user_id: str, request_id: str, op: str, create: bool
+    ) -> str:
         """Existing id of a provider identity, or (when `create`) a new one; `op` is create or resolve."""
         key = (provider, provider_user_id)
         vi_user_id = self._identity_by_external.get(key)
@@ -361,14 +377,23 @@ class StagingService:
             self._identity_line(request_id, op, provider, provider_user_id, None, ok=False)
             raise IdentityError(404, f"no account for {provider}:{provider_user_id}")
         if vi_user_id is None:
-            vi_user_id = str(uuid.UUID(int=self.request_rng("identity", provider, provider_user_id).getrandbits(128), version=4))
+            vi_user_id = str(
+                uuid.UUID(
+                    int=self.request_rng("identity", provider, provider_user_id).getrandbits(128), version=4
+                )
+            )
             hour = self.hour_now()
             window = self.profile.open_faults(hour)
-            if self.profile.knobs_at(hour).identity_merge and self._last_created and self._last_created[0] != provider:
+            if (
+                self.profile.knobs_at(hour).identity_merge
+                and self._last_created
+                and self._last_created[0] != provider
+            ):
                 vi_user_id = self._last_created[1]
                 self.record_fault(
                     self._fault_names(window),
-                    f"identity merge: {provider}:{provider_user_id} got the id of a {self._last_created[0]} identity",
+                    f"identity merge: {provider}:{provider_user_id} got the id of "
+                    f"a {self._last_created[0]} identity",
                 )
             self._identity_by_external[key] = vi_user_id
             self._links.setdefault(vi_user_id, []).append(key)
@@ -376,7 +401,9 @@ class StagingService:
         self._identity_line(request_id, op, provider, provider_user_id, vi_user_id, ok=True)
         return vi_user_id
 
-    def link_identity(self, vi_user_id: str, provider: str, provider_user_id: str, request_id: str) -> list[tuple[str, str]]:
+    def link_identity(
+        self, vi_user_id: str, provider: str, provider_user_id: str, request_id: str
+    ) -> list[tuple[str, str]]:
         key = (provider, provider_user_id)
         owner = self._identity_by_external.get(key)
         problem = None
@@ -421,7 +448,9 @@ class StagingService:
                 "    at process.processTicksAndRejections (node:internal/process/task_queues:95:5)"
             )
         else:
-            _, line = self.log.pino_line(MSG_PACK_BUILT, LEVEL_INFO, None, {"hashedUserId": "0" * 16, "total_facts": 42})
+            _, line = self.log.pino_line(
+                MSG_PACK_BUILT, LEVEL_INFO, None, {"hashedUserId": "0" * 16, "total_facts": 42}
+            )
             self.log.write_unparsed(line[: rng.randint(20, len(line) - 2)])
 
     async def organic_traffic(self, requests_per_second: float, stop: asyncio.Event) -> None:
@@ -452,18 +481,24 @@ class StagingService:
         user_index = rng.randrange(knobs.organic_users)
         if rng.random() < knobs.organic_identity_share:
             provider = PROVIDERS[user_index % len(PROVIDERS)]
-            self.resolve_identity(provider, f"{provider}-{user_index:04d}", request_id, "resolve", create=True)
+            self.resolve_identity(
+                provider, f"{provider}-{user_index:04d}", request_id, "resolve", create=True
+            )
             self.complete(request_id, "POST", IDENTITY_ROUTE[self.dialect], 200, started)
             return
         role = "owner" if user_index % 20 == 0 else "user"
         user_id = f"organic-{role}-{user_index:04d}"
-        pool = ORGANIC_AMBIGUOUS_MESSAGES if rng.random() < knobs.organic_ambiguity_rate else ORGANIC_CLEAR_MESSAGES
+        pool = (
+            ORGANIC_AMBIGUOUS_MESSAGES
+            if rng.random() < knobs.organic_ambiguity_rate
+            else ORGANIC_CLEAR_MESSAGES
+        )
         message = rng.choice(pool)
         result = await self.chat(user_id, message, request_id, rng)
         self.complete(request_id, "POST", CHAT_ROUTE[self.dialect], result.status_code, started)
 
     async def drain_organic(self, timeout_s: float) -> None:
-        """Let organic requests in flight finish (as HTTP ones do on shutdown), so the log holds whole requests."""
+        """Let organic requests in flight finish, as HTTP ones do, so the log ends with whole requests."""
         if self._organic_tasks:
             _, pending = await asyncio.wait(list(self._organic_tasks), timeout=timeout_s)
             for task in pending:
@@ -484,7 +519,9 @@ class StagingService:
             self.record_fault(fault.name, f"window opens: {settings}", time_ms=at_ms)
         for index in sorted(state["open"] - open_set):
             fault = self.profile.faults[index]
-            end_ms = int(self.timing.start_ms + fault.end_hour() * hour_ms) if fault.end_hour() <= hour else now_ms
+            end_ms = (
+                int(self.timing.start_ms + fault.end_hour() * hour_ms) if fault.end_hour() <= hour else now_ms
+            )
             self.record_fault(fault.name, "window closes", time_ms=end_ms)
         state["open"] = open_set
         knobs = self.profile.knobs_at(hour)

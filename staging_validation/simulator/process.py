@@ -1,7 +1,8 @@
-"""Start the real simulator as a separate process (`python -m staging_validation.cli simulate`): the rehearsal and the tests use it.
+"""Start the real simulator as a separate process (`python -m staging_validation.cli simulate`).
 
-The process binds port 0 and writes its port to a file; `start_simulator` polls that file and then the
-health route until the service answers, with a deadline and no fixed sleep.
+The rehearsal and the tests use it (tests through `staging_validation_tests.sim_process` and its
+`simulator_factory` fixture). The process binds port 0 and writes its port to a file; `start_simulator`
+polls that file and then the health route until the service answers, with a deadline, no fixed sleep.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ class RunningSimulator:
         response.raise_for_status()
         return response.json()
 
-    def wait_for(self, condition: Callable[[dict], bool], timeout_s: float = 15.0, what: str = "condition") -> dict:
+    def wait_for(
+        self, condition: Callable[[dict], bool], timeout_s: float = 15.0, what: str = "condition"
+    ) -> dict:
         """Poll /_sim/stats until `condition(stats)` holds; returns those stats."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -59,7 +62,7 @@ class RunningSimulator:
             if condition(stats):
                 return stats
             if time.monotonic() > deadline:
-                raise AssertionError(f"simulator: {what} not reached within {timeout_s} s; last stats: {stats}")
+                raise TimeoutError(f"simulator: {what} not reached within {timeout_s} s; last stats: {stats}")
             time.sleep(0.05)  # polling interval of a deadline wait, not a synchronisation sleep
 
     def final_stats(self) -> dict:
@@ -86,7 +89,7 @@ class RunningSimulator:
             self.process.wait()
 
     def stop(self) -> int:
-        """SIGTERM and wait: the simulator finishes requests in flight (up to 10 s), writes its final stats."""
+        """SIGTERM and wait: the simulator finishes requests in flight (<= 10 s), writes its final stats."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -147,13 +150,14 @@ def start_simulator(
     port = None
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SimulatorDidNotStart(
-                f"simulator exited with {process.returncode}: {stderr_path.read_text(errors='replace').strip()}"
-            )
+            error = stderr_path.read_text(errors="replace").strip()
+            raise SimulatorDidNotStart(f"simulator exited with {process.returncode}: {error}")
         if port is None and port_file.exists():
             port = int(port_file.read_text())
         if port is not None and _answers(f"http://127.0.0.1:{port}{HEALTH_ROUTES[dialect]}"):
-            return RunningSimulator(process, port, log_path, dialect, stderr_path, run_dir / "final-stats.json")
+            return RunningSimulator(
+                process, port, log_path, dialect, stderr_path, run_dir / "final-stats.json"
+            )
         time.sleep(0.02)  # polling interval of a deadline wait
     process.kill()
     process.wait()

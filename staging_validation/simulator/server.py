@@ -82,7 +82,13 @@ async def serve(service: StagingService, app, sock: socket.socket, organic_rps: 
     background = [asyncio.create_task(_scheduler(service, stop, outage_changed))]
     if organic_rps > 0:
         background.append(asyncio.create_task(service.organic_traffic(organic_rps, stop)))
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
     try:
         while not stop.is_set():
             if service.refusing_connections:

@@ -91,7 +91,12 @@ class TelemetryLog:
         self.rotations: list[dict] = []
 
     def pino_line(self, msg: str, level: int, request_id: str | None, fields: dict) -> tuple[dict, str]:
-        record: dict = {"level": level, "time": int(time.time() * 1000), "pid": self._pid, "hostname": self._hostname}
+        record: dict = {
+            "level": level,
+            "time": int(time.time() * 1000),
+            "pid": self._pid,
+            "hostname": self._hostname,
+        }
         if request_id is not None:
             record["reqId"] = request_id
         record.update(fields)
@@ -134,7 +139,7 @@ class TelemetryLog:
             self._organic_ambiguous += record.get("status") == "AMBIGUOUS"
 
     def rotate(self, mode: str) -> dict:
-        """`rename`: move the file to `<log>.1` and reopen; `copytruncate`: copy it there, truncate in place."""
+        """`rename`: move the file to `<log>.1`, reopen; `copytruncate`: copy it there, truncate in place."""
         rotated = self.path.with_name(self.path.name + ".1")
         with self._lock:
             if mode == "rename":
@@ -167,7 +172,7 @@ class TelemetryLog:
         events: Counter = Counter()
         events_by_hour: dict[str, Counter] = {}
         unparsed_by_hour: Counter = Counter()
-        for time_ms, code in zip(times, kinds):
+        for time_ms, code in zip(times, kinds, strict=True):
             hour = str(timing.hour_of_ms(time_ms))
             if code == _UNPARSED:
                 unparsed_by_hour[hour] += 1

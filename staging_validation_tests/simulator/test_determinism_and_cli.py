@@ -15,7 +15,10 @@ NONDETERMINISTIC_FIELDS = ("time", "pid", "hostname", "duration_ms")
 PROBE_REQUESTS = [
     ("/v1/chat", {"message": "How do I reset my password on the console?", "userId": "probe-owner-1"}),
     ("/v1/chat", {"message": "so what not", "userId": "probe-user-1"}),
-    ("/v1/chat/stream", {"message": "Explain the difference between a list and a tuple.", "userId": "probe-user-2"}),
+    (
+        "/v1/chat/stream",
+        {"message": "Explain the difference between a list and a tuple.", "userId": "probe-user-2"},
+    ),
     ("/v1/identity/create", {"provider": "discord", "provider_user_id": "det-1"}),
 ]
 
@@ -69,7 +72,9 @@ def busy_port():
 
 
 def test_unknown_profile(tmp_path):
-    assert_one_line_error(simulate("--log", str(tmp_path / "s.log"), "--profile", "no-such"), "unknown profile 'no-such'")
+    assert_one_line_error(
+        simulate("--log", str(tmp_path / "s.log"), "--profile", "no-such"), "unknown profile 'no-such'"
+    )
 
 
 def test_port_in_use(tmp_path, busy_port):
@@ -85,14 +90,36 @@ def test_unwritable_log_path(tmp_path):
 
 def test_malformed_profile_file(tmp_path):
     profiles = tmp_path / "profiles.yaml"
-    profiles.write_text("profiles:\n  broken:\n    faults:\n      - {name: x, at_hour: 1, set: {no_such_knob: 1}}\n")
-    result = simulate("--port", "0", "--log", str(tmp_path / "s.log"), "--profile-file", str(profiles), "--profile", "broken")
+    profiles.write_text(
+        "profiles:\n  broken:\n    faults:\n      - {name: x, at_hour: 1, set: {no_such_knob: 1}}\n"
+    )
+    result = simulate(
+        "--port",
+        "0",
+        "--log",
+        str(tmp_path / "s.log"),
+        "--profile-file",
+        str(profiles),
+        "--profile",
+        "broken",
+    )
     assert_one_line_error(result, "profiles.broken.faults.0.set", "no_such_knob")
     profiles.write_text("profiles:\n  broken:\n    knobs: {error_rate: 2}\n")
-    result = simulate("--port", "0", "--log", str(tmp_path / "s.log"), "--profile-file", str(profiles), "--profile", "broken")
+    result = simulate(
+        "--port",
+        "0",
+        "--log",
+        str(tmp_path / "s.log"),
+        "--profile-file",
+        str(profiles),
+        "--profile",
+        "broken",
+    )
     assert_one_line_error(result, "profiles.broken.knobs", "error_rate")
 
 
 def test_token_env_must_be_set(tmp_path):
-    result = simulate("--port", "0", "--log", str(tmp_path / "s.log"), "--token-env", "SIM_TEST_UNSET_TOKEN_VAR")
+    result = simulate(
+        "--port", "0", "--log", str(tmp_path / "s.log"), "--token-env", "SIM_TEST_UNSET_TOKEN_VAR"
+    )
     assert_one_line_error(result, "SIM_TEST_UNSET_TOKEN_VAR")

@@ -16,7 +16,6 @@ import httpx
 from staging_validation_tests.simulator.log_reading import (
     assert_all_pino,
     by_msg,
-    completed_requests,
     governor_lines,
     json_records,
     percentile,
@@ -27,7 +26,10 @@ NORMAL = "Summarise what we discussed about the garden project last week."
 
 def chat(base_url: str, user: str, request_id: str, message: str = NORMAL) -> httpx.Response:
     return httpx.post(
-        f"{base_url}/v1/chat", json={"message": message, "userId": user}, headers={"x-request-id": request_id}, timeout=15
+        f"{base_url}/v1/chat",
+        json={"message": message, "userId": user},
+        headers={"x-request-id": request_id},
+        timeout=15,
     )
 
 
@@ -94,10 +96,15 @@ def test_pack_fallback_within_its_window(simulator_factory):
     sim = simulator_factory(profile="pack-fallback", organic_rps=200, hour_seconds=0.25)
     sim.wait_for(lambda s: s["events"].get("pack_fallback", 0) >= 3, what="3 fallbacks")
     stats = sim.final_stats()
-    fallbacks = by_msg(assert_all_pino(sim.log_lines()), "[Staging] ContinuityPack fallback: using default pack")
+    fallbacks = by_msg(
+        assert_all_pino(sim.log_lines()), "[Staging] ContinuityPack fallback: using default pack"
+    )
     assert len(fallbacks) == stats["events"]["pack_fallback"]
     assert all(r["level"] == 40 and r["reason"] == "pack_store_timeout" for r in fallbacks)
-    assert {hour for hour, counts in stats["events_by_hour"].items() if "pack_fallback" in counts} <= {"2", "3"}
+    assert {hour for hour, counts in stats["events_by_hour"].items() if "pack_fallback" in counts} <= {
+        "2",
+        "3",
+    }
 
 
 def organic_ambiguity_rate(sim, samples: int) -> float:
@@ -110,11 +117,19 @@ def organic_ambiguity_rate(sim, samples: int) -> float:
 
 
 def test_ambiguity_review_rate(simulator_factory):
-    assert 0.05 <= organic_ambiguity_rate(simulator_factory(profile="ambiguity-review", organic_rps=800), 800) <= 0.10
+    assert (
+        0.05
+        <= organic_ambiguity_rate(simulator_factory(profile="ambiguity-review", organic_rps=800), 800)
+        <= 0.10
+    )
 
 
 def test_ambiguity_high_rate(simulator_factory):
-    assert 0.10 < organic_ambiguity_rate(simulator_factory(profile="ambiguity-high", organic_rps=800), 800) <= 0.16
+    assert (
+        0.10
+        < organic_ambiguity_rate(simulator_factory(profile="ambiguity-high", organic_rps=800), 800)
+        <= 0.16
+    )
 
 
 def test_governor_regen_heavy(simulator_factory):
@@ -143,7 +158,10 @@ def test_relationship_flap(simulator_factory):
     users = [f"probe-user-{n}" for n in range(10)]
     with ThreadPoolExecutor(10) as pool:
         answers = list(
-            pool.map(lambda job: (job[0], chat(sim.base_url, job[0], f"sv-f-{job[1]}").json()), [(u, i) for u in users for i in range(4)])
+            pool.map(
+                lambda job: (job[0], chat(sim.base_url, job[0], f"sv-f-{job[1]}").json()),
+                [(u, i) for u in users for i in range(4)],
+            )
         )
     seen: dict[str, set[str]] = defaultdict(set)
     for user, answer in answers:
@@ -158,7 +176,11 @@ def test_relationship_flap(simulator_factory):
     resolved = by_msg(records, "[Staging] Relationship resolved")
     changed_users = {user for user, contexts in contexts_by_user(resolved).items() if len(contexts) > 1}
     assert changed_users
-    assert all(r["source"] != "locked_fact" for r in resolved if r["hashedUserId"] in changed_users and r["relationship_type"] == "owner")
+    assert all(
+        r["source"] != "locked_fact"
+        for r in resolved
+        if r["hashedUserId"] in changed_users and r["relationship_type"] == "owner"
+    )
 
 
 def test_identity_merge_from_hour_two(simulator_factory):
@@ -166,7 +188,9 @@ def test_identity_merge_from_hour_two(simulator_factory):
 
     def create(provider: str, external: str) -> str:
         response = httpx.post(
-            f"{sim.base_url}/v1/identity/create", json={"provider": provider, "provider_user_id": external}, timeout=10
+            f"{sim.base_url}/v1/identity/create",
+            json={"provider": provider, "provider_user_id": external},
+            timeout=10,
         )
         return response.json()["vi_user_id"]
 
@@ -175,7 +199,9 @@ def test_identity_merge_from_hour_two(simulator_factory):
     assert create("discord", "after-d") == create("sovereign", "after-s")
 
     stats = sim.final_stats()
-    identity = [r for r in by_msg(assert_all_pino(sim.log_lines()), "[Staging] Identity operation") if r["ok"]]
+    identity = [
+        r for r in by_msg(assert_all_pino(sim.log_lines()), "[Staging] Identity operation") if r["ok"]
+    ]
     providers_by_id: dict[str, set[str]] = defaultdict(set)
     for r in identity:
         if r["op"] in ("create", "resolve"):
@@ -213,7 +239,9 @@ def test_rate_limit_answers_429_above_the_rate(simulator_factory):
     with ThreadPoolExecutor(16) as pool:
         responses = list(
             pool.map(
-                lambda i: httpx.get(f"{sim.base_url}/health", headers={"x-request-id": f"sv-r-{i}"}, timeout=10),
+                lambda i: httpx.get(
+                    f"{sim.base_url}/health", headers={"x-request-id": f"sv-r-{i}"}, timeout=10
+                ),
                 range(16),
             )
         )
@@ -287,7 +315,10 @@ def test_log_rotation_loses_no_line(simulator_factory):
 
 def test_profile_file_option_loads_an_edited_copy(simulator_factory, tmp_path):
     edited = tmp_path / "my-profiles.yaml"
-    edited.write_text("profiles:\n  all-fallback:\n    description: every pack falls back\n    knobs: {fallback_rate: 1.0}\n")
+    edited.write_text(
+        "profiles:\n  all-fallback:\n    description: every pack falls back\n"
+        "    knobs: {fallback_rate: 1.0}\n"
+    )
     sim = simulator_factory(profile="all-fallback", extra_args=["--profile-file", str(edited)])
     chat(sim.base_url, "u-1", "sv-edited")
     assert sim.stats()["events"]["pack_fallback"] == 1

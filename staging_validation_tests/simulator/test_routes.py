@@ -15,7 +15,6 @@ from staging_validation.simulator.engine import (
     ORGANIC_CLEAR_MESSAGES,
     assess_ambiguity,
 )
-
 from staging_validation_tests.simulator.log_reading import assert_all_pino, by_msg, lines_by_request
 
 NORMAL = "How do I reset my password on the console?"
@@ -24,7 +23,9 @@ CONTEXT_FIELDS = {"relationship_type", "voice_profile", "trust_level"}
 
 
 def sse_events(response: httpx.Response) -> list[dict]:
-    return [json.loads(line[len("data: ") :]) for line in response.text.splitlines() if line.startswith("data: ")]
+    return [
+        json.loads(line[len("data: ") :]) for line in response.text.splitlines() if line.startswith("data: ")
+    ]
 
 
 def test_documented_dialect_routes_and_shapes(simulator_factory):
@@ -45,7 +46,9 @@ def test_documented_dialect_routes_and_shapes(simulator_factory):
             "voice_profile": "companion_warm",
             "trust_level": "full",
         }
-        public = client.post("/v1/chat", json={"message": NORMAL, "userId": "probe-user-7", "timestamp": 1}).json()
+        public = client.post(
+            "/v1/chat", json={"message": NORMAL, "userId": "probe-user-7", "timestamp": 1}
+        ).json()
         assert public["relationship_context"]["relationship_type"] == "public"
 
         clarification = client.post("/v1/chat", json={"message": AMBIGUOUS, "userId": "probe-user-7"}).json()
@@ -57,10 +60,16 @@ def test_documented_dialect_routes_and_shapes(simulator_factory):
         assert len(events) >= 3 and events[-1]["type"] == "done"
         assert CONTEXT_FIELDS <= set(events[-1]["relationship_context"])
 
-        discord = client.post("/v1/identity/create", json={"provider": "discord", "provider_user_id": "d-1"}).json()
-        sovereign = client.post("/v1/identity/create", json={"provider": "sovereign", "provider_user_id": "s-1"}).json()
+        discord = client.post(
+            "/v1/identity/create", json={"provider": "discord", "provider_user_id": "d-1"}
+        ).json()
+        sovereign = client.post(
+            "/v1/identity/create", json={"provider": "sovereign", "provider_user_id": "s-1"}
+        ).json()
         assert discord["vi_user_id"] != sovereign["vi_user_id"]
-        resolved = client.post("/v1/identity/resolve", json={"provider": "discord", "provider_user_id": "d-1"}).json()
+        resolved = client.post(
+            "/v1/identity/resolve", json={"provider": "discord", "provider_user_id": "d-1"}
+        ).json()
         assert resolved == discord
         link = client.post(
             "/v1/identity/link",
@@ -108,7 +117,9 @@ def test_alternate_dialect_routes_and_shapes(simulator_factory):
             "continuity_required",
         }
 
-        reply = client.post("/api/v2/conversations/reply", json={"text": NORMAL}, headers={"X-Vi-User": "owner-9"})
+        reply = client.post(
+            "/api/v2/conversations/reply", json={"text": NORMAL}, headers={"X-Vi-User": "owner-9"}
+        )
         data = reply.json()["data"]
         assert data["id"] and data["reply"]["text"] and data["reply"]["category"] == "answer"
         assert data["relationship"] == {"type": "owner", "voice": "companion_warm", "trust": "full"}
@@ -116,7 +127,9 @@ def test_alternate_dialect_routes_and_shapes(simulator_factory):
             "/api/v2/conversations/reply", json={"text": AMBIGUOUS}, headers={"X-Vi-User": "user-9"}
         ).json()
         assert clarification["data"]["reply"]["category"] == "clarification"
-        assert client.post("/api/v2/conversations/reply", json={"text": NORMAL}).status_code == 400  # no user header
+        assert (
+            client.post("/api/v2/conversations/reply", json={"text": NORMAL}).status_code == 400
+        )  # no user header
 
         stream = client.post(
             "/api/v2/conversations/reply/stream", json={"text": NORMAL}, headers={"X-Vi-User": "user-9"}
@@ -131,17 +144,24 @@ def test_alternate_dialect_routes_and_shapes(simulator_factory):
             "/api/v2/accounts/resolve", json={"source": "discord", "external_id": "d-2", "create": True}
         ).json()
         account_id = created["account"]["id"]
-        again = client.post("/api/v2/accounts/resolve", json={"source": "discord", "external_id": "d-2"}).json()
+        again = client.post(
+            "/api/v2/accounts/resolve", json={"source": "discord", "external_id": "d-2"}
+        ).json()
         assert again["account"]["id"] == account_id
         other = client.post(
             "/api/v2/accounts/resolve", json={"source": "sovereign", "external_id": "s-2", "create": True}
         ).json()
         assert other["account"]["id"] != account_id
-        linked = client.post(f"/api/v2/accounts/{account_id}/links", json={"source": "astralis", "external_id": "a-2"})
+        linked = client.post(
+            f"/api/v2/accounts/{account_id}/links", json={"source": "astralis", "external_id": "a-2"}
+        )
         assert linked.status_code == 200
         links = client.get(f"/api/v2/accounts/{account_id}/links").json()
         assert links == {
-            "links": [{"source": "discord", "external_id": "d-2"}, {"source": "astralis", "external_id": "a-2"}]
+            "links": [
+                {"source": "discord", "external_id": "d-2"},
+                {"source": "astralis", "external_id": "a-2"},
+            ]
         }
         assert client.get("/health").status_code == 404  # the documented route does not exist here
 
@@ -153,8 +173,12 @@ def test_alternate_dialect_routes_and_shapes(simulator_factory):
 def test_telemetry_order_and_request_ids(simulator_factory):
     sim = simulator_factory()
     with httpx.Client(base_url=sim.base_url, timeout=10) as client:
-        client.post("/v1/chat", json={"message": NORMAL, "userId": "u-1"}, headers={"x-request-id": "sv-normal"})
-        client.post("/v1/chat", json={"message": AMBIGUOUS, "userId": "u-1"}, headers={"x-request-id": "sv-ambig"})
+        client.post(
+            "/v1/chat", json={"message": NORMAL, "userId": "u-1"}, headers={"x-request-id": "sv-normal"}
+        )
+        client.post(
+            "/v1/chat", json={"message": AMBIGUOUS, "userId": "u-1"}, headers={"x-request-id": "sv-ambig"}
+        )
         echoed = client.post("/v1/chat", json={"message": NORMAL, "userId": "u-2"})
     generated_id = echoed.headers["x-request-id"]
     assert generated_id.startswith("req-")
@@ -188,7 +212,9 @@ def test_stats_count_exactly_what_the_log_holds(simulator_factory):
     sim = simulator_factory(organic_rps=200, profile="error-burst", hour_seconds=0.25)
     sim.wait_for(lambda s: s["error_lines"] >= 2, what="error lines of the burst")
     with httpx.Client(base_url=sim.base_url, timeout=10) as client:
-        client.post("/v1/chat", json={"message": NORMAL, "userId": "u-3"}, headers={"x-request-id": "sv-count"})
+        client.post(
+            "/v1/chat", json={"message": NORMAL, "userId": "u-3"}, headers={"x-request-id": "sv-count"}
+        )
     stats = sim.final_stats()
 
     records = assert_all_pino(sim.log_lines())
@@ -206,16 +232,16 @@ def test_stats_count_exactly_what_the_log_holds(simulator_factory):
     origin_total = Counter(stats["events_by_origin"]["probe"]) + Counter(stats["events_by_origin"]["organic"])
     assert dict(origin_total) == stats["events"]
     organic_checks = [
-        r
-        for r in by_msg(records, "[Staging] Ambiguity check completed")
-        if not r["reqId"].startswith("sv-")
+        r for r in by_msg(records, "[Staging] Ambiguity check completed") if not r["reqId"].startswith("sv-")
     ]
     assert stats["organic_ambiguity_checks"] == len(organic_checks)
     assert stats["organic_ambiguous"] == sum(r["status"] == "AMBIGUOUS" for r in organic_checks)
 
 
 def test_bearer_token_guards_service_routes(simulator_factory):
-    sim = simulator_factory(extra_args=["--token-env", "SIM_TEST_TOKEN"], env={"SIM_TEST_TOKEN": "t0k3n-value"})
+    sim = simulator_factory(
+        extra_args=["--token-env", "SIM_TEST_TOKEN"], env={"SIM_TEST_TOKEN": "t0k3n-value"}
+    )
     body = {"message": NORMAL, "userId": "u-4"}
     with httpx.Client(base_url=sim.base_url, timeout=10) as client:
         assert client.get("/health").status_code == 200  # health stays open for deployment checks
@@ -245,7 +271,7 @@ def test_ambiguity_check_is_a_function_of_the_text(message, expected):
 
 
 def test_organic_messages_are_judged_as_generated():
-    """The organic ambiguity rate is the share of ambiguous texts generated, so each pool must be judged as such."""
+    """The organic ambiguity rate is the share of ambiguous texts generated: each pool is judged as such."""
     assert all(assess_ambiguity(m)[0] == "clear" for m in ORGANIC_CLEAR_MESSAGES)
     assert all(assess_ambiguity(m)[0] == "AMBIGUOUS" for m in ORGANIC_AMBIGUOUS_MESSAGES)
 
@@ -256,7 +282,16 @@ def test_campaign_time_is_anchored_by_option_and_route(simulator_factory):
     sim = simulator_factory(profile="missing-pack", campaign_start_ms=started_ms - 2 * hour_ms - 1000)
     with httpx.Client(base_url=sim.base_url, timeout=10) as client, ThreadPoolExecutor(8) as pool:
         # Half the requests of the window lack a pack, at most one in all.
-        list(pool.map(lambda n: client.post("/v1/chat", json={"message": NORMAL, "userId": "u-5"}, headers={"x-request-id": f"sv-a{n}"}), range(8)))
+        list(
+            pool.map(
+                lambda n: client.post(
+                    "/v1/chat",
+                    json={"message": NORMAL, "userId": "u-5"},
+                    headers={"x-request-id": f"sv-a{n}"},
+                ),
+                range(8),
+            )
+        )
     stats = sim.stats()
     assert stats["events"]["pack_missing"] == 1
     assert set(stats["events_by_hour"]) == {"2"}
