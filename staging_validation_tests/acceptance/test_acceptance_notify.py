@@ -224,3 +224,14 @@ def test_alert_message_names_severity_rule_and_evidence():
     assert message.subject == "[staging-validation] camp-7: CRITICAL monitor.missing_pack"
     assert message.body.startswith("1 request(s) ran without a ContinuityPack.")
     assert '{"msg": "missing"}' in message.body and "Fri, 20 Nov 2026 08:01:00 GMT" in message.body
+
+
+def test_after_an_extension_the_message_says_a_person_must_decide_not_extended_0_hours():
+    policy = Policy()
+    slow_records, slow_events = healthy_campaign(requests_per_hour=30, regen_ms=3500.0)
+    gates = evaluate_gates(slow_records, slow_events, policy)
+    decision = decide(gates, 1.0, policy, extension_count=1)
+    message = compose_decision_message(decision, gates, policy, "c1", list(range(72)))
+    headline = message.body.splitlines()[0]
+    assert headline.startswith("Staging extended once already (72 hour(s) with data, hours 0–71); a person must decide")
+    assert "0 hours" not in headline and "3500 ms" in headline
