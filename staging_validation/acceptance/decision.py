@@ -133,7 +133,8 @@ def early_stop(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> E
         if len(missing):
             first = missing.iloc[0]
             found.append(EarlyStop(
-                gate=1, rule="early_stop.missing_pack", first_seen=first["time"].isoformat(), hour=int(first["hour"]),
+                gate=1, rule="early_stop.missing_pack", first_seen=first["time"].isoformat(),
+                hour=int(first["hour"]),
                 reason=(f"{len(missing)} request(s) ran without a ContinuityPack; first at "
                         f"{first['time'].isoformat()} (hour {int(first['hour'])})."),
                 evidence=event_evidence(missing)))
@@ -142,7 +143,8 @@ def early_stop(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> E
         if len(merges):
             first = merges.iloc[0]
             found.append(EarlyStop(
-                gate=5, rule="early_stop.identity_merge", first_seen=pd.Timestamp(first["time"]).isoformat(), hour=int(first["hour"]),
+                gate=5, rule="early_stop.identity_merge", first_seen=pd.Timestamp(first["time"]).isoformat(),
+                hour=int(first["hour"]),
                 reason=(f"accidental identity merge: {first['detail']}; first at "
                         f"{pd.Timestamp(first['time']).isoformat()} (hour {int(first['hour'])})."),
                 evidence=merge_evidence(merges)))

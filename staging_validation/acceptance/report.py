@@ -212,7 +212,8 @@ def _gate_measurements(gate: GateResult) -> list[list[str]]:
         return [["Missing-pack events", "0", _fmt(m["missing_packs"])],
                 ["Default-pack fallbacks", "0", _fmt(m["fallbacks"])],
                 ["Packs built", f"≥ {min_samples}", _fmt(m["pack_builds"])],
-                ["Pack build latency p50", f"≤ {t['build_p50_ms_review_above']:g} ms", _fmt(m["build_p50_ms"], " ms")],
+                ["Pack build latency p50", f"≤ {t['build_p50_ms_review_above']:g} ms",
+                 _fmt(m["build_p50_ms"], " ms")],
                 ["Pack size p50", f"≤ {t['size_p50_bytes_review_above']} bytes", _fmt(m["size_p50_bytes"], " bytes")]]
     if gate.gate == 2:
         return [["Ambiguity rate", f"< {_pct(t['rate_review_at_or_above'])} (review to {_pct(t['rate_extend_above'])})",

@@ -28,7 +28,13 @@ from staging_validation.cli import main
 from staging_validation.probes.records import RECORD_SCHEMA
 from staging_validation.storage import campaign_dir
 from staging_validation.telemetry.events import EVENT_SCHEMA
-from staging_validation_tests.acceptance.acceptance_tables import START, events, healthy_campaign, identity_rows, records
+from staging_validation_tests.acceptance.acceptance_tables import (
+    START,
+    events,
+    healthy_campaign,
+    identity_rows,
+    records,
+)
 
 
 def store_campaign(data_root: Path, campaign: str, record_frame: pd.DataFrame, event_frame: pd.DataFrame,

@@ -2,11 +2,17 @@
 Each case names the rule it expects."""
 
 import pytest
-from staging_validation_tests.acceptance.acceptance_tables import chat_events, events, healthy_campaign, identity_rows, records
 
 from staging_validation.acceptance.decision import EarlyStop, coverage, decide, early_stop
 from staging_validation.acceptance.gates import GateResult, evaluate_gates
 from staging_validation.acceptance.policy import Policy
+from staging_validation_tests.acceptance.acceptance_tables import (
+    chat_events,
+    events,
+    healthy_campaign,
+    identity_rows,
+    records,
+)
 
 POLICY = Policy()
 

@@ -4,10 +4,10 @@ Each case names the rule it expects."""
 import json
 
 import pytest
-from staging_validation_tests.acceptance.acceptance_tables import events, healthy_campaign, identity_rows, records
 
 from staging_validation.acceptance.gates import evaluate_gates
 from staging_validation.acceptance.policy import Policy
+from staging_validation_tests.acceptance.acceptance_tables import events, healthy_campaign, identity_rows, records
 
 POLICY = Policy()
 HEALTHY_RECORDS, HEALTHY_EVENTS = healthy_campaign()

@@ -2,10 +2,10 @@
 
 import pandas as pd
 import pytest
-from staging_validation_tests.acceptance.acceptance_tables import events, identity_rows, records
 
 from staging_validation.acceptance.monitor import monitor_alerts
 from staging_validation.acceptance.policy import Policy
+from staging_validation_tests.acceptance.acceptance_tables import events, identity_rows, records
 
 POLICY = Policy()
 NO_RECORDS = records([])

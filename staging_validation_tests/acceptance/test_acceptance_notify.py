@@ -233,5 +233,6 @@ def test_after_an_extension_the_message_says_a_person_must_decide_not_extended_0
     decision = decide(gates, 1.0, policy, extension_count=1)
     message = compose_decision_message(decision, gates, policy, "c1", list(range(72)))
     headline = message.body.splitlines()[0]
-    assert headline.startswith("Staging extended once already (72 hour(s) with data, hours 0–71); a person must decide")
+    assert headline.startswith(
+        "Staging extended once already (72 hour(s) with data, hours 0–71); a person must decide")
     assert "0 hours" not in headline and "3500 ms" in headline
