@@ -68,14 +68,21 @@ class CampaignState(StrictModel):
     created_at_ms: int
     timing: CampaignTiming
     planned_hours: int = pydantic.Field(default=24, ge=1, le=MAX_CAMPAIGN_HOURS)
-    status: str = "active"  # active | decided | rejected_early | stopped
+    status: str = "active"  # active | stopped (early stop, awaiting its verdict) | decided
     extension_count: int = 0
     extension_hours: int = 0  # hours added by extensions so far
+    # Set when a critical failure ends the campaign before its planned end: the gate, the rule, the hour,
+    # when it was first seen, the reason and evidence (acceptance.decision.EarlyStop's fields).
+    early_stop: dict | None = None
     settings: dict = pydantic.Field(default_factory=dict)  # the launch config, secrets excluded
 
     @property
     def total_hours(self) -> int:
         return self.planned_hours + self.extension_hours
+
+    @property
+    def stopped_at_hour(self) -> int | None:
+        return None if self.early_stop is None else int(self.early_stop["hour"])
 
 
 def state_path(data_root: str | Path, campaign_id: str) -> Path:

@@ -15,7 +15,7 @@ SUBCOMMANDS = {
     "probe": "staging_validation.probes.cli:probe",
     "analyze": "staging_validation.telemetry.cli:analyze",
     "verdict": "staging_validation.acceptance.cli:verdict",
-    "rehearse": "staging_validation.campaign.cli:rehearse",
+    "rehearse": "staging_validation.campaign.cli:rehearse_command",
 }
 
 

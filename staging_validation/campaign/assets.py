@@ -1,0 +1,401 @@
+"""The campaign's assets: four hourly ones (campaign × hour) and the verdict chain (campaign)."""
+
+
+import dataclasses
+import json
+import time
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+
+from staging_validation.acceptance.decision import Decision, EarlyStop, coverage, decide
+from staging_validation.acceptance.gates import GateResult, evaluate_gates, identity_merges
+from staging_validation.acceptance.monitor import Alert
+from staging_validation.acceptance.notify import Message, NotificationSettings, Notifier, compose_decision_message
+from staging_validation.acceptance.policy import load_policy
+from staging_validation.acceptance.report import CampaignEvidence, write_campaign_outputs
+from staging_validation.campaign.partitions import (
+    campaign_hour_partitions,
+    campaign_partitions,
+    split_campaign_hour,
+)
+from staging_validation.campaign.resources import CampaignStore
+from staging_validation.campaigns import CampaignState
+from staging_validation.hour_runner import (
+    capture_until_hour_end,
+    hour_telemetry,
+    log_follower,
+    run_final_checks,
+    run_hour_probes,
+)
+from staging_validation.plan import SNAPSHOT_EVERY_CAMPAIGN_S, plan_for_hour
+from staging_validation.probes.records import RECORD_SCHEMA, records_to_table
+from staging_validation.telemetry.aggregates import hourly_report as summarize_hour
+from staging_validation.telemetry.aggregates import (
+    metrics_snapshot,
+    render_hourly_log_line,
+    render_metrics_log_line,
+)
+from staging_validation.telemetry.events import EVENT_SCHEMA, EventKind
+from staging_validation.watch import alerts_by_window
+
+HOURLY_GROUP = "campaign_hours"
+VERDICT_GROUP = "campaign_verdict"
+STATUS_SEVERITY = {"REVIEW": dg.AssetCheckSeverity.WARN, "NO_DATA": dg.AssetCheckSeverity.WARN,
+                   "FAIL": dg.AssetCheckSeverity.ERROR}
+GATE_CHECKS = {1: "gate_1_continuity_pack", 2: "gate_2_ambiguity_rate", 3: "gate_3_relationship_determinism",
+               4: "gate_4_governor_regen", 5: "gate_5_identity_correctness"}
+SNAPSHOT_SCHEMA = pa.schema([("at", pa.timestamp("ms", tz="UTC")), ("line", pa.string()), ("snapshot", pa.string())])
+HOURLY_REPORT_SCHEMA = pa.schema([("hour", pa.int32()), ("line", pa.string()), ("report", pa.string())])
+# A campaign-level asset reads every hour of its own campaign (Dagster maps the campaign dimension);
+# hours never stored are skipped and show up as lower coverage.
+EVERY_HOUR_OF_CAMPAIGN = dg.AssetIn(metadata={"allow_missing_partitions": True})
+
+
+def _float_or_none(value) -> dg.MetadataValue:
+    return dg.MetadataValue.float(float(value)) if value is not None and not pd.isna(value) else dg.MetadataValue.null()
+
+
+def _is_stopped(store: CampaignStore, campaign: str) -> bool:
+    return store.load(campaign).status != "active"
+
+
+# --- hourly ---------------------------------------------------------------------------------------
+
+
+@dg.asset(
+    partitions_def=campaign_hour_partitions,
+    io_manager_key="parquet_io_manager",
+    group_name=HOURLY_GROUP,
+    kinds={"python", "parquet"},
+    check_specs=[
+        dg.AssetCheckSpec("smoke_tests_4_of_4", asset="probe_records",
+                          description="Every round of the four smoke tests passed (hours 0 and 1)."),
+        dg.AssetCheckSpec("no_identity_merge_by_probe", asset="probe_records",
+                          description="The hourly identity watch saw no two identities share an id."),
+    ],
+)
+def probe_records(context: dg.AssetExecutionContext, store: CampaignStore):
+    """The hour's probe requests, one row each, run while the hour is current."""
+    campaign, hour = split_campaign_hour(context.partition_key)
+    state = store.load(campaign)
+    plan = plan_for_hour(hour, state.planned_hours)
+    results = run_hour_probes(state, plan)
+    records = [record for result in results for record in result.records]
+    table = records_to_table(records)
+    frame = table.to_pandas()
+    failures = [f"{result.probe}: {failure}" for result in results for failure in result.failures]
+    yield dg.Output(
+        table,
+        metadata={
+            "phase": plan.phase.value,
+            "requests": dg.MetadataValue.int(len(records)),
+            "failed_probes": dg.MetadataValue.int(sum(not r.passed for r in results)),
+            "connection_errors": dg.MetadataValue.int(int((frame["outcome"] == "connection_error").sum())),
+            "failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures) or "none"),
+            "probed": dg.MetadataValue.bool(bool(results)),
+        },
+    )
+    smoke = [r for r in results if r.probe in ("deploy", "smoke")]
+    if plan.runs_smoke_tests and not smoke:
+        yield dg.AssetCheckResult(check_name="smoke_tests_4_of_4", passed=False,
+                                  severity=dg.AssetCheckSeverity.ERROR,
+                                  description="The hour ended before its smoke tests could run.")
+    else:
+        yield dg.AssetCheckResult(
+            check_name="smoke_tests_4_of_4",
+            passed=all(r.passed for r in smoke),
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=("; ".join(r.failures[0] for r in smoke if r.failures)
+                         or ("all smoke tests passed" if smoke else f"no smoke tests in the {plan.phase} phase")),
+        )
+    merges = identity_merges(frame, EVENT_SCHEMA.empty_table().to_pandas())
+    yield dg.AssetCheckResult(
+        check_name="no_identity_merge_by_probe",
+        passed=merges.empty,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"merged_identities": dg.MetadataValue.int(len(merges))},
+    )
+
+
+@dg.asset(
+    partitions_def=campaign_hour_partitions,
+    io_manager_key="parquet_io_manager",
+    group_name=HOURLY_GROUP,
+    kinds={"python", "parquet"},
+    # The hour's probes run first; the telemetry of the hour is only complete once the hour is over.
+    deps=[probe_records],
+    check_specs=[
+        dg.AssetCheckSpec("no_missing_pack", asset="telemetry_events"),
+        dg.AssetCheckSpec("no_identity_merge", asset="telemetry_events"),
+        dg.AssetCheckSpec("errors_within_monitor_threshold", asset="telemetry_events"),
+        dg.AssetCheckSpec("slow_requests_within_monitor_threshold", asset="telemetry_events"),
+    ],
+)
+def telemetry_events(context: dg.AssetExecutionContext, store: CampaignStore):
+    """The target's log lines whose time falls in the hour, classified into typed events."""
+    campaign, hour = split_campaign_hour(context.partition_key)
+    state = store.load(campaign)
+    follower = log_follower(store.data_root, state)
+    capture_until_hour_end(follower, state, hour, should_stop=lambda: _is_stopped(store, campaign))
+    parsed = hour_telemetry(store.data_root, state, hour)
+    events = parsed.events.to_pandas()
+    kinds = events["kind"].value_counts().to_dict()
+    yield dg.Output(
+        parsed.events,
+        metadata={
+            "lines": dg.MetadataValue.int(parsed.lines_total),
+            "unparsed_lines": dg.MetadataValue.int(parsed.unparsed_lines),
+            "events": dg.MetadataValue.int(len(events)),
+            "events_by_kind": dg.MetadataValue.json({k: int(v) for k, v in sorted(kinds.items())}),
+        },
+    )
+    policy = load_policy(state.settings.get("policy") or None)
+    records = RECORD_SCHEMA.empty_table().to_pandas()
+    alerts = [alert for _, alert in alerts_by_window(events, records, state.timing, policy)]
+
+    def check(name: str, rule_prefix: str, severity: dg.AssetCheckSeverity):
+        hits = [a for a in alerts if a.rule.startswith(rule_prefix)]
+        return dg.AssetCheckResult(
+            check_name=name, passed=not hits, severity=severity,
+            description="; ".join(a.message for a in hits) or "within the monitor's rules",
+            metadata={"alerts": dg.MetadataValue.int(len(hits))},
+        )
+
+    yield check("no_missing_pack", "monitor.missing_pack", dg.AssetCheckSeverity.ERROR)
+    yield check("no_identity_merge", "monitor.identity_merge", dg.AssetCheckSeverity.ERROR)
+    yield check("errors_within_monitor_threshold", "monitor.errors", dg.AssetCheckSeverity.WARN)
+    yield check("slow_requests_within_monitor_threshold", "monitor.slow", dg.AssetCheckSeverity.WARN)
+
+
+@dg.asset(
+    partitions_def=campaign_hour_partitions,
+    io_manager_key="parquet_io_manager",
+    group_name=HOURLY_GROUP,
+    kinds={"python", "parquet"},
+)
+def metric_snapshots(context: dg.AssetExecutionContext, store: CampaignStore, probe_records: pa.Table,
+                     telemetry_events: pa.Table) -> dg.Output[pa.Table]:
+    """metrics-snapshot.sh every 30 campaign-minutes, computed from the hour's stored data."""
+    campaign, hour = split_campaign_hour(context.partition_key)
+    state = store.load(campaign)
+    records, events = probe_records.to_pandas(), telemetry_events.to_pandas()
+    step_s = state.timing.scale(SNAPSHOT_EVERY_CAMPAIGN_S)
+    rows = []
+    for index in range(round(3600 / SNAPSHOT_EVERY_CAMPAIGN_S)):
+        start = pd.Timestamp(state.timing.hour_start_s(hour) + index * step_s, unit="s", tz="UTC")
+        end = start + pd.Timedelta(seconds=step_s)
+        snapshot = metrics_snapshot(
+            records[(records["time"] >= start) & (records["time"] < end)],
+            events[(events["time"] >= start) & (events["time"] < end)],
+            at=end.to_pydatetime(),
+        )
+        rows.append({"at": end, "line": render_metrics_log_line(snapshot),
+                     "snapshot": json.dumps(snapshot, sort_keys=True, default=str)})
+    table = pa.Table.from_pylist(rows, schema=SNAPSHOT_SCHEMA)
+    return dg.Output(table, metadata={"metrics.log": dg.MetadataValue.md(
+        "\n".join(f"    {row['line']}" for row in rows))})
+
+
+@dg.asset(
+    partitions_def=campaign_hour_partitions,
+    io_manager_key="parquet_io_manager",
+    group_name=HOURLY_GROUP,
+    kinds={"python", "parquet"},
+)
+def hourly_report(context: dg.AssetExecutionContext, probe_records: pa.Table,
+                  telemetry_events: pa.Table) -> dg.Output[pa.Table]:
+    """hourly-report.sh: the hour's numbers, also as metadata so the UI plots them across hours."""
+    _, hour = split_campaign_hour(context.partition_key)
+    report = summarize_hour(probe_records.to_pandas(), telemetry_events, hour=hour)
+    line = render_hourly_log_line(report)
+    table = pa.Table.from_pylist(
+        [{"hour": hour, "line": line, "report": json.dumps(report, sort_keys=True, default=str)}],
+        schema=HOURLY_REPORT_SCHEMA,
+    )
+    latency = report["requests"]["latency_ms"]
+    return dg.Output(
+        table,
+        metadata={
+            "hourly.log": dg.MetadataValue.md(f"    {line}"),
+            "requests": dg.MetadataValue.int(report["requests"]["completed"]),
+            "errors": dg.MetadataValue.int(report["error_lines"]),
+            "latency_p50_ms": _float_or_none(latency["p50"]),
+            "latency_p99_ms": _float_or_none(latency["p99"]),
+            "ambiguity_rate": _float_or_none(report["ambiguity"]["organic_rate"]),
+            "zero_regen_share": _float_or_none(report["governor"]["zero_regeneration_share"]),
+        },
+    )
+
+
+# --- verdict --------------------------------------------------------------------------------------
+
+
+def _concat_hours(tables: dict, schema: pa.Schema) -> tuple[pd.DataFrame, list[int]]:
+    frames, hours = [], []
+    for key, table in tables.items():
+        _, hour = split_campaign_hour(key)
+        frame = table.to_pandas()
+        frame["hour"] = hour
+        frames.append(frame)
+        hours.append(hour)
+    if not frames:
+        empty = schema.empty_table().to_pandas()
+        empty["hour"] = pd.Series(dtype="int64")
+        return empty, []
+    return pd.concat(frames, ignore_index=True), sorted(hours)
+
+
+def campaign_tables(probe_records: dict, telemetry_events: dict, final_checks: pa.Table,
+                    state: CampaignState) -> tuple[pd.DataFrame, pd.DataFrame, list[int]]:
+    records, _ = _concat_hours(probe_records, RECORD_SCHEMA)
+    events, _ = _concat_hours(telemetry_events, EVENT_SCHEMA)
+    final = final_checks.to_pandas()
+    final["hour"] = state.total_hours
+    records = pd.concat([records, final], ignore_index=True) if len(final) else records
+    hours_observed = sorted(set(events["hour"].astype(int).tolist()))
+    return records, events, hours_observed
+
+
+@dg.asset(partitions_def=campaign_partitions, io_manager_key="parquet_io_manager", group_name=VERDICT_GROUP,
+          kinds={"python", "parquet"})
+def final_checks(context: dg.AssetExecutionContext, store: CampaignStore) -> dg.Output[pa.Table]:
+    """The runbook's hour-24 tests: a discord and a sovereign identity, and one user's 5 requests."""
+    state = store.load(context.partition_key)
+    results = run_final_checks(state)
+    table = records_to_table([record for result in results for record in result.records])
+    return dg.Output(table, metadata={r.probe: dg.MetadataValue.bool(r.passed) for r in results})
+
+
+@dg.asset(
+    partitions_def=campaign_partitions,
+    io_manager_key="json_io_manager",
+    group_name=VERDICT_GROUP,
+    kinds={"python"},
+    ins={"probe_records": EVERY_HOUR_OF_CAMPAIGN, "telemetry_events": EVERY_HOUR_OF_CAMPAIGN},
+    check_specs=[dg.AssetCheckSpec(name, asset="gate_results") for name in GATE_CHECKS.values()],
+)
+def gate_results(context: dg.AssetExecutionContext, store: CampaignStore, probe_records: dict,
+                 telemetry_events: dict, final_checks: pa.Table):
+    """The five acceptance gates over every stored hour of the campaign."""
+    state = store.load(context.partition_key)
+    policy = load_policy(state.settings.get("policy") or None)
+    records, events, hours_observed = campaign_tables(probe_records, telemetry_events, final_checks, state)
+    gates = evaluate_gates(records, events, policy)
+    yield dg.Output(
+        {"gates": [dataclasses.asdict(g) for g in gates], "hours_observed": hours_observed},
+        metadata={f"gate_{g.gate}": g.status for g in gates},
+    )
+    for gate in gates:
+        yield dg.AssetCheckResult(
+            check_name=GATE_CHECKS[gate.gate],
+            passed=gate.status == "PASS",
+            severity=STATUS_SEVERITY.get(gate.status, dg.AssetCheckSeverity.WARN),
+            description=f"{gate.status}: {gate.reason} (rule {gate.rule})",
+            metadata={"samples": dg.MetadataValue.int(int(gate.samples)),
+                      "metrics": dg.MetadataValue.json(json.loads(json.dumps(gate.metrics, default=str)))},
+        )
+
+
+def _gate_objects(payload: dict) -> list[GateResult]:
+    return [GateResult(**g) for g in payload["gates"]]
+
+
+@dg.asset(partitions_def=campaign_partitions, io_manager_key="json_io_manager", group_name=VERDICT_GROUP,
+          kinds={"python"})
+def campaign_decision(context: dg.AssetExecutionContext, store: CampaignStore, gate_results: dict) -> dg.Output[dict]:
+    """ACCEPT, EXTEND or REJECT, with the rule that fired; an EXTEND lengthens the campaign once per round."""
+    state = store.load(context.partition_key)
+    policy = load_policy(state.settings.get("policy") or None)
+    gates = _gate_objects(gate_results)
+    judged_hours = state.stopped_at_hour + 1 if state.stopped_at_hour is not None else state.total_hours
+    observed = [h for h in gate_results["hours_observed"] if h < judged_hours]
+    share = coverage(observed, judged_hours)
+    stopped = EarlyStop(**state.early_stop) if state.early_stop else None
+    decision = decide(gates, share, policy, extension_count=state.extension_count, stopped=stopped)
+    round_due = state.timing.campaign_seconds() >= state.total_hours * 3600
+    if decision.decision == "EXTEND" and decision.extend_hours and round_due and state.status == "active":
+        state = state.model_copy(update={"extension_count": state.extension_count + 1,
+                                         "extension_hours": state.extension_hours + decision.extend_hours})
+    elif decision.decision != "EXTEND" or not decision.extend_hours:
+        state = state.model_copy(update={"status": "decided"})
+    store.save(state)
+    payload = {
+        **dataclasses.asdict(decision),
+        "campaign": state.campaign,
+        "decided_at": pd.Timestamp.now(tz="UTC").isoformat(),
+        "observed_hours": observed,
+        "judged_hours": judged_hours,
+        "coverage": share,
+        "extension": {"count": state.extension_count, "hours": state.extension_hours},
+    }
+    return dg.Output(payload, metadata={"decision": decision.decision, "rule": decision.rule,
+                                        "coverage": dg.MetadataValue.float(share)})
+
+
+def _decision_object(payload: dict) -> Decision:
+    return Decision(**{field.name: payload[field.name] for field in dataclasses.fields(Decision)})
+
+
+def _alerts(store: CampaignStore, campaign: str) -> list[Alert]:
+    return [Alert(**alert) for alert in store.read_alerts(campaign)]
+
+
+@dg.asset(
+    partitions_def=campaign_partitions,
+    io_manager_key="json_io_manager",
+    group_name=VERDICT_GROUP,
+    kinds={"python", "markdown"},
+    ins={"probe_records": EVERY_HOUR_OF_CAMPAIGN, "telemetry_events": EVERY_HOUR_OF_CAMPAIGN},
+)
+def acceptance_report(context: dg.AssetExecutionContext, store: CampaignStore, probe_records: dict,
+                      telemetry_events: dict, final_checks: pa.Table, gate_results: dict,
+                      campaign_decision: dict) -> dg.Output[dict]:
+    """STAGING_ACCEPTANCE_REPORT.md, decision.json, the metrics text and the charts, in the campaign folder."""
+    state = store.load(context.partition_key)
+    policy = load_policy(state.settings.get("policy") or None)
+    records, events, _ = campaign_tables(probe_records, telemetry_events, final_checks, state)
+    gates = _gate_objects(gate_results)
+    decision = _decision_object(campaign_decision)
+    message = compose_decision_message(decision, gates, policy, state.campaign, campaign_decision["observed_hours"])
+    evidence = CampaignEvidence(
+        campaign=state.campaign, state=state, records=records, events=events, gates=gates, decision=decision,
+        alerts=_alerts(store, state.campaign), hours_observed=campaign_decision["observed_hours"],
+        decided_at=pd.Timestamp(campaign_decision["decided_at"]), coverage=campaign_decision["coverage"],
+    )
+    paths = write_campaign_outputs(store.campaign_dir(state.campaign), evidence, message)
+    report_path = paths["report"]
+    return dg.Output(
+        {"paths": {name: str(path) for name, path in paths.items()},
+         "notification": {"subject": message.subject, "body": message.body}},
+        metadata={"report": dg.MetadataValue.path(str(report_path)),
+                  "decision": decision.decision,
+                  "summary": dg.MetadataValue.md(report_path.read_text(encoding="utf-8")[:20000])},
+    )
+
+
+@dg.asset(partitions_def=campaign_partitions, io_manager_key="json_io_manager", group_name=VERDICT_GROUP,
+          kinds={"python", "email"})
+def decision_notification(context: dg.AssetExecutionContext, store: CampaignStore,
+                          acceptance_report: dict) -> dg.Output[dict]:
+    """The runbook's message for the decision: email and webhook as configured, always a copy in the outbox."""
+    state = store.load(context.partition_key)
+    settings = NotificationSettings.model_validate(state.settings.get("notification") or {})
+    notifier = Notifier(settings, store.campaign_dir(state.campaign) / "outbox")
+    delivery = notifier.send(Message(**acceptance_report["notification"]))
+    return dg.Output(
+        {"status": delivery.status, "channels": delivery.channels, "eml": str(delivery.eml_path),
+         "sent_at": time.time()},
+        metadata={"status": delivery.status, "eml": dg.MetadataValue.path(str(delivery.eml_path))},
+    )
+
+
+# Sensors report the monitor's alerts against this asset, so they show in the UI beside the campaign.
+monitor_alerts_asset = dg.AssetSpec(
+    "monitor_alerts", partitions_def=campaign_partitions, group_name=VERDICT_GROUP, kinds={"python"},
+    description="Alerts raised by the background monitor (observations; the list lives in alerts.jsonl).",
+)
+
+HOURLY_ASSETS = [probe_records, telemetry_events, metric_snapshots, hourly_report]
+VERDICT_ASSETS = [final_checks, gate_results, campaign_decision, acceptance_report, decision_notification]

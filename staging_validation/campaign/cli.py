@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+import dagster as dg
+from rich.console import Console
+
+from staging_validation.campaign.rehearsal import EXIT_CODES, print_outcome, rehearse
+from staging_validation.config_files import ConfigError
+from staging_validation.storage import default_data_root
+
+
+@click.command(name="rehearse")
+@click.option("--profile", default="healthy", show_default=True, help="Simulator fault profile.")
+@click.option("--hour-seconds", type=click.FloatRange(min=0.5), default=3.0, show_default=True,
+              help="Length of a campaign hour in seconds (3600 for real time).")
+@click.option("--hours", type=click.IntRange(1, 24), default=24, show_default=True, help="Planned campaign hours.")
+@click.option("--campaign", help="Campaign id (default: rehearsal-<profile>-<time>).")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--organic-rps", type=click.FloatRange(min=0), default=20.0, show_default=True,
+              help="Background traffic of the simulator's own users.")
+def rehearse_command(profile: str, hour_seconds: float, hours: int, campaign: str | None, seed: int,
+                     organic_rps: float) -> None:
+    """Start the simulator with a fault profile and run a whole campaign through Dagster.
+
+    Exit code: 0 ACCEPT, 3 EXTEND, 4 REJECT, 1 error.
+    """
+    console = Console()
+    if not os.environ.get("DAGSTER_HOME"):
+        raise click.UsageError("DAGSTER_HOME is not set: run `make demo`, or export DAGSTER_HOME=<the checkout>")
+    try:
+        with dg.DagsterInstance.get() as instance:
+            outcome = rehearse(instance, Path(default_data_root()), profile=profile, hours=hours,
+                               hour_seconds=hour_seconds, campaign=campaign, seed=seed,
+                               organic_rps=organic_rps, console=console)
+    except (ConfigError, RuntimeError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+    print_outcome(console, outcome)
+    sys.exit(1 if outcome.failed_runs else EXIT_CODES[outcome.decision["decision"]])
+

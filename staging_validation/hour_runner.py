@@ -1,0 +1,99 @@
+"""What one campaign hour does, as plain functions the Dagster assets call (no Dagster import).
+
+An hour runs its planned probes while the hour is current, then waits for the hour to end (capturing
+telemetry meanwhile), and parses exactly the lines whose time falls inside the hour. Every input comes
+from the stored campaign state, so re-running an hour after a crash produces the same partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from staging_validation.campaigns import CampaignState
+from staging_validation.plan import STRESS_MULTIPLIER, HourPlan, Phase
+from staging_validation.probes.identity import determinism_check, identity_check
+from staging_validation.probes.prompt_set import prompt_set
+from staging_validation.probes.smoke import deploy_verification, smoke_loop
+from staging_validation.probes.stress import stress
+from staging_validation.probes.result import ProbeResult
+from staging_validation.target.client import TargetClient
+from staging_validation.target.profile import TargetProfile, load_target_profile
+from staging_validation.telemetry.capture import LogFollower, TelemetrySource, raw_hour_path
+from staging_validation.telemetry.parse import ParsedTelemetry, parse_log
+
+CAPTURE_POLL_S = 1.0  # how often an hour run drains the target's log while it waits for the hour's end
+
+
+def target_profile(state: CampaignState) -> TargetProfile:
+    return load_target_profile(state.settings.get("target_profile") or None)
+
+
+def telemetry_store(data_root: str | Path, state: CampaignState) -> Path:
+    return Path(data_root) / "campaigns" / state.campaign / "telemetry"
+
+
+def log_follower(data_root: str | Path, state: CampaignState) -> LogFollower:
+    source = TelemetrySource.model_validate(state.settings["telemetry"])
+    return LogFollower(source, telemetry_store(data_root, state), state.timing)
+
+
+async def _probe_hour(state: CampaignState, plan: HourPlan) -> list[ProbeResult]:
+    timing = state.timing
+    async with TargetClient(target_profile(state), base_url=state.settings.get("base_url")) as client:
+        results = []
+        if plan.watches_identity:
+            results.append(await identity_check(client, timing))
+        if plan.phase is Phase.DEPLOY:
+            results.append(await deploy_verification(client, timing))
+        elif plan.phase is Phase.SMOKE_LOOP:
+            results.append(await smoke_loop(client, timing, plan.hour))
+        elif plan.phase is Phase.PROMPT_SET:
+            results.append(await prompt_set(client, timing, plan.hour))
+        elif plan.phase is Phase.STRESS:
+            rate = float(state.settings.get("stress_baseline_rps", 5.0)) * STRESS_MULTIPLIER
+            results.append(await stress(client, timing, plan.hour, rate))
+        return results
+
+
+def run_hour_probes(state: CampaignState, plan: HourPlan) -> list[ProbeResult]:
+    """The hour's probes; an hour that is already over when its run starts probes nothing (a gap)."""
+    hour_end = state.timing.hour_start_s(plan.hour + 1)
+    if time.time() >= hour_end:
+        return []
+    return asyncio.run(_probe_hour(state, plan))
+
+
+async def _final_checks(state: CampaignState) -> list[ProbeResult]:
+    async with TargetClient(target_profile(state), base_url=state.settings.get("base_url")) as client:
+        return [
+            await identity_check(client, state.timing),
+            await determinism_check(client, state.timing),
+        ]
+
+
+def run_final_checks(state: CampaignState) -> list[ProbeResult]:
+    """The runbook's hour-24 identity and relationship tests, run at decision time."""
+    return asyncio.run(_final_checks(state))
+
+
+def capture_until_hour_end(
+    follower: LogFollower, state: CampaignState, hour: int, should_stop: Callable[[], bool]
+) -> None:
+    """Drain the target's log until the hour (plus a short grace for buffered writes) is over."""
+    grace_s = min(2.0, state.timing.hour_seconds * 0.05)
+    deadline = state.timing.hour_start_s(hour + 1) + grace_s
+    while True:
+        follower.poll()
+        remaining = deadline - time.time()
+        if remaining <= 0 or should_stop():
+            return
+        time.sleep(min(CAPTURE_POLL_S, remaining))
+
+
+def hour_telemetry(data_root: str | Path, state: CampaignState, hour: int) -> ParsedTelemetry:
+    path = raw_hour_path(telemetry_store(data_root, state), hour)
+    profile = target_profile(state)
+    return parse_log(path if path.exists() else b"", profile.telemetry)

@@ -1,0 +1,49 @@
+"""The runbook's 24-hour plan as data: what each campaign hour does (no Dagster import)."""
+
+from __future__ import annotations
+
+import dataclasses
+from enum import StrEnum
+
+SNAPSHOT_EVERY_CAMPAIGN_S = 30 * 60  # metrics-snapshot.sh every 30 minutes
+STRESS_MULTIPLIER = 2.0  # stress-test.sh: "double the load for 1 hour"
+
+
+class Phase(StrEnum):
+    DEPLOY = "deploy"  # hour 0: deploy verification and the first smoke tests
+    SMOKE_LOOP = "smoke-loop"  # hour 1: the four smoke tests every 5 minutes
+    PROMPT_SET = "prompt-set"  # hours 2-6: the labelled prompt set
+    STRESS = "stress"  # hour 7: twice the baseline load
+    OBSERVATION = "observation"  # hours 8-23: passive watch with hourly reports
+    EXTENSION = "extension"  # hours added by an EXTEND decision: passive watch
+
+
+@dataclasses.dataclass(frozen=True)
+class HourPlan:
+    hour: int
+    phase: Phase
+    runs_smoke_tests: bool
+    # Every hour starts with a cheap identity check, so an accidental merge is caught in the hour it begins
+    # (the runbook's "REJECT IMMEDIATELY"), not only by the final identity test at hour 24.
+    watches_identity: bool = True
+
+
+def phase_for_hour(hour: int, planned_hours: int = 24) -> Phase:
+    if hour < 0:
+        raise ValueError(f"hour {hour}: campaign hours start at 0")
+    if hour >= planned_hours:
+        return Phase.EXTENSION
+    if hour == 0:
+        return Phase.DEPLOY
+    if hour == 1:
+        return Phase.SMOKE_LOOP
+    if hour <= 6:
+        return Phase.PROMPT_SET
+    if hour == 7:
+        return Phase.STRESS
+    return Phase.OBSERVATION
+
+
+def plan_for_hour(hour: int, planned_hours: int = 24) -> HourPlan:
+    phase = phase_for_hour(hour, planned_hours)
+    return HourPlan(hour=hour, phase=phase, runs_smoke_tests=phase in (Phase.DEPLOY, Phase.SMOKE_LOOP))

@@ -1,0 +1,105 @@
+"""The product as deployed: the real dagster-daemon and webserver, a launch through GraphQL like the UI's."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pytest
+from dagster_graphql import DagsterGraphQLClient
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+DEADLINE_S = 150
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition, timeout_s: float, what: str, processes=()):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for process in processes:
+            assert process.poll() is None, f"{process.args[0]} exited early with {process.returncode}"
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)  # polling interval of a deadline wait
+    raise AssertionError(f"{what} not reached within {timeout_s} s")
+
+
+@pytest.fixture
+def dagster_home(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    instance_yaml = (REPO / "dagster.yaml").read_text().replace("data/dagster", str(home / "storage"))
+    (home / "dagster.yaml").write_text(instance_yaml)
+    return home
+
+
+def test_daemon_sensors_drive_a_campaign_launched_through_graphql_to_a_stored_decision(
+    tmp_path, dagster_home, simulator_factory
+):
+    simulator = simulator_factory(profile="healthy", hour_seconds=6.0, organic_rps=10.0)
+    data_root = tmp_path / "data"
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "STAGING_VALIDATION_DATA": str(data_root),
+           "STAGING_VALIDATION_SENSOR_INTERVAL_S": "1"}
+    port = free_port()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    processes = []
+    try:
+        for name, command in (
+            ("daemon", [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]),
+            ("webserver", [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]),
+        ):
+            with open(logs / f"{name}.txt", "wb") as output:
+                processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT))
+
+        def webserver_ready():
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(webserver_ready, 90, "the webserver answering", processes)
+        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        run_id = client.submit_job_execution("start_campaign", run_config={"ops": {"register_campaign_op": {"config": {
+            "campaign": "daemon-e2e", "base_url": simulator.base_url, "telemetry_path": str(simulator.log_path),
+            "hours": 2, "hour_seconds": 6.0, "stress_baseline_rps": 2.0,
+        }}}})
+        state_file = data_root / "campaigns" / "daemon-e2e" / "campaign.json"
+        wait_until(state_file.exists, 60, "the campaign registered by start_campaign", processes)
+        simulator.set_campaign_start(json.loads(state_file.read_text())["timing"]["start_ms"])
+        decision_file = data_root / "campaigns" / "daemon-e2e" / "decision.json"
+        wait_until(decision_file.exists, DEADLINE_S, "a stored decision", processes)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    decision = json.loads(decision_file.read_text())
+    assert decision["campaign"] == "daemon-e2e"
+    assert decision["decision"] in {"ACCEPT", "EXTEND", "REJECT"} and decision["rule"]
+    assert len(decision["gates"]) == 5
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        launched = instance.get_run_records(dg.RunsFilter(tags={"staging-validation/campaign": "daemon-e2e"}))
+        by_key = {r.dagster_run.tags.get("dagster/run_key"): r.dagster_run for r in launched}
+        assert {"daemon-e2e:hour:00", "daemon-e2e:hour:01", "daemon-e2e:verdict:2"} <= set(by_key)
+        assert all(run.tags.get("dagster/sensor_name") == "campaign_clock" for run in by_key.values())
+        assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in by_key.values())
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
