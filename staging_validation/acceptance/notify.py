@@ -44,6 +44,14 @@ class NotificationSettings(StrictModel):
     retries: int = pydantic.Field(default=2, ge=0, le=10)
     retry_backoff_s: float = pydantic.Field(default=2.0, ge=0)
 
+    @pydantic.model_validator(mode="after")
+    def _complete(self) -> NotificationSettings:
+        if self.smtp_host and not self.recipients:
+            raise ValueError("recipients: an SMTP host is configured but nobody would receive the email")
+        if self.smtp_username and not self.smtp_password_env:
+            raise ValueError("smtp_password_env: name the environment variable that holds the SMTP password")
+        return self
+
 
 @dataclasses.dataclass
 class Message:
@@ -180,8 +188,6 @@ class Notifier:
 
     def _send_smtp(self, email: EmailMessage) -> None:
         settings = self.settings
-        if not settings.recipients:
-            raise ValueError("no recipients configured")
         with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SMTP_TIMEOUT_S) as client:
             if settings.smtp_starttls:
                 client.starttls(context=ssl.create_default_context())

@@ -24,6 +24,7 @@ from staging_validation.acceptance.notify import (
     compose_decision_message,
 )
 from staging_validation.acceptance.policy import Policy
+from staging_validation.config_files import ConfigError, validate_model
 from staging_validation_tests.acceptance.acceptance_tables import chat_events, events, healthy_campaign
 
 SMTP_PASSWORD = "s3cret-smtp-password"
@@ -236,3 +237,17 @@ def test_after_an_extension_the_message_says_a_person_must_decide_not_extended_0
     assert headline.startswith(
         "Staging extended once already (72 hour(s) with data, hours 0–71); a person must decide")
     assert "0 hours" not in headline and "3500 ms" in headline
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [({"smtp_host": "mail.example.test"}, "recipients"),
+     ({"smtp_host": "mail.example.test", "recipients": ["a@example.test"], "smtp_username": "ops"},
+      "smtp_password_env"),
+     ({"smtp_port": 0}, "smtp_port"),
+     ({"smtp_password": "inline"}, "smtp_password")],
+)
+def test_incomplete_notification_settings_are_a_config_error_naming_the_field(settings, field):
+    with pytest.raises(ConfigError) as error:
+        validate_model(settings, NotificationSettings, "notification")
+    assert field in str(error.value)
