@@ -90,7 +90,7 @@ def decision_document(evidence: CampaignEvidence, notification: Message) -> dict
 
 
 def hourly_series(events: pd.DataFrame) -> pd.DataFrame:
-    """Per campaign hour: requests, request latency p50/p95/p99 (ms), ambiguity rate, error lines."""
+    """Per campaign hour: requests, request latency p50/p95/p99 (ms), ambiguity rate."""
     completed = events[events["kind"] == EventKind.REQUEST_COMPLETED.value]
     by_hour = completed.groupby("hour")["duration_ms"]
     counted, _ = ambiguity_checks_counted(events)
@@ -100,7 +100,6 @@ def hourly_series(events: pd.DataFrame) -> pd.DataFrame:
         "p95_ms": by_hour.quantile(0.95),
         "p99_ms": by_hour.quantile(0.99),
         "ambiguity_rate": counted.groupby("hour")["status"].apply(lambda s: (s == "AMBIGUOUS").mean()),
-        "errors": events[events["level"].fillna(0) >= 50].groupby("hour").size(),
     })
     table.index.name = "hour"
     return table.sort_index()

@@ -13,7 +13,7 @@ from staging_validation.acceptance.notify import compose_decision_message
 from staging_validation.acceptance.policy import Policy
 from staging_validation.acceptance.report import CHARTS, CampaignEvidence, write_campaign_outputs
 from staging_validation.campaigns import CampaignState, CampaignTiming
-from staging_validation_tests.acceptance.acceptance_tables import START, events, healthy_campaign
+from staging_validation_tests.acceptance.acceptance_tables import START, events, healthy_campaign, records
 
 POLICY = Policy()
 SECTIONS = ["## 1. Deployment status", "## 2. Gate 1: ContinuityPack integrity", "## 3. Gate 2: AmbiguityGate rate",
@@ -120,3 +120,24 @@ def test_no_placeholder_text_and_no_half_written_file_remains(outputs):
         found = PLACEHOLDERS.findall(paths[name].read_text())
         assert found == [], f"{name}: {found}"
     assert [p for p in out_dir.rglob("*") if p.name.endswith(".tmp")] == []
+
+
+def test_a_campaign_with_no_data_at_all_still_gets_a_complete_report(tmp_path):
+    state = CampaignState(campaign="empty", created_at_ms=0,
+                          timing=CampaignTiming(start_ms=int(START.value // 1_000_000), hour_seconds=3600))
+    no_records, no_events = records([]), events([])
+    gates = evaluate_gates(no_records, no_events, POLICY)
+    decision = decide(gates, 0.0, POLICY)
+    message = compose_decision_message(decision, gates, POLICY, "empty", [])
+    evidence = CampaignEvidence(campaign="empty", state=state, records=no_records, events=no_events, gates=gates,
+                                decision=decision, alerts=[], hours_observed=[],
+                                decided_at=pd.Timestamp("2026-11-21T00:05:00Z").to_pydatetime(), coverage=0.0)
+    paths = write_campaign_outputs(tmp_path, evidence, message)
+    report = paths["report"].read_text()
+    assert all(section in report for section in SECTIONS)
+    assert "Decision: EXTEND (rule extend.critical_no_data)" in message.body
+    assert "NOT RECORDED" in report and "24 of 24 campaign hours have no stored data" in report
+    for relative in CHARTS.values():
+        assert (tmp_path / relative).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("report", "decision", "metrics"):
+        assert PLACEHOLDERS.findall(paths[name].read_text()) == []
