@@ -82,14 +82,16 @@ class TickBench:
         with open(self.work, "ab") as handle:
             handle.write(payload)
 
-    def our_tick(self) -> tuple[float, int]:
-        """poll + parse of the new bytes of every raw hour file, as the monitor reads them: (seconds, events)."""
+    def our_tick(self) -> tuple[float, float, int]:
+        """poll, then parse of the new bytes of every raw hour file as the monitor reads them:
+        (poll seconds, parse seconds, events)."""
         from staging_validation.telemetry.parse import parse_log
 
         raw_dir = self.store / "raw"
         started = time.perf_counter()
         seen = {path.name: path.stat().st_size for path in raw_dir.glob("*.log")}
         self.follower.poll()
+        polled = time.perf_counter()
         events = 0
         for raw_file in sorted(raw_dir.glob("*.log")):
             start, size = seen.get(raw_file.name, 0), raw_file.stat().st_size
@@ -97,7 +99,7 @@ class TickBench:
                 with raw_file.open("rb") as handle:
                     handle.seek(start)
                     events += parse_log(handle.read(size - start), self.mapping).events.num_rows
-        return time.perf_counter() - started, events
+        return polled - started, time.perf_counter() - polled, events
 
     def runbook_tick(self) -> tuple[float, str]:
         started = time.perf_counter()
@@ -116,23 +118,26 @@ class TickBench:
 
 def bench(base: Path, truth: dict, label: str, payload: bytes, repetitions: int) -> dict:
     tick = TickBench(base, truth, label)
-    ours, runbook, events = [], [], set()
+    polls, parses, ours, runbook, events = [], [], [], [], set()
     try:
         for index in range(repetitions + 1):  # the first repetition warms up the process, not counted
             tick.reset()
             tick.append(payload)
-            ours_s, parsed = tick.our_tick()
+            poll_s, parse_s, parsed = tick.our_tick()
             runbook_s, _ = tick.runbook_tick()
             if index:
-                ours.append(ours_s)
+                polls.append(poll_s)
+                parses.append(parse_s)
+                ours.append(poll_s + parse_s)
                 runbook.append(runbook_s)
                 events.add(parsed)
-            print(f"  {label} run {index}/{repetitions}: ours {ours_s * 1000:.1f} ms, runbook {runbook_s * 1000:.0f} ms",
-                  file=sys.stderr, flush=True)
+            print(f"  {label} run {index}/{repetitions}: ours {(poll_s + parse_s) * 1000:.1f} ms "
+                  f"(poll {poll_s * 1000:.1f}), runbook {runbook_s * 1000:.0f} ms", file=sys.stderr, flush=True)
     finally:
         tick.cleanup()
-    return {"ours": statistics.median(ours), "runbook": statistics.median(runbook), "events": events,
-            "log_mb": tick.base_size / MB}
+    median = statistics.median
+    return {"ours": median(ours), "poll": median(polls), "parse": median(parses), "runbook": median(runbook),
+            "events": events, "log_mb": tick.base_size / MB}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help=f"a {QUICK_LARGE_MEGABYTES} MB large log")
     parser.add_argument("--new-megabytes", type=float, default=1.0, help="new lines per tick")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--repetitions", type=int, default=7)
+    parser.add_argument("--repetitions", type=int, default=15)
     args = parser.parse_args(argv)
     large_mb = QUICK_LARGE_MEGABYTES if args.quick else args.megabytes
     small_log, small_truth = cached_day(SMALL_MEGABYTES, args.seed)
@@ -164,6 +169,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"{small['ours'] * 1000:.1f} ms",
                 f"{large['ours'] * 1000:.1f} ms",
                 f"{large['ours'] / small['ours']:.2f}",
+            ],
+            [
+                "  of which LogFollower.poll (capture, fsync)",
+                f"{small['poll'] * 1000:.1f} ms",
+                f"{large['poll'] * 1000:.1f} ms",
+                f"{large['poll'] / small['poll']:.2f}",
+            ],
+            [
+                "  of which parse_log",
+                f"{small['parse'] * 1000:.1f} ms",
+                f"{large['parse'] * 1000:.1f} ms",
+                f"{large['parse'] / small['parse']:.2f}",
             ],
             [
                 "runbook monitor.sh: 3 whole-file greps",
