@@ -18,6 +18,8 @@ from array import array
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from staging_validation.campaigns import CampaignTiming
 from staging_validation.telemetry.events import EventKind
 
@@ -46,6 +48,7 @@ _EXACT_KINDS = {
 _GOVERNOR_MSG = re.compile(r"^\[Staging\] Governor pass \d+/\d+$")
 _KINDS = list(EventKind)
 _UNPARSED = -1
+_KIND_SLOTS = 64  # more than the kind codes, so (hour, kind) packs into one integer
 
 
 def governor_msg(attempt: int, max_attempts: int) -> str:
@@ -162,24 +165,31 @@ class TelemetryLog:
     def summary(self, timing: CampaignTiming) -> dict:
         """Counts per kind, per campaign hour (by line time), per origin, as GET /_sim/stats reports them."""
         with self._lock:
-            times = self._line_times.tolist()
-            kinds = self._line_kinds.tolist()
+            # Copies: a live view would stop the arrays from growing.
+            times = np.frombuffer(self._line_times, dtype=np.int64).copy()
+            kinds = np.frombuffer(self._line_kinds, dtype=np.int8).astype(np.int64)
             by_origin = {origin: dict(counts) for origin, counts in self._by_origin.items()}
             requests_by_origin = dict(self._requests_by_origin)
             requests_by_status = dict(self._requests_by_status)
             error_lines = self._error_lines
             organic = (self._organic_ambiguous, self._organic_ambiguity_checks)
+        # Vectorised: a day-long run holds millions of lines. Same arithmetic as CampaignTiming.hour_of_ms.
+        hours = ((times - timing.start_ms).astype(np.float64) // (timing.hour_seconds * 1000)).astype(
+            np.int64
+        )
         events: Counter = Counter()
         events_by_hour: dict[str, Counter] = {}
         unparsed_by_hour: Counter = Counter()
-        for time_ms, code in zip(times, kinds, strict=True):
-            hour = str(timing.hour_of_ms(time_ms))
+        # One sortable key per line: hour and kind code (shifted to be >= 0) packed together.
+        keys, counts = np.unique(hours * _KIND_SLOTS + (kinds - _UNPARSED), return_counts=True)
+        for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
+            hour, code = str(key // _KIND_SLOTS), key % _KIND_SLOTS + _UNPARSED
             if code == _UNPARSED:
-                unparsed_by_hour[hour] += 1
+                unparsed_by_hour[hour] += count
                 continue
             kind = _KINDS[code].value
-            events[kind] += 1
-            events_by_hour.setdefault(hour, Counter())[kind] += 1
+            events[kind] += count
+            events_by_hour.setdefault(hour, Counter())[kind] += count
         return {
             "events": dict(events),
             "events_by_hour": {hour: dict(counts) for hour, counts in events_by_hour.items()},
@@ -187,7 +197,7 @@ class TelemetryLog:
             "error_lines": error_lines,
             "unparsed_lines": sum(unparsed_by_hour.values()),
             "unparsed_by_hour": dict(unparsed_by_hour),
-            "lines_total": len(times),
+            "lines_total": int(len(times)),
             "requests": {
                 "total": sum(requests_by_origin.values()),
                 "organic": requests_by_origin.get("organic", 0),
