@@ -218,8 +218,6 @@ class HourWriter:
         self.records: list[tuple] = []
         self.seq = 0
         self.truth = HourTruth()
-        # per request: governor passed attempt, regen-path tenths, saw a governor line
-        self.truncated_governor: set[str] = set()
 
     # -- emitting ---------------------------------------------------------------------------------------
     def _emit(self, time_ms: int, text: str, kind: str | None, level: int, origin: str, facts=None) -> bool:
