@@ -127,13 +127,17 @@ def summarize_events(events: pd.DataFrame | pa.Table, *, error_level: int = 50) 
 
 
 def _count_lines(path: Path, result: dict) -> None:
-    newlines = 0
-    last = b"\n"
-    with open(path, "rb") as handle:
-        while chunk := handle.read(16 << 20):
-            newlines += chunk.count(b"\n")
-            last = chunk[-1:]
-    result["lines_total"] = newlines + (last != b"\n")
+    newlines, last = 0, ord("\n")
+    buffer = bytearray(4 << 20)  # reused: fresh chunks would cost a page fault per 4 KB of the log
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            while size := handle.readinto(buffer):
+                newlines += (buffer if size == len(buffer) else buffer[:size]).count(b"\n")
+                last = buffer[size - 1]
+    except OSError as exc:
+        result["error"] = exc
+        return
+    result["lines_total"] = newlines + (last != ord("\n"))
 
 
 def summarize_log_file(path: str | Path, mapping: TelemetryMapping | None = None) -> tuple[EventSummary, int, int]:
@@ -152,12 +156,13 @@ def summarize_log_file(path: str | Path, mapping: TelemetryMapping | None = None
     counter.start()
     con = connect()
     try:
-        con.execute("SET preserve_insertion_order = false")  # order does not matter to an aggregate
         classified = f"(SELECT * FROM ({classification_sql(reader_sql(path, mapping), mapping)}) WHERE parsed)"
         summary = _summarize(con, classified, mapping.error_level)
     finally:
         con.close()
         counter.join()
+    if "error" in counted:
+        raise counted["error"]
     lines_total = counted["lines_total"]
     return summary, lines_total, lines_total - sum(group["lines"] for group in summary.groups)
 

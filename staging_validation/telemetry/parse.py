@@ -17,7 +17,9 @@ how `raw` (kept for lines at or above `evidence_level`) and the unparsed samples
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
+import threading
 from pathlib import Path
 
 import duckdb
@@ -51,10 +53,19 @@ class ParsedTelemetry:
     unparsed_samples: list[str]
 
 
+_database: tuple[int, duckdb.DuckDBPyConnection] | None = None
+_database_lock = threading.Lock()
+
+
 def connect() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
-    con.execute(f"SET threads = {DUCKDB_THREADS}")
+    """A new connection (close it) to this process's in-memory DuckDB database, created once: opening a
+    database costs more than parsing a monitor tick's worth of lines. A forked child makes its own."""
+    global _database
+    with _database_lock:
+        if _database is None or _database[0] != os.getpid():
+            config = {"memory_limit": DUCKDB_MEMORY_LIMIT, "threads": DUCKDB_THREADS}
+            _database = (os.getpid(), duckdb.connect(config=config))
+        con = _database[1].cursor()
     con.execute("SET TimeZone = 'UTC'")
     return con
 
@@ -209,11 +220,10 @@ def parse_log(source: str | Path | bytes, mapping: TelemetryMapping | None = Non
     if not lines:
         return ParsedTelemetry(EVENT_SCHEMA.empty_table(), lines_total, lines_total, [])
     with tempfile.TemporaryDirectory(prefix="sv-parse-") as folder:
-        if isinstance(source, bytes) or len(lines) != lines_total:
-            path = Path(folder) / "lines.ndjson"
-            path.write_bytes(data if len(lines) == lines_total else b"\n".join(lines) + b"\n")
-        else:
-            path = Path(source)  # no blank lines: the reader's rows are the file's lines as they are
+        # The reader gets exactly the lines split here, never the source again: a raw hour file may
+        # still be growing while it is parsed.
+        path = Path(folder) / "lines.ndjson"
+        path.write_bytes(data if len(lines) == lines_total else b"\n".join(lines) + b"\n")
         con = connect()
         try:
             table = con.sql(classification_sql(reader_sql(path, mapping), mapping)).to_arrow_table()
