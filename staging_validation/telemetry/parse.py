@@ -3,10 +3,10 @@
 Used by the campaign's hourly ingestion, the monitor (`parse_log`) and `analyze` (which aggregates in SQL
 over the same `classification_sql` relation instead of materializing every line).
 
-DuckDB's newline-delimited JSON reader does the work: every field the mapping names is read as VARCHAR
-from its (possibly nested) path with `ignore_errors`, so a line that is not valid JSON, or not an object,
-becomes a row whose fields are all null (that is what makes it *unparsed*), a field of an unexpected type
-becomes null, and nothing is fatal. Values are then cast with TRY_CAST to the schema's types.
+DuckDB's newline-delimited JSON reader does the work: every field the mapping names is read from its
+(possibly nested) path, typed as its EVENT_SCHEMA column, with `ignore_errors`: a line that is not valid
+JSON, or not an object, becomes a row whose fields are all null (that is what makes it *unparsed*), a
+field of an unexpected type becomes null, and nothing is fatal.
 
 The reader skips whitespace-only lines (the same set of characters as `bytes.strip()`); they are still
 lines of the log, so `lines_total` counts them and they count as unparsed. `parse_log` removes them
