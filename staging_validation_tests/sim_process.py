@@ -4,11 +4,6 @@
 wait for, query and stop a simulator. The `simulator_factory` fixture (conftest.py) wraps it.
 """
 
-from staging_validation.simulator.process import (
-    RunningSimulator,
-    SimulatorDidNotStart,
-    simulator_command,
-    start_simulator,
-)
+from staging_validation.simulator.process import RunningSimulator, SimulatorDidNotStart, start_simulator
 
-__all__ = ["RunningSimulator", "SimulatorDidNotStart", "simulator_command", "start_simulator"]
+__all__ = ["RunningSimulator", "SimulatorDidNotStart", "start_simulator"]

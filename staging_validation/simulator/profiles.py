@@ -10,6 +10,7 @@ The shipped file is `profiles.yaml` beside this module; `--profile-file` loads a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import pydantic
 
@@ -17,7 +18,7 @@ from staging_validation.config_files import ConfigError, StrictModel, load_yaml_
 
 DEFAULT_PROFILE_FILE = Path(__file__).resolve().parent / "profiles.yaml"
 
-Probability = pydantic.confloat(ge=0.0, le=1.0)
+Probability = Annotated[float, pydantic.Field(ge=0.0, le=1.0)]
 
 
 class MsRange(StrictModel):
@@ -98,7 +99,6 @@ class ResolvedProfile:
 
     def __init__(self, name: str, profile: SimProfile, source: str):
         self.name = name
-        self.description = profile.description
         self.faults = profile.faults
         self.baseline = validate_model(profile.knobs, Knobs, f"{source}: profiles.{name}.knobs")
         self._knobs_by_open_set: dict[tuple[int, ...], Knobs] = {}

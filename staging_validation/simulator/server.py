@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import signal
 import socket
+import sys
 
 import uvicorn
 
@@ -18,6 +19,7 @@ from staging_validation.simulator.engine import StagingService
 
 HOST = "127.0.0.1"
 SCHEDULER_MAX_TICK_S = 0.05
+SCHEDULER_MIN_TICK_S = 0.005  # a tiny --hour-seconds must not turn the scheduler into a busy loop
 REBIND_ATTEMPTS = 50
 GRACEFUL_SHUTDOWN_S = 10
 
@@ -53,7 +55,7 @@ async def _wait_any(*events: asyncio.Event) -> None:
 
 
 async def _scheduler(service: StagingService, stop: asyncio.Event, outage_changed: asyncio.Event) -> None:
-    tick_s = min(SCHEDULER_MAX_TICK_S, service.timing.hour_seconds / 100)
+    tick_s = max(SCHEDULER_MIN_TICK_S, min(SCHEDULER_MAX_TICK_S, service.timing.hour_seconds / 100))
     while not stop.is_set():
         refusing_before = service.refusing_connections
         service.scheduler_tick()
@@ -96,7 +98,14 @@ async def serve(service: StagingService, app, sock: socket.socket, organic_rps: 
                 await _wait_any(stop, outage_changed)
                 continue
             if sock is None:
-                sock = await _rebind(port)
+                try:
+                    sock = await _rebind(port)
+                except OSError as exc:  # another process took the port during the outage
+                    print(
+                        f"simulator: cannot listen again on {HOST}:{port}: {exc.strerror or exc}",
+                        file=sys.stderr,
+                    )
+                    break
             server = _SignalFreeServer(config)
             serving = asyncio.create_task(server.serve(sockets=[sock]))
             outage_changed.clear()
