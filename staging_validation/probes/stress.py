@@ -32,7 +32,7 @@ async def stress(
     duration_s: float | None = None,
     *,
     max_in_flight: int | None = None,
-    send_tolerance_s: float = 0.5,
+    send_tolerance_s: float = 1.0,
 ) -> ProbeResult:
     """Chat requests at `rate_per_s` for `duration_s` wall seconds (default: until the hour ends).
 

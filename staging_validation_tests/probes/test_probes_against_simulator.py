@@ -51,8 +51,14 @@ def test_every_probe_passes_against_the_healthy_simulator(target):
         ("ambiguity_gate", "relationship_model", "identity_spine", "continuity_required"), True
     )
     smoke = results["smoke"].summary
+    # 12 rounds, 5 scaled minutes apart from the start of hour 1; a round already past when the loop
+    # started (deploy ran long on a busy machine) is reported missed, never run late.
     assert smoke["rounds_planned"] == 12 and smoke["rounds_run"] + smoke["rounds_missed"] == 12
-    assert smoke["rounds_run"] == 12 and smoke["tests_passed"] == 4 * smoke["rounds_run"]
+    assert smoke["rounds_run"] >= 1 and smoke["tests_passed"] == 4 * smoke["rounds_run"]
+    interval = timing.scale(300)
+    due = sorted({r.time.timestamp() for r in results["smoke"].records})
+    expected = [timing.hour_start_s(1) + k * interval for k in range(smoke["rounds_missed"], 12)]
+    assert due == pytest.approx(expected, abs=1e-3)
     prompts = results["prompt_set"].summary
     assert prompts["labelled_positive"] > 0 and prompts["labelled_negative"] > 0
     assert prompts["fp_rate"] == 0.0 and prompts["fn_rate"] == 0.0
@@ -121,8 +127,8 @@ def _wait_until(condition, timeout_s: float, what: str) -> None:
 
 
 def test_outage_yields_connection_error_rows_and_the_client_recovers(simulator_factory):
-    hour_seconds = 6.0  # the outage lasts half an hour: 3 s from hour 2
-    timing = campaign_at(1.85, hour_seconds)
+    hour_seconds = 4.0  # the outage lasts half an hour: 2 s from hour 2
+    timing = campaign_at(1.55, hour_seconds)  # leaves the simulator 1.8 s to start before it
     simulator = simulator_factory(profile="outage", hour_seconds=hour_seconds, campaign_start_ms=timing.start_ms)
     _wait_until(lambda: _refuses_connections(simulator.port), 10, "outage")
 
@@ -132,7 +138,7 @@ def test_outage_yields_connection_error_rows_and_the_client_recovers(simulator_f
             await identity_check(client, timing),
             await stress(client, timing, hour=2, rate_per_s=20, duration_s=0.25),
         ]
-        while _refuses_connections(simulator.port):  # bounded by the fault window (3 s)
+        while _refuses_connections(simulator.port):  # bounded by the fault window (2 s)
             await client.sleep_until(client.now() + 0.05)
         return during, await smoke_tests(client, timing)
 
