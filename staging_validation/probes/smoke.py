@@ -86,7 +86,7 @@ async def smoke_loop(client: TargetClient, timing: CampaignTiming, hour: int) ->
     """The smoke tests every (scaled) 5 minutes from the hour's start until its end.
 
     Rounds whose time has already passed when the loop starts are reported as missed, not run late;
-    if the whole hour is already over, one round runs now so the hour still has evidence.
+    if every round's time has passed, one round runs now so the hour still has evidence.
     """
     interval = timing.scale(SMOKE_LOOP_INTERVAL_S)
     rounds_per_hour = int(RUNBOOK_HOUR_S // SMOKE_LOOP_INTERVAL_S)
