@@ -65,9 +65,11 @@ SELECT
   sum(built_in_ms) AS build_sum, count(built_in_ms) AS build_n,
   sum(checked_in_ms) AS check_sum, count(checked_in_ms) AS check_n,
   count(*) FILTER (WHERE duration_ms >= {SLOW_REQUEST_MS}) AS slow,
-  list(duration_ms) FILTER (WHERE kind = '{_REQ}' AND duration_ms IS NOT NULL) AS durations,
-  list(struct_pack(request_id := request_id, regen_in_ms := regen_in_ms))
-    FILTER (WHERE kind = '{_GOV}' AND attempt >= 2) AS regenerations
+  -- kept per group, used from the request / governor groups only (a null test is cheaper per line
+  -- than a kind comparison)
+  list(duration_ms) FILTER (WHERE duration_ms IS NOT NULL) AS durations,
+  list(struct_pack(request_id := request_id, regen_in_ms := regen_in_ms)) FILTER (WHERE attempt >= 2)
+    AS regenerations
 FROM {relation}
 GROUP BY ALL
 """
@@ -79,7 +81,7 @@ _REGEN_PATHS_SQL = f"""
 SELECT quantile_cont(path_ms, {_QUANTILES}), count(path_ms) FROM (
   SELECT sum(attempt.regen_in_ms) AS path_ms
   FROM (SELECT attempt, row_number() OVER () AS line
-        FROM (SELECT unnest(regenerations) AS attempt FROM event_groups))
+        FROM (SELECT unnest(regenerations) AS attempt FROM event_groups WHERE kind = '{_GOV}'))
   GROUP BY coalesce(attempt.request_id, 'line ' || line))
 """
 
@@ -104,10 +106,12 @@ def _summarize(con, relation: str, error_level: int) -> EventSummary:
     cursor = con.execute("SELECT * EXCLUDE (durations, regenerations) FROM event_groups")
     names = [column[0] for column in cursor.description]
     groups = [dict(zip(names, row)) for row in cursor.fetchall()]
-    (latency,) = con.execute(
-        f"SELECT quantile_cont(d, {_QUANTILES}) FROM (SELECT unnest(durations) AS d FROM event_groups)"
-    ).fetchone()
-    regen, regen_requests = con.execute(_REGEN_PATHS_SQL).fetchone()
+    # fetchall, not fetchone: a result left unfinished blocks the connection's next statement
+    [(latency,)] = con.execute(
+        f"SELECT quantile_cont(d, {_QUANTILES}) FROM (SELECT unnest(durations) AS d FROM event_groups "
+        f"WHERE kind = '{_REQ}')"
+    ).fetchall()
+    [(regen, regen_requests)] = con.execute(_REGEN_PATHS_SQL).fetchall()
     return EventSummary(groups, _percentile_dict(latency), _percentile_dict(regen), regen_requests)
 
 
@@ -282,7 +286,7 @@ def _probe_metrics(records: pd.DataFrame | pa.Table | None) -> dict:
         con = connect()
         try:
             con.register("probe_records", records)
-            requests, by_outcome, by_probe, dropped, failed, latency = con.execute(_PROBE_SQL).fetchone()
+            [(requests, by_outcome, by_probe, dropped, failed, latency)] = con.execute(_PROBE_SQL).fetchall()
         finally:
             con.close()
     by_outcome = dict(sorted(by_outcome.items()))
