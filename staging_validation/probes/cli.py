@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from staging_validation.campaigns import CampaignTiming
@@ -91,15 +92,15 @@ def _print(result: ProbeResult) -> None:
             "dropped" if record.dropped else record.outcome,
             "" if record.latency_ms is None else f"{record.latency_ms:.0f}",
             {True: "[green]yes[/]", False: "[red]no[/]", None: ""}[record.passed],
-            detail[:120],
+            escape(detail[:120]),
         )
     console.print(table)
     if len(result.records) > RECORD_ROWS_SHOWN:
         console.print(f"… {len(result.records) - RECORD_ROWS_SHOWN} more records (use --json for all)")
     for key, value in result.summary.items():
-        console.print(f"  {key}: {value}")
+        console.print(f"  {key}: {escape(str(value))}")
     for failure in result.failures:
-        console.print(f"[red]✗[/] {failure}", markup=True, highlight=False)
+        console.print(f"[red]✗[/] {escape(failure)}", highlight=False)
     console.print("[bold green]PASS[/]" if result.passed else "[bold red]FAIL[/]")
 
 
