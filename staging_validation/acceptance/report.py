@@ -335,12 +335,30 @@ def _incidents_section(evidence: CampaignEvidence) -> list[str]:
     return lines + _table(["Time (UTC)", "Severity", "Rule", "Count", "Message"], rows) + [""]
 
 
+def _hour_ranges(hours: list[int]) -> str:
+    """[2, 3, 4, 7] -> "2–4, 7"."""
+    ranges: list[list[int]] = []
+    for hour in sorted(hours):
+        if ranges and hour == ranges[-1][1] + 1:
+            ranges[-1][1] = hour
+        else:
+            ranges.append([hour, hour])
+    return ", ".join(f"{a}–{b}" if a != b else str(a) for a, b in ranges)
+
+
 def _anomalies_section(evidence: CampaignEvidence, metrics: dict) -> list[str]:
     found = []
     expected = range(judged_hours(evidence.state))
     missing = [h for h in expected if h not in set(evidence.hours_observed)]
     if missing:
-        found.append(f"{len(missing)} of {len(expected)} campaign hours have no stored data: {missing}.")
+        found.append(f"{len(missing)} of {len(expected)} campaign hours have no stored data: "
+                     f"hours {_hour_ranges(missing)}.")
+    probed = set(evidence.records["hour"].astype(int))
+    unprobed = [h for h in expected if h not in probed]
+    if unprobed:
+        # Every hour starts with a probe (at least the identity check), so an hour without one was skipped.
+        found.append(f"{len(unprobed)} of {len(expected)} campaign hours have no probe result: "
+                     f"hours {_hour_ranges(unprobed)}.")
     if not metrics["probe_request_ids_seen"]:
         found.append("No probe request id was seen in telemetry, so the ambiguity rate counts all traffic.")
     dropped = metrics["probes"]["dropped"]

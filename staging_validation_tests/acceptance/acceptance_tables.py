@@ -88,7 +88,7 @@ def healthy_campaign(hours: int = 24, requests_per_hour: int = 10, ambiguous_eve
     record_rows += [{"probe": "determinism", "case": "relationship", "user": "det-user", "hour": 1,
                      "relationship_type": "public", "voice_profile": "neutral", "trust_level": "standard",
                      "passed": True} for _ in range(5)]
-    record_rows += identity_rows()
+    record_rows += [row for hour in range(hours) for row in identity_rows(hour)]
     record_rows += [{"probe": "deploy", "case": "health", "route": "/health", "method": "GET", "passed": True}]
     record_rows += [{"probe": probe, "case": case, "hour": hour, "passed": True}
                     for probe, hour in (("deploy", 0), ("smoke", 1), ("smoke", 1))
@@ -96,10 +96,12 @@ def healthy_campaign(hours: int = 24, requests_per_hour: int = 10, ambiguous_eve
     return records(record_rows), events(event_rows)
 
 
-def identity_rows(hour: int = 0, sovereign_id: str = "vi-2") -> list[dict]:
+def identity_rows(hour: int = 0, merged: bool = False) -> list[dict]:
+    """One run of the identity probe (fresh identities each hour); `merged`: sovereign gets discord's id."""
     base = {"probe": "identity", "hour": hour, "route": "/v1/identity", "passed": True}
-    return [{**base, "case": "create_discord", "user": "discord:d1", "vi_user_id": "vi-1"},
-            {**base, "case": "create_sovereign", "user": "sovereign:s1", "vi_user_id": sovereign_id,
-             "passed": sovereign_id != "vi-1", "error": None if sovereign_id != "vi-1" else "same id as discord"},
-            {**base, "case": "lookup_discord", "user": "discord:d1", "vi_user_id": "vi-1"},
-            {**base, "case": "link_astralis", "user": "astralis:a1", "vi_user_id": "vi-1"}]
+    discord_id = f"vi-{hour}-discord"
+    return [{**base, "case": "create_discord", "vi_user_id": discord_id},
+            {**base, "case": "create_sovereign", "vi_user_id": discord_id if merged else f"vi-{hour}-sovereign",
+             "passed": not merged, "error": "accidental merge: both got one id" if merged else None},
+            {**base, "case": "lookup_discord", "vi_user_id": discord_id},
+            {**base, "case": "link_astralis", "vi_user_id": discord_id}]

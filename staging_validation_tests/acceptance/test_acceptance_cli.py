@@ -69,7 +69,7 @@ def data_root(tmp_path_factory) -> Path:
     # The hour-24 identity test lives in the verdict folder; here it finds a merge.
     final_records, final_events = healthy_campaign()
     store_campaign(root, "final-merge", final_records[final_records["probe"] != "identity"], final_events)
-    final = records(identity_rows(sovereign_id="vi-1")).drop(columns="hour")
+    final = records(identity_rows(merged=True)).drop(columns="hour")
     final_path = campaign_dir(root, "final-merge") / FINAL_CHECKS_PATH
     final_path.parent.mkdir(parents=True)
     pq.write_table(pa.Table.from_pandas(final, schema=RECORD_SCHEMA, preserve_index=False), final_path)

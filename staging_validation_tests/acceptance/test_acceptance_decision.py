@@ -170,13 +170,13 @@ def test_early_stop_on_a_missing_pack_gives_gate_rule_time_and_evidence():
 
 
 def test_early_stop_on_an_identity_merge_seen_by_the_probe():
-    stop = early_stop(records(identity_rows(hour=9, sovereign_id="vi-1")), events([]), POLICY)
+    stop = early_stop(records(identity_rows(hour=9, merged=True)), events([]), POLICY)
     assert (stop.gate, stop.rule, stop.hour) == (5, "early_stop.identity_merge", 9)
-    assert "vi-1" in stop.reason
+    assert "vi-9-discord" in stop.reason
 
 
 def test_early_stop_reports_the_earliest_failure():
-    merge = records(identity_rows(hour=2, sovereign_id="vi-1"))
+    merge = records(identity_rows(hour=2, merged=True))
     missing = events([{"kind": "pack_missing", "level": 50, "hour": 6}])
     assert early_stop(merge, missing, POLICY).rule == "early_stop.identity_merge"
 
@@ -184,5 +184,5 @@ def test_early_stop_reports_the_earliest_failure():
 def test_no_early_stop_on_healthy_data_or_when_the_policy_disables_it():
     assert early_stop(*healthy_campaign(hours=2), POLICY) is None
     lenient = Policy.model_validate({"early_stop": {"missing_pack": False, "identity_merge": False}})
-    assert early_stop(records(identity_rows(sovereign_id="vi-1")),
+    assert early_stop(records(identity_rows(merged=True)),
                       events([{"kind": "pack_missing", "level": 50}]), lenient) is None

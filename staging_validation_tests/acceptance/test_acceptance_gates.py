@@ -243,7 +243,7 @@ def identity_ops(*ops):
     ("rows", "ops", "status", "rule"),
     [
         (identity_rows(), [], "PASS", "gate5.pass"),
-        (identity_rows(sovereign_id="vi-1"), [], "FAIL", "gate5.identity_merge"),
+        (identity_rows(merged=True), [], "FAIL", "gate5.identity_merge"),
         (identity_rows()[:3], [], "NO_DATA", "gate5.no_data"),  # the link check never ran
         ([], [], "NO_DATA", "gate5.no_data"),
         ([*identity_rows(), {"probe": "identity", "case": "lookup_sovereign", "passed": False,

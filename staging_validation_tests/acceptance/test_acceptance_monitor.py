@@ -45,9 +45,9 @@ def test_monitor_rules(rows, expected):
 
 
 def test_identity_merge_seen_by_a_probe_is_critical():
-    alerts = monitor_alerts(events([]), records(identity_rows(hour=3, sovereign_id="vi-1")), POLICY)
+    alerts = monitor_alerts(events([]), records(identity_rows(hour=3, merged=True)), POLICY)
     assert [(a.severity, a.rule) for a in alerts] == [("critical", "monitor.identity_merge")]
-    assert "vi-1" in alerts[0].message and alerts[0].evidence
+    assert "vi-3-discord" in alerts[0].message and alerts[0].evidence
 
 
 def test_alert_time_is_the_first_offending_line_and_evidence_shows_lines():

@@ -136,7 +136,7 @@ def test_a_campaign_with_no_data_at_all_still_gets_a_complete_report(tmp_path):
     report = paths["report"].read_text()
     assert all(section in report for section in SECTIONS)
     assert "Decision: EXTEND (rule extend.critical_no_data)" in message.body
-    assert "NOT RECORDED" in report and "24 of 24 campaign hours have no stored data" in report
+    assert "NOT RECORDED" in report and "24 of 24 campaign hours have no stored data: hours 0–23." in report
     for relative in CHARTS.values():
         assert (tmp_path / relative).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for name in ("report", "decision", "metrics"):
