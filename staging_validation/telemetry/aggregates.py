@@ -68,8 +68,8 @@ SELECT
   -- kept per group, used from the request / governor groups only (a null test is cheaper per line
   -- than a kind comparison)
   list(duration_ms) FILTER (WHERE duration_ms IS NOT NULL) AS durations,
-  list(struct_pack(request_id := request_id, regen_in_ms := regen_in_ms)) FILTER (WHERE attempt >= 2)
-    AS regenerations
+  list(CASE WHEN attempt >= 2 THEN struct_pack(request_id := request_id, regen_in_ms := regen_in_ms) END)
+    FILTER (WHERE attempt >= 2) AS regenerations
 FROM {relation}
 GROUP BY ALL
 """

@@ -90,15 +90,16 @@ class EventFieldPaths(StrictModel):
         return _check_dotted_path(value)
 
 
+# Disjoint, so their order only matters for speed: the most frequent first, the regex last.
 DEFAULT_MSG_RULES = (
+    MsgRule(kind=EventKind.REQUEST_COMPLETED, equals="request completed"),
     MsgRule(kind=EventKind.PACK_BUILT, equals="[Staging] ContinuityPack built"),
-    MsgRule(kind=EventKind.PACK_MISSING, equals="[Staging] ContinuityPack missing: no continuity pack for request"),
-    MsgRule(kind=EventKind.PACK_FALLBACK, equals="[Staging] ContinuityPack fallback: using default pack"),
     MsgRule(kind=EventKind.AMBIGUITY_CHECK, equals="[Staging] Ambiguity check completed"),
     MsgRule(kind=EventKind.RELATIONSHIP_RESOLVED, equals="[Staging] Relationship resolved"),
-    MsgRule(kind=EventKind.GOVERNOR_PASS, regex=r"^\[Staging\] Governor pass \d+/\d+$"),
     MsgRule(kind=EventKind.IDENTITY_OP, equals="[Staging] Identity operation"),
-    MsgRule(kind=EventKind.REQUEST_COMPLETED, equals="request completed"),
+    MsgRule(kind=EventKind.PACK_MISSING, equals="[Staging] ContinuityPack missing: no continuity pack for request"),
+    MsgRule(kind=EventKind.PACK_FALLBACK, equals="[Staging] ContinuityPack fallback: using default pack"),
+    MsgRule(kind=EventKind.GOVERNOR_PASS, regex=r"^\[Staging\] Governor pass \d+/\d+$"),
 )
 
 

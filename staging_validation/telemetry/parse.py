@@ -151,8 +151,8 @@ def _kind_expression(mapping: TelemetryMapping, msg: str, level: str) -> str:
 def classification_sql(reader: str, mapping: TelemetryMapping) -> str:
     """SELECT of EVENT_SCHEMA columns (minus `raw`) plus `parsed` over `reader` (see `reader_sql`).
 
-    `parsed` is false for a line that is not a JSON object with at least one of time, level or msg; the
-    other columns of such a row are meaningless. Row order is the reader's (log order).
+    `parsed` is false for a line that is not a JSON object with a level or a msg; the other columns of
+    such a row are meaningless. Row order is the reader's (log order).
     """
     fields = mapping.fields.model_dump()
     read_types = _leaf_read_types(mapping)
@@ -187,7 +187,8 @@ def classification_sql(reader: str, mapping: TelemetryMapping) -> str:
                 f"AND lower({identity_ok}) = 'false' THEN {value} || '_failed' ELSE {value} END"
             )
         selects[name] = _cast(value, read_types[fields[name]], _SQL_TYPES[field.type])
-    parsed = f"({ref['time']} IS NOT NULL OR {ref['level']} IS NOT NULL OR {msg} IS NOT NULL)"
+    # Not `time`: read as text (it may be ISO), it would cost every line of an aggregate a string.
+    parsed = f"({ref['level']} IS NOT NULL OR {msg} IS NOT NULL)"
     select_list = ",\n  ".join(f"{expr} AS {_identifier(name)}" for name, expr in selects.items())
     # Derived columns carry a prefix so they cannot collide with a JSON key the reader exposes.
     return (

@@ -173,7 +173,7 @@ def test_a_custom_mapping_reads_another_dialect_of_fields_and_messages():
     rows = parsed.events.to_pylist()
     assert [row["kind"] for row in rows] == [
         "request_completed", "governor_pass", "other", "pack_missing", "other", "error"]  # fmt: skip
-    assert parsed.unparsed_lines == 1  # a JSON object with none of this mapping's time, level, msg
+    assert parsed.unparsed_lines == 1  # a JSON object with neither this mapping's level nor its msg
     assert (rows[0]["http_status"], rows[0]["route"], rows[0]["duration_ms"]) == (502, "/x", 9.0)
     assert (rows[0]["request_id"], rows[0]["origin"]) == ("validator-7", "probe")
     assert (rows[1]["attempt"], rows[1]["request_id"], rows[1]["origin"]) == (3, "r-2", "organic")
