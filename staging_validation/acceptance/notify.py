@@ -89,7 +89,8 @@ def _headline(decision: Decision, gates: list[GateResult], policy: Policy, obser
     if decision.decision == "ACCEPT":
         return f"Staging passed. Releasing to production {_date_text(policy.release_date)}."
     if decision.decision == "EXTEND":
-        what = " ".join(f"{g.name}: {g.reason}" for g in deciding) or decision.reason
+        what = (" ".join(f"{g.name}: {g.reason}" for g in deciding)
+                or f"over more hours of data. {decision.reason}")
         if decision.extend_hours:
             return f"Staging extended {decision.extend_hours} hours. Will re-measure {what}"
         return (f"Staging extended once already ({_hours_text(observed_hours)}); a person must decide whether "

@@ -251,3 +251,13 @@ def test_incomplete_notification_settings_are_a_config_error_naming_the_field(se
     with pytest.raises(ConfigError) as error:
         validate_model(settings, NotificationSettings, "notification")
     assert field in str(error.value)
+
+
+def test_extend_for_low_coverage_says_what_will_be_re_measured():
+    policy = Policy()
+    record_frame, event_frame = healthy_campaign()
+    gates = evaluate_gates(record_frame, event_frame, policy)
+    decision = decide(gates, 0.5, policy)
+    headline = compose_decision_message(decision, gates, policy, "c1", list(range(12))).body.splitlines()[0]
+    assert headline.startswith("Staging extended 48 hours. Will re-measure over more hours of data.")
+    assert "only 50% of the campaign's hours have data (minimum 90%)" in headline
