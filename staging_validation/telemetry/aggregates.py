@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from staging_validation.probes.records import Outcome
+from staging_validation.probes.records import RECORD_SCHEMA, Outcome
 from staging_validation.telemetry.events import EVENT_SCHEMA, EventKind
 from staging_validation.telemetry.mapping import TelemetryMapping
 from staging_validation.telemetry.parse import classification_sql, connect, reader_sql
@@ -40,6 +40,7 @@ _GROUP_INPUT_COLUMNS = (
     "checked_in_ms", "source", "relationship_type", "attempt", "violation_type", "regen_in_ms",
     "http_status", "duration_ms", "identity_op",
 )  # fmt: skip
+_RECORD_INPUT_COLUMNS = ("probe", "outcome", "latency_ms", "dropped", "passed")
 _QUANTILES = "[" + ", ".join(str(q) for q in PERCENTILES.values()) + "]"
 
 _AMB, _REL = EventKind.AMBIGUITY_CHECK.value, EventKind.RELATIONSHIP_RESOLVED.value
@@ -115,16 +116,19 @@ def _summarize(con, relation: str, error_level: int) -> EventSummary:
     return EventSummary(groups, _percentile_dict(latency), _percentile_dict(regen), regen_requests)
 
 
+def _as_table(frame: pd.DataFrame | pa.Table, columns: tuple[str, ...], schema: pa.Schema) -> pa.Table:
+    """The columns an aggregate reads, typed by the schema whatever pandas inferred (e.g. all-None)."""
+    if isinstance(frame, pa.Table):
+        return frame.select(list(columns))
+    typed = pa.schema([schema.field(name) for name in columns])
+    return pa.Table.from_pandas(frame[list(columns)], schema=typed, preserve_index=False)
+
+
 def summarize_events(events: pd.DataFrame | pa.Table, *, error_level: int = 50) -> EventSummary:
     """The aggregate of stored events (EVENT_SCHEMA columns; extra columns are ignored)."""
-    if isinstance(events, pa.Table):
-        table = events.select(list(_GROUP_INPUT_COLUMNS))
-    else:
-        schema = pa.schema([EVENT_SCHEMA.field(name) for name in _GROUP_INPUT_COLUMNS])
-        table = pa.Table.from_pandas(events[list(_GROUP_INPUT_COLUMNS)], schema=schema, preserve_index=False)
     con = connect()
     try:
-        con.register("stored_events", table)
+        con.register("stored_events", _as_table(events, _GROUP_INPUT_COLUMNS, EVENT_SCHEMA))
         return _summarize(con, "stored_events", error_level)
     finally:
         con.close()
@@ -285,7 +289,7 @@ def _probe_metrics(records: pd.DataFrame | pa.Table | None) -> dict:
     if records is not None and len(records):
         con = connect()
         try:
-            con.register("probe_records", records)
+            con.register("probe_records", _as_table(records, _RECORD_INPUT_COLUMNS, RECORD_SCHEMA))
             [(requests, by_outcome, by_probe, dropped, failed, latency)] = con.execute(_PROBE_SQL).fetchall()
         finally:
             con.close()
