@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from staging_validation.probes.records import ProbeRecord, records_to_table
+from staging_validation.target.profile import DOCUMENTED_PROFILE
 from staging_validation.telemetry.aggregates import (
     final_metrics,
     final_metrics_from_summary,
@@ -204,6 +205,12 @@ def test_analyze_cli_reads_the_telemetry_section_of_a_profile(tmp_path):
     result = run_cli(str(log), "--profile", str(profile))
     assert result.returncode == 0, result.stderr
     assert "HTTP 5xx: 1" in result.stdout.splitlines()
+
+
+def test_analyze_cli_accepts_a_whole_target_profile(trap_log):
+    result = run_cli(str(trap_log), "--profile", str(DOCUMENTED_PROFILE))
+    assert result.returncode == 0, result.stderr
+    assert "Total builds: 2" in result.stdout.splitlines()
 
 
 @pytest.mark.parametrize(
