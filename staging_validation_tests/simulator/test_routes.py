@@ -15,7 +15,12 @@ from staging_validation.simulator.engine import (
     ORGANIC_CLEAR_MESSAGES,
     assess_ambiguity,
 )
-from staging_validation_tests.simulator.log_reading import assert_all_pino, by_msg, lines_by_request
+from staging_validation_tests.simulator.log_reading import (
+    assert_all_pino,
+    by_msg,
+    json_records,
+    lines_by_request,
+)
 
 NORMAL = "How do I reset my password on the console?"
 AMBIGUOUS = "so what not"
@@ -208,23 +213,34 @@ def test_telemetry_order_and_request_ids(simulator_factory):
     assert generated_id in grouped
 
 
-def test_stats_count_exactly_what_the_log_holds(simulator_factory):
-    sim = simulator_factory(organic_rps=200, profile="error-burst", hour_seconds=0.25)
-    sim.wait_for(lambda s: s["error_lines"] >= 2, what="error lines of the burst")
+def test_stats_count_exactly_what_the_log_holds(simulator_factory, tmp_path):
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text(
+        "profiles:\n  errors-and-noise:\n    knobs: {error_rate: 0.2, noise_rate: 0.1, fallback_rate: 0.1}\n"
+    )
+    sim = simulator_factory(
+        organic_rps=200, profile="errors-and-noise", extra_args=["--profile-file", str(profiles)]
+    )
+    sim.wait_for(lambda s: s["error_lines"] >= 5 and s["unparsed_lines"] >= 5, what="errors and noise")
     with httpx.Client(base_url=sim.base_url, timeout=10) as client:
         client.post(
             "/v1/chat", json={"message": NORMAL, "userId": "u-3"}, headers={"x-request-id": "sv-count"}
         )
     stats = sim.final_stats()
 
-    records = assert_all_pino(sim.log_lines())
-    assert stats["lines_total"] == len(records)
+    lines = sim.log_lines()
+    records = json_records(lines)
+    assert stats["lines_total"] == len(lines)
+    assert stats["unparsed_lines"] == len(lines) - len(records)
     assert stats["error_lines"] == sum(r["level"] >= 50 for r in records)
     completed = by_msg(records, "request completed")
     assert stats["requests"]["total"] == len(completed)
     assert stats["requests"]["by_status"] == dict(Counter(str(r["res"]["statusCode"]) for r in completed))
     assert stats["requests"]["probe"] == sum(r["reqId"].startswith("sv-") for r in completed)
     assert stats["events"]["error"] == len(by_msg(records, "Unhandled error in chat handler"))
+    assert stats["events"]["pack_fallback"] == len(
+        by_msg(records, "[Staging] ContinuityPack fallback: using default pack")
+    )
     by_hour_total = Counter()
     for counts in stats["events_by_hour"].values():
         by_hour_total.update(counts)
