@@ -167,18 +167,19 @@ class LogFollower:
 
     def poll(self) -> CapturedChunk:
         with self._locked():
-            cursor = self.load_cursor()
-            self._discard_uncommitted(cursor)
+            committed = self.load_cursor()
+            self._discard_uncommitted(committed)
             if self.source.path is not None:
-                data, cursor, warnings, caught_up = self._read_path(cursor)
+                data, cursor, warnings, caught_up = self._read_path(committed)
             else:
-                data, cursor, warnings, caught_up = self._read_command(cursor)
+                data, cursor, warnings, caught_up = self._read_command(committed)
             by_hour, last_hour, lines = self._split_by_hour(data, cursor.last_hour)
             sizes = self._append(by_hour, cursor.store_sizes)
             cursor = cursor.model_copy(
                 update={"last_hour": last_hour, "store_sizes": sizes, "lines_captured": cursor.lines_captured + lines}
             )
-            atomic_write_text(self.cursor_path, cursor.model_dump_json(indent=2))
+            if cursor != committed or not self.cursor_path.exists():
+                atomic_write_text(self.cursor_path, cursor.model_dump_json(indent=2))
         return CapturedChunk(data, lines, set(by_hour), warnings, caught_up)
 
     # -- the store ------------------------------------------------------------------------------------
