@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+import duckdb
 import pydantic
 
 from staging_validation.config_files import StrictModel
@@ -43,10 +44,10 @@ class MsgRule(StrictModel):
         if self.kind == EventKind.OTHER:
             raise ValueError("'other' is what unmatched lines become; it cannot be a rule's kind")
         if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"regex {self.regex!r} does not compile: {exc}") from None
+            try:  # by the parser's own regex engine (RE2), which rejects some Python syntax (lookarounds)
+                duckdb.execute("SELECT regexp_matches('', $1)", [self.regex]).fetchall()
+            except duckdb.Error as exc:
+                raise ValueError(f"regex {self.regex!r} does not compile: {str(exc).splitlines()[0]}") from None
         return self
 
 

@@ -185,6 +185,7 @@ def test_a_custom_mapping_reads_another_dialect_of_fields_and_messages():
         ({"rules": [{"kind": "pack_built"}]}, "rules.0: .*exactly one of equals, prefix, regex"),
         ({"rules": [{"kind": "other", "equals": "x"}]}, "cannot be a rule's kind"),
         ({"rules": [{"kind": "pack_built", "regex": "("}]}, "does not compile"),
+        ({"rules": [{"kind": "pack_built", "regex": "a(?=b)"}]}, "does not compile"),  # Python yes, RE2 no
         ({"rules": [{"kind": "no_such_kind", "equals": "x"}]}, "rules.0.kind"),
         ({"fields": {"route": "req..url"}}, "fields.route: .*not a dotted field path"),
         ({"fields": {"route": "req", "method": "req.method"}}, "'req' is mapped as a value"),
