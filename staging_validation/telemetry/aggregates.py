@@ -11,11 +11,14 @@ Percentiles are linear interpolation between closest ranks (DuckDB `quantile_con
 from __future__ import annotations
 
 import dataclasses
+import mmap
+import os
 import threading
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 
 from staging_validation.probes.records import RECORD_SCHEMA, Outcome
@@ -135,17 +138,23 @@ def summarize_events(events: pd.DataFrame | pa.Table, *, error_level: int = 50) 
 
 
 def _count_lines(path: Path, result: dict) -> None:
-    newlines, last = 0, ord("\n")
-    buffer = bytearray(4 << 20)  # reused: fresh chunks would cost a page fault per 4 KB of the log
+    """Lines of the file (an unterminated last line counts): newlines compared in place on a memory map,
+    in vectorized slices that release the GIL while DuckDB reads the same file."""
     try:
-        with open(path, "rb", buffering=0) as handle:
-            while size := handle.readinto(buffer):
-                newlines += (buffer if size == len(buffer) else buffer[:size]).count(b"\n")
-                last = buffer[size - 1]
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size == 0:
+                result["lines_total"] = 0
+                return
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                data = np.frombuffer(mapped, dtype=np.uint8)
+                step = 8 << 20
+                newlines = sum(int(np.count_nonzero(data[i : i + step] == 10)) for i in range(0, len(data), step))
+                unterminated = data[-1] != 10
+                del data  # the map cannot close while an array views it
     except OSError as exc:
         result["error"] = exc
         return
-    result["lines_total"] = newlines + (last != ord("\n"))
+    result["lines_total"] = newlines + int(unterminated)
 
 
 def summarize_log_file(path: str | Path, mapping: TelemetryMapping | None = None) -> tuple[EventSummary, int, int]:
