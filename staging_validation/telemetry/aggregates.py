@@ -137,24 +137,29 @@ def summarize_events(events: pd.DataFrame | pa.Table, *, error_level: int = 50) 
         con.close()
 
 
+_COUNT_WINDOW_BYTES = 16 << 20  # mapped at a time: a whole mapped log would count in the process's RSS
+_COUNT_SLICE_BYTES = 1 << 20
+
+
 def _count_lines(path: Path, result: dict) -> None:
-    """Lines of the file (an unterminated last line counts): newlines compared in place on a memory map,
-    in vectorized slices that release the GIL while DuckDB reads the same file."""
+    """Lines of the file (an unterminated last line counts): newlines compared in place on memory-mapped
+    windows, vectorized, releasing the GIL while DuckDB reads the same file."""
+    newlines, last = 0, 10
     try:
         with open(path, "rb") as handle:
-            if os.fstat(handle.fileno()).st_size == 0:
-                result["lines_total"] = 0
-                return
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                data = np.frombuffer(mapped, dtype=np.uint8)
-                step = 8 << 20
-                newlines = sum(int(np.count_nonzero(data[i : i + step] == 10)) for i in range(0, len(data), step))
-                unterminated = data[-1] != 10
-                del data  # the map cannot close while an array views it
+            size = os.fstat(handle.fileno()).st_size
+            for offset in range(0, size, _COUNT_WINDOW_BYTES):
+                length = min(_COUNT_WINDOW_BYTES, size - offset)
+                with mmap.mmap(handle.fileno(), length, offset=offset, access=mmap.ACCESS_READ) as window:
+                    data = np.frombuffer(window, dtype=np.uint8)
+                    for start in range(0, length, _COUNT_SLICE_BYTES):  # small temporaries
+                        newlines += int(np.count_nonzero(data[start : start + _COUNT_SLICE_BYTES] == 10))
+                    last = int(data[-1])
+                    del data  # a map cannot close while an array views it
     except OSError as exc:
         result["error"] = exc
         return
-    result["lines_total"] = newlines + int(unterminated)
+    result["lines_total"] = newlines + (last != 10)
 
 
 def summarize_log_file(path: str | Path, mapping: TelemetryMapping | None = None) -> tuple[EventSummary, int, int]:
