@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_analysis.py            # 550 MB day (generated once, cached in out/)
     .venv/bin/python benchmarks/bench_analysis.py --quick    # 20 MB
 
-One run, one generated file, every contender in its own fresh child process, several repetitions,
-medians. Contenders:
+One run, one generated file, every contender in its own fresh child process, several repetitions taken
+round-robin, medians. Contenders:
   runbook         `bash runbook_final_analysis.sh LOG` (one grep/awk pass per metric), whole command
   duckdb (bare)   one `read_json` + aggregate query, timed around the query (imports excluded)
   analyze (call)  what `analyze` runs (telemetry.aggregates: summarize_log_file, final_metrics_from_summary,
@@ -23,9 +23,19 @@ import re
 import sys
 from pathlib import Path
 
-from common import DEFAULT_RUNBOOK_SCRIPT, DEFAULT_SEED, REPO_ROOT, cached_day, load_average, print_table, repeat
+from common import (
+    DEFAULT_RUNBOOK_SCRIPT,
+    DEFAULT_SEED,
+    REPO_ROOT,
+    cached_day,
+    load_average,
+    measure_interleaved,
+    print_table,
+)
 
 CLI = REPO_ROOT / ".venv" / "bin" / "staging-validation"
+RUNBOOK = "runbook (bash+grep)"
+BARE_DUCKDB = "duckdb read_json (bare)"
 QUICK_MEGABYTES = 20
 
 ANCHOR_SQL = """
@@ -186,32 +196,26 @@ def main(argv: list[str] | None = None) -> int:
     log, truth = cached_day(megabytes, args.seed)
     log_arg = str(log)
 
-    results = {
-        "runbook (bash+grep)": repeat(
-            {"command": ["bash", str(args.runbook_script), log_arg]}, args.runbook_repetitions, "runbook"
-        ),
-        "duckdb read_json (bare)": repeat(
-            {"call": "bench_analysis:duckdb_anchor", "args": [log_arg], "imports": ["duckdb"]},
-            args.repetitions,
-            "duckdb",
-        ),
-        "analyze (in-process call)": repeat(
-            {"call": "bench_analysis:analyze_call", "args": [log_arg], "imports": ["staging_validation.telemetry.aggregates"]},
-            args.repetitions,
-            "analyze call",
-        ),
+    specs = {
+        RUNBOOK: {"command": ["bash", str(args.runbook_script), log_arg]},
+        BARE_DUCKDB: {"call": "bench_analysis:duckdb_anchor", "args": [log_arg], "imports": ["duckdb"]},
+        "analyze (in-process call)": {
+            "call": "bench_analysis:analyze_call",
+            "args": [log_arg],
+            "imports": ["staging_validation.telemetry.aggregates"],
+        },
     }
     if not args.skip_cli:
-        results["analyze (CLI, incl. start-up)"] = repeat(
-            {"command": [str(CLI), "analyze", log_arg, "--json"]}, args.repetitions, "analyze CLI"
-        )
-    runbook_s = results["runbook (bash+grep)"]["median_s"]
-    duckdb_s = results["duckdb read_json (bare)"]["median_s"]
+        specs["analyze (CLI, incl. start-up)"] = {"command": [str(CLI), "analyze", log_arg, "--json"]}
+    repetitions = {name: args.repetitions for name in specs} | {RUNBOOK: args.runbook_repetitions}
+    results = measure_interleaved(specs, repetitions)
+    runbook_s = results[RUNBOOK]["median_s"]
+    duckdb_s = results[BARE_DUCKDB]["median_s"]
 
     print(
         f"\nFinal analysis of {log.name}: {truth['generator']['bytes'] / 1e6:.0f} MB, {truth['lines_total']:,} lines, "
         f"{truth['requests']['total']:,} requests; medians of {args.repetitions} runs "
-        f"({args.runbook_repetitions} for the runbook), each in a fresh process; {load_average()}\n"
+        f"({args.runbook_repetitions} for the runbook), round-robin, each in a fresh process; {load_average()}\n"
     )
     print_table(
         ["contender", "wall median", "speed-up vs runbook", "x bare DuckDB", "peak RSS"],
@@ -227,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
 
-    anchor = results["duckdb read_json (bare)"]["result"]
+    anchor = results[BARE_DUCKDB]["result"]
     anchor_latency = anchor["latency_ms"]
     same_method = all(
         math.isclose(value, truth["latency_ms"][name], rel_tol=1e-9)
@@ -247,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         if wrong:
             print_table(["number", "ours", "truth", ""], wrong)
 
-    differences = runbook_differences(results["runbook (bash+grep)"]["result"], truth)
+    differences = runbook_differences(results[RUNBOOK]["result"], truth)
     print(f"\nrunbook: {len(differences)} of {len(truth['runbook_metrics'])} numbers differ from the ground truth")
     if differences:
         print_table(["runbook line", "runbook", "truth", "difference"], differences)

@@ -17,7 +17,7 @@ import argparse
 import statistics
 import sys
 
-from common import DEFAULT_SEED, OUT_DIR, cached_day, load_average, print_table, repeat
+from common import DEFAULT_SEED, OUT_DIR, cached_day, load_average, measure_interleaved, print_table
 
 QUICK_MEGABYTES = 20
 
@@ -61,10 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         "args": [str(raw_path), str(parquet_path)],
         "imports": ["pyarrow.parquet", "staging_validation.telemetry.parse"],
     }
-    results = {
-        "cold: first hour in a fresh process": repeat(spec, args.repetitions, "ingest cold"),
-        "warm: after one hour in the same process": repeat({**spec, "warm": True}, args.repetitions, "ingest warm"),
+    specs = {
+        "cold: first hour in a fresh process": spec,
+        "warm: after one hour in the same process": {**spec, "warm": True},
     }
+    results = measure_interleaved(specs, {name: args.repetitions for name in specs})
     correct = all(
         result["result"]["rows"] == chunk["events"] and result["result"]["unparsed"] == chunk["unparsed"]
         for result in results.values()

@@ -97,17 +97,23 @@ def _measure_in_this_process(spec: dict, report_path: str) -> None:
     Path(report_path).write_text(json.dumps({"seconds": seconds, "peak_rss_mb": peak_kb * 1024 / MB, "result": result}))
 
 
-def repeat(spec: dict, repetitions: int, label: str) -> dict:
-    """Median wall time and the largest peak RSS over repetitions, each in a fresh child."""
-    runs = []
-    for index in range(repetitions):
-        runs.append(measure(spec))
-        print(f"  {label} run {index + 1}/{repetitions}: {runs[-1]['seconds']:.3f} s", file=sys.stderr, flush=True)
+def measure_interleaved(specs: dict[str, dict], repetitions: dict[str, int]) -> dict[str, dict]:
+    """Each spec measured `repetitions[name]` times, round-robin (so a change in the machine's load hits
+    every contender alike): the median wall time and the largest peak RSS of each."""
+    runs: dict[str, list[dict]] = {name: [] for name in specs}
+    for round_index in range(max(repetitions.values())):
+        for name, spec in specs.items():
+            if round_index < repetitions[name]:
+                runs[name].append(measure(spec))
+                print(f"  {name} run {round_index + 1}/{repetitions[name]}: {runs[name][-1]['seconds']:.3f} s",
+                      file=sys.stderr, flush=True)
     return {
-        "median_s": statistics.median(run["seconds"] for run in runs),
-        "peak_rss_mb": max(run["peak_rss_mb"] for run in runs),
-        "result": runs[-1]["result"],
-        "runs": [run["seconds"] for run in runs],
+        name: {
+            "median_s": statistics.median(run["seconds"] for run in measured),
+            "peak_rss_mb": max(run["peak_rss_mb"] for run in measured),
+            "result": measured[-1]["result"],
+        }
+        for name, measured in runs.items()
     }
 
 
