@@ -61,6 +61,20 @@ def _is_stopped(store: CampaignStore, campaign: str) -> bool:
     return store.load(campaign).status != "active"
 
 
+def _stop_after_failed_deploy(store: CampaignStore, campaign: str, deploy) -> None:
+    """The runbook: "Tests should pass 4/4. If not, something is broken. Stop." """
+    state = store.load(campaign)
+    if state.status != "active":
+        return
+    failed = [r for r in deploy.records if r.passed is False]
+    first = min((r.time for r in failed), default=pd.Timestamp.now(tz="UTC"))
+    store.save(state.model_copy(update={"status": "stopped", "early_stop": {
+        "gate": 0, "rule": "early_stop.deploy_verification_failed", "first_seen": str(first), "hour": 0,
+        "reason": "deploy verification failed: " + "; ".join(deploy.failures),
+        "evidence": [{"time": str(r.time), "row": f"{r.case} {r.route} -> {r.outcome}: {r.error}"} for r in failed[:5]],
+    }}))
+
+
 # --- hourly ---------------------------------------------------------------------------------------
 
 
@@ -97,6 +111,9 @@ def probe_records(context: dg.AssetExecutionContext, store: CampaignStore):
             "probed": dg.MetadataValue.bool(bool(results)),
         },
     )
+    deploy_failed = [r for r in results if r.probe == "deploy" and not r.passed]
+    if deploy_failed:
+        _stop_after_failed_deploy(store, campaign, deploy_failed[0])
     smoke = [r for r in results if r.probe in ("deploy", "smoke")]
     if plan.runs_smoke_tests and not smoke:
         yield dg.AssetCheckResult(check_name="smoke_tests_4_of_4", passed=False,
@@ -124,8 +141,6 @@ def probe_records(context: dg.AssetExecutionContext, store: CampaignStore):
     io_manager_key="parquet_io_manager",
     group_name=HOURLY_GROUP,
     kinds={"python", "parquet"},
-    # The hour's probes run first; the telemetry of the hour is only complete once the hour is over.
-    deps=[probe_records],
     check_specs=[
         dg.AssetCheckSpec("no_missing_pack", asset="telemetry_events"),
         dg.AssetCheckSpec("no_identity_merge", asset="telemetry_events"),
@@ -397,5 +412,7 @@ monitor_alerts_asset = dg.AssetSpec(
     description="Alerts raised by the background monitor (observations; the list lives in alerts.jsonl).",
 )
 
-HOURLY_ASSETS = [probe_records, telemetry_events, metric_snapshots, hourly_report]
+PROBE_ASSETS = [probe_records]
+INGESTION_ASSETS = [telemetry_events, metric_snapshots, hourly_report]
+HOURLY_ASSETS = PROBE_ASSETS + INGESTION_ASSETS
 VERDICT_ASSETS = [final_checks, gate_results, campaign_decision, acceptance_report, decision_notification]

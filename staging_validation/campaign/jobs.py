@@ -6,7 +6,7 @@ import pydantic
 
 from staging_validation.acceptance.notify import NotificationSettings
 from staging_validation.acceptance.policy import load_policy
-from staging_validation.campaign.assets import HOURLY_ASSETS, VERDICT_ASSETS
+from staging_validation.campaign.assets import INGESTION_ASSETS, PROBE_ASSETS, VERDICT_ASSETS
 from staging_validation.campaign.partitions import campaign_partitions
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaigns import MAX_CAMPAIGN_HOURS, CampaignState, CampaignTiming
@@ -15,10 +15,16 @@ from staging_validation.storage import validate_campaign_id
 from staging_validation.target.profile import load_target_profile
 from staging_validation.telemetry.capture import TelemetrySource
 
+campaign_probes_job = dg.define_asset_job(
+    "campaign_probes",
+    selection=dg.AssetSelection.assets(*PROBE_ASSETS),
+    description="The probes of one campaign hour, run while the hour is current (requested by campaign_clock).",
+)
+
 campaign_hour_job = dg.define_asset_job(
     "campaign_hour",
-    selection=dg.AssetSelection.assets(*HOURLY_ASSETS),
-    description="One campaign hour: its probes, its telemetry, snapshots and report (requested by campaign_clock).",
+    selection=dg.AssetSelection.assets(*INGESTION_ASSETS),
+    description="One ended campaign hour: its telemetry, 30-minute snapshots and hourly report.",
 )
 
 campaign_verdict_job = dg.define_asset_job(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
+import multiprocessing
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +21,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from staging_validation.campaign.jobs import start_campaign
-from staging_validation.campaign.sensors import campaign_clock, campaign_monitor
+from staging_validation.campaign.sensors import (
+    TAG_HOUR,
+    TAG_HOUR_LANE,
+    TAG_PHASE,
+    TAG_PROBE_LANE,
+    campaign_clock,
+    campaign_monitor,
+)
 from staging_validation.campaigns import load_campaign_state
 from staging_validation.definitions import build_definitions
 from staging_validation.simulator.process import start_simulator
@@ -31,6 +38,7 @@ EXIT_CODES = {"ACCEPT": 0, "EXTEND": 3, "REJECT": 4}
 RUN_KEY_TAG = "dagster/run_key"
 SENSOR_NAME_TAG = "dagster/sensor_name"
 # Run events stay in the instance (the UI shows them); the terminal shows the progress bars.
+LANE_TAGS = (TAG_PROBE_LANE, TAG_HOUR_LANE)
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
@@ -43,45 +51,77 @@ class RehearsalOutcome:
     failed_runs: list[str]
 
 
-class _RunLane:
-    """Executes requested runs one at a time in a worker thread, like the per-campaign hour lane."""
+def _lane_worker(instance_ref, data_root: str, requests: multiprocessing.Queue, results: multiprocessing.Queue) -> None:
+    """A lane's worker process: executes the runs it is handed, one at a time, in the shared instance.
 
-    def __init__(self, instance: dg.DagsterInstance, defs: dg.Definitions):
+    Separate processes, as the daemon's run launcher uses: Dagster's in-process execution is not safe
+    to run from two threads of one process (its logging setup deadlocks).
+    """
+    instance = dg.DagsterInstance.from_ref(instance_ref)
+    defs = build_definitions(data_root)
+    while (work := requests.get()) is not None:
+        result = defs.resolve_job_def(work["job_name"]).execute_in_process(
+            instance=instance, partition_key=work["partition_key"], tags=work["tags"],
+            run_config=QUIET_RUN_CONFIG, raise_on_error=False,
+        )
+        results.put((work["run_key"], result.success))
+
+
+class _Lanes:
+    """Executes requested runs like the queued coordinator with the lane limits of dagster.yaml: per lane
+    one run at a time, in request order, each lane in its own worker process."""
+
+    def __init__(self, instance: dg.DagsterInstance, data_root: Path):
         self.instance = instance
-        self.defs = defs
-        self.queue: list[tuple[dg.RunRequest, str]] = []
-        self.current: threading.Thread | None = None
-        self.finished: list[tuple[dg.RunRequest, bool]] = []
-
-    def already_launched(self, run_key: str) -> bool:
-        return bool(self.instance.get_run_records(dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1))
+        self.data_root = data_root
+        self.context = multiprocessing.get_context("spawn")
+        self.results = self.context.Queue()
+        self.workers: dict[str, tuple[multiprocessing.Process, multiprocessing.Queue]] = {}
+        self.in_flight: dict[str, dg.RunRequest] = {}
 
     def submit(self, request: dg.RunRequest, sensor_name: str) -> None:
-        if not self.already_launched(request.run_key) and all(q.run_key != request.run_key for q, _ in self.queue):
-            self.queue.append((request, sensor_name))
+        if request.run_key in self.in_flight or self._launched_before(request.run_key):
+            return
+        lane = next(f"{tag}={request.tags[tag]}" for tag in LANE_TAGS if tag in request.tags)
+        if lane not in self.workers:
+            requests = self.context.Queue()
+            worker = self.context.Process(target=_lane_worker, daemon=True,
+                                          args=(self.instance.get_ref(), str(self.data_root), requests, self.results))
+            worker.start()
+            self.workers[lane] = (worker, requests)
+        self.in_flight[request.run_key] = request
+        self.workers[lane][1].put({
+            "job_name": request.job_name, "partition_key": str(request.partition_key), "run_key": request.run_key,
+            "tags": {**request.tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: sensor_name},
+        })
 
-    def _execute(self, request: dg.RunRequest, sensor_name: str) -> None:
-        job = self.defs.resolve_job_def(request.job_name)
-        result = job.execute_in_process(
-            instance=self.instance,
-            partition_key=request.partition_key,
-            tags={**request.tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: sensor_name},
-            run_config=QUIET_RUN_CONFIG,
-            raise_on_error=False,
-        )
-        self.finished.append((request, result.success))
+    def _launched_before(self, run_key: str) -> bool:
+        return bool(self.instance.get_run_records(dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1))
 
-    def pump(self) -> None:
-        if self.current is not None and not self.current.is_alive():
-            self.current = None
-        if self.current is None and self.queue:
-            request, sensor_name = self.queue.pop(0)
-            self.current = threading.Thread(target=self._execute, args=(request, sensor_name), daemon=True)
-            self.current.start()
+    def finished(self) -> list[tuple[dg.RunRequest, bool]]:
+        done = []
+        while not self.results.empty():
+            run_key, success = self.results.get()
+            done.append((self.in_flight.pop(run_key), success))
+        for lane, (worker, _) in self.workers.items():
+            if not worker.is_alive():
+                raise RuntimeError(f"the run worker of lane {lane} died with exit code {worker.exitcode}")
+        return done
 
     @property
     def idle(self) -> bool:
-        return self.current is None and not self.queue
+        return not self.in_flight
+
+    def __enter__(self) -> "_Lanes":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for worker, requests in self.workers.values():
+            requests.put(None)
+        for worker, _ in self.workers.values():
+            worker.join(timeout=30)
+            if worker.is_alive():
+                worker.kill()
 
 
 def rehearse(
@@ -133,12 +173,22 @@ def rehearse(
 def _drive(instance: dg.DagsterInstance, defs: dg.Definitions, data_root: Path, campaign: str,
            console: Console) -> list[str]:
     """Tick the sensors and execute what they request until the campaign has its final decision."""
-    lane = _RunLane(instance, defs)
+    lanes = _Lanes(instance, data_root)
     cursors: dict[str, str | None] = {campaign_clock.name: None, campaign_monitor.name: None}
     failed: list[str] = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:
-        hour_tasks: dict[str, int] = {}
+    with lanes, Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+                         TimeElapsedColumn(), console=console, transient=False) as progress:
+        # One bar per campaign hour (probes, then ingestion) and one per verdict.
+        bars: dict[str, int] = {}
+
+        def bar_for(request: dg.RunRequest) -> int:
+            hour, phase = request.tags[TAG_HOUR], request.tags[TAG_PHASE]
+            name = f"verdict {hour}" if phase == "verdict" else f"hour {hour}"
+            if name not in bars:
+                steps = 1 if phase == "verdict" or request.job_name == "campaign_hour" else 2
+                bars[name] = progress.add_task(f"{name} {phase}", total=steps, status="queued")
+            return bars[name]
+
         while True:
             state = load_campaign_state(data_root, campaign)
             for sensor in (campaign_clock, campaign_monitor):
@@ -150,19 +200,13 @@ def _drive(instance: dg.DagsterInstance, defs: dg.Definitions, data_root: Path, 
                 for event in result.asset_events:
                     instance.report_runless_asset_event(event)
                 for request in result.run_requests or []:
-                    lane.submit(request, sensor.name)
-                    label = request.tags.get("staging-validation/hour", "")
-                    phase = request.tags.get("staging-validation/phase", "")
-                    hour_tasks.setdefault(request.run_key, progress.add_task(
-                        f"{'verdict' if phase == 'verdict' else 'hour ' + label} {phase}", total=1, status="queued"))
-            lane.pump()
-            for request, success in lane.finished:
-                progress.update(hour_tasks[request.run_key], completed=1,
-                                status="[green]done" if success else "[red]failed")
+                    lanes.submit(request, sensor.name)
+                    progress.update(bar_for(request), status="running")
+            for request, success in lanes.finished():
+                progress.update(bar_for(request), advance=1, status="[green]done" if success else "[red]failed")
                 if not success:
                     failed.append(request.run_key)
-            lane.finished.clear()
-            if state.status == "decided" and lane.idle:
+            if state.status == "decided" and lanes.idle:
                 return failed
             # Pace the loop at a fraction of the monitor window so alerts stay timely in compressed time.
             time.sleep(max(0.05, state.timing.scale(60)))

@@ -5,12 +5,13 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Callable
 
 import dagster as dg
 
 from staging_validation.acceptance.notify import Notifier, NotificationSettings, compose_alert_message
 from staging_validation.acceptance.policy import load_policy
-from staging_validation.campaign.jobs import campaign_hour_job, campaign_verdict_job
+from staging_validation.campaign.jobs import campaign_hour_job, campaign_probes_job, campaign_verdict_job
 from staging_validation.campaign.partitions import campaign_hour_key
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaigns import CampaignState, hour_key
@@ -24,70 +25,103 @@ SENSOR_INTERVAL_S = int(os.environ.get("STAGING_VALIDATION_SENSOR_INTERVAL_S", "
 TAG_CAMPAIGN = "staging-validation/campaign"
 TAG_HOUR = "staging-validation/hour"
 TAG_PHASE = "staging-validation/phase"
-# dagster.yaml limits this tag to one run per value: one hour (or verdict) run per campaign at a time.
-TAG_LANE = "staging-validation/hour-lane"
+# dagster.yaml allows one run per value of each lane tag: per campaign, one probe run at a time and one
+# hour (ingestion or verdict) run at a time. Probes get their own lane so they start when their hour
+# starts, never queued behind the previous hour's ingestion.
+TAG_PROBE_LANE = "staging-validation/probe-lane"
+TAG_HOUR_LANE = "staging-validation/hour-lane"
+FINISHED_STATUSES = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
-def _run_tags(state: CampaignState, phase: str, hour: str) -> dict[str, str]:
+def probe_run_key(campaign: str, hour: int) -> str:
+    return f"{campaign}:probes:{hour_key(hour)}"
+
+
+def _run_tags(state: CampaignState, lane: str, phase: str, hour: str) -> dict[str, str]:
     return {
         TAG_CAMPAIGN: state.campaign,
         TAG_HOUR: hour,
         TAG_PHASE: phase,
-        TAG_LANE: state.campaign,
+        lane: state.campaign,
         # Run monitoring ends a run stuck well past its hour.
         "dagster/max_runtime": str(int(state.timing.hour_seconds * 2 + 600)),
     }
 
 
-def due_run_requests(states: list[CampaignState], cursor: dict, now_s: float | None = None) -> list[dg.RunRequest]:
-    """Every hour run and verdict that is due and not yet requested; updates `cursor` in place.
+def _hour_request(state: CampaignState, job_name: str, run_key: str, lane: str, hour: int) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=run_key,
+        job_name=job_name,
+        partition_key=campaign_hour_key(state.campaign, hour),
+        tags=_run_tags(state, lane, plan_for_hour(hour, state.planned_hours).phase.value, hour_key(hour)),
+    )
 
-    Run keys make each request happen once even if the cursor is lost; after a daemon outage the
-    first tick requests every hour that became due meanwhile, in order, then the verdict.
+
+def due_run_requests(states: list[CampaignState], cursor: dict, probe_run_done: Callable[[str], bool],
+                     now_s: float | None = None) -> list[dg.RunRequest]:
+    """Every run that is due and not yet requested; updates `cursor` in place.
+
+    - the probes of an hour when the hour starts (an hour already over gets none: it is a gap);
+    - the ingestion of an hour once it has ended and its probe run is done (so its records are stored);
+    - the verdict once every hour of the round is requested (same lane: it runs after them), or at
+      once after an early stop, over the hours up to the stop.
+    Run keys make each request happen once even if the cursor is lost; after a daemon outage the first
+    tick requests every ingestion that became due meanwhile, in order.
     """
     requests = []
     for state in states:
         if state.status == "decided":
             continue
-        progress = cursor.setdefault(state.campaign, {"next_hour": 0, "verdicts": []})
-        verdict_round = None
+        progress = cursor.setdefault(state.campaign, {"next_probe_hour": 0, "next_ingest_hour": 0, "verdicts": []})
+        now_hour = math.floor(state.timing.campaign_seconds(now_s) / 3600)
         if state.status == "active":
-            now_hour = math.floor(state.timing.campaign_seconds(now_s) / 3600)
-            last_due = min(now_hour, state.total_hours - 1)
-            for hour in range(progress["next_hour"], last_due + 1):
-                phase = plan_for_hour(hour, state.planned_hours).phase.value
-                requests.append(dg.RunRequest(
-                    run_key=f"{state.campaign}:hour:{hour_key(hour)}",
-                    job_name=campaign_hour_job.name,
-                    partition_key=campaign_hour_key(state.campaign, hour),
-                    tags=_run_tags(state, phase, hour_key(hour)),
-                ))
-            progress["next_hour"] = max(progress["next_hour"], last_due + 1)
-            if now_hour >= state.total_hours:
-                verdict_round = str(state.total_hours)
-        elif state.status == "stopped":
-            verdict_round = "early"
-        if verdict_round is not None and verdict_round not in progress["verdicts"]:
-            progress["verdicts"].append(verdict_round)
+            last_hour = state.total_hours - 1
+            if progress["next_probe_hour"] <= now_hour <= last_hour:
+                requests.append(_hour_request(state, campaign_probes_job.name, probe_run_key(state.campaign, now_hour),
+                                              TAG_PROBE_LANE, now_hour))
+            progress["next_probe_hour"] = max(progress["next_probe_hour"], now_hour + 1)
+            last_ingest = min(now_hour - 1, last_hour)
+            round_name = str(state.total_hours)
+        else:
+            last_ingest = state.stopped_at_hour if state.stopped_at_hour is not None else -1
+            round_name = "early"
+        while progress["next_ingest_hour"] <= last_ingest:
+            hour = progress["next_ingest_hour"]
+            if not probe_run_done(probe_run_key(state.campaign, hour)):
+                break
+            requests.append(_hour_request(state, campaign_hour_job.name, f"{state.campaign}:hour:{hour_key(hour)}",
+                                          TAG_HOUR_LANE, hour))
+            progress["next_ingest_hour"] = hour + 1
+        round_complete = progress["next_ingest_hour"] > last_ingest and (
+            state.status != "active" or progress["next_ingest_hour"] >= state.total_hours
+        )
+        if round_complete and round_name not in progress["verdicts"]:
+            progress["verdicts"].append(round_name)
             requests.append(dg.RunRequest(
-                run_key=f"{state.campaign}:verdict:{verdict_round}",
+                run_key=f"{state.campaign}:verdict:{round_name}",
                 job_name=campaign_verdict_job.name,
                 partition_key=state.campaign,
-                tags=_run_tags(state, "verdict", verdict_round),
+                tags=_run_tags(state, TAG_HOUR_LANE, "verdict", round_name),
             ))
     return requests
+
+
+def run_is_done(instance: dg.DagsterInstance, run_key: str) -> bool:
+    """True when the run with this key finished, or was never launched (nothing to wait for)."""
+    records = instance.get_run_records(dg.RunsFilter(tags={"dagster/run_key": run_key}), limit=1)
+    return not records or records[0].dagster_run.status in FINISHED_STATUSES
 
 
 @dg.sensor(
     name="campaign_clock",
     minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    jobs=[campaign_hour_job, campaign_verdict_job],
-    description="Requests each campaign's hour runs as they come due, then its verdict.",
+    jobs=[campaign_probes_job, campaign_hour_job, campaign_verdict_job],
+    description="Requests each campaign's probe and hour runs as they come due, then its verdict.",
 )
 def campaign_clock(context: dg.SensorEvaluationContext, store: CampaignStore):
     cursor = json.loads(context.cursor) if context.cursor else {}
-    requests = due_run_requests(store.campaigns(), cursor)
+    requests = due_run_requests(store.campaigns(), cursor, lambda key: run_is_done(context.instance, key))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
 
 
