@@ -2,7 +2,8 @@
 
 Rules (thresholds from the policy's `monitor` section): more than 10 error lines → warning; any missing
 ContinuityPack → critical; more than 5 requests at or over 2000 ms → warning; an identity merge seen by a
-probe or in telemetry → critical. The caller feeds each 5-minute window once, so nothing is counted twice.
+probe or in telemetry → critical. Two more that a person watching would not miss: probe requests that
+could not reach the target (a gap in the campaign) and 429 responses (the deployment throttles users). The caller feeds each 5-minute window once, so nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from typing import Literal
 
 import pandas as pd
 
-from staging_validation.acceptance.gates import event_evidence, identity_merges, merge_evidence
+from staging_validation.acceptance.gates import event_evidence, identity_merges, merge_evidence, record_evidence
 from staging_validation.acceptance.policy import Policy
+from staging_validation.probes.records import Outcome
 from staging_validation.telemetry.events import EventKind
+
+UNREACHABLE = (Outcome.CONNECTION_ERROR.value, Outcome.TIMEOUT.value)
 
 Severity = Literal["warning", "critical"]
 
@@ -64,6 +68,25 @@ def monitor_alerts(events_window: pd.DataFrame, records_window: pd.DataFrame, po
             (f"{len(slow)} requests took {rules.slow_request_ms:g} ms or more in one monitor window "
              f"(alert above {rules.slow_requests_warning_above}); slowest {slow['duration_ms'].max():.0f} ms."),
             len(slow), event_evidence(slow.sort_values("duration_ms", ascending=False), by_time=False)))
+
+    unreachable = records_window[records_window["outcome"].isin(UNREACHABLE)].sort_values("time")
+    if len(unreachable) > rules.unreachable_warning_above:
+        alerts.append(Alert(
+            _ms(unreachable["time"].iloc[0]), "warning", "monitor.target_unreachable",
+            (f"{len(unreachable)} probe request(s) could not reach the target "
+             f"({', '.join(sorted(unreachable['outcome'].unique()))}); this part of the campaign is a gap."),
+            len(unreachable), record_evidence(unreachable)))
+
+    limited_rows = records_window[records_window["outcome"] == Outcome.RATE_LIMITED.value]
+    limited_lines = completed[completed["http_status"] == 429]
+    limited = len(limited_rows) + len(limited_lines)
+    if limited > rules.rate_limited_warning_above:
+        first = min(pd.concat([limited_rows["time"], limited_lines["time"]]))
+        alerts.append(Alert(
+            _ms(first), "warning", "monitor.rate_limited",
+            (f"{limited} requests were rate-limited (HTTP 429) in one monitor window "
+             f"(alert above {rules.rate_limited_warning_above})."),
+            limited, record_evidence(limited_rows) + event_evidence(limited_lines)))
 
     merges = identity_merges(records_window, events_window).sort_values("time")
     if len(merges):

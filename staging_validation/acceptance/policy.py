@@ -99,6 +99,8 @@ class MonitorRules(StrictModel):
     slow_requests_warning_above: int = pydantic.Field(default=5, ge=0)
     missing_pack_critical: bool = True
     identity_merge_critical: bool = True
+    unreachable_warning_above: int = pydantic.Field(default=0, ge=0)
+    rate_limited_warning_above: int = pydantic.Field(default=5, ge=0)
 
 
 class Policy(StrictModel):

@@ -199,8 +199,8 @@ def metric_snapshots(context: dg.AssetExecutionContext, store: CampaignStore, pr
     step_s = state.timing.scale(SNAPSHOT_EVERY_CAMPAIGN_S)
     rows = []
     for index in range(round(3600 / SNAPSHOT_EVERY_CAMPAIGN_S)):
-        start = pd.Timestamp(state.timing.hour_start_s(hour) + index * step_s, unit="s", tz="UTC")
-        end = start + pd.Timedelta(seconds=step_s)
+        start = pd.Timestamp(state.timing.hour_start_s(hour) + index * step_s, unit="s", tz="UTC").floor("ms")
+        end = start + pd.Timedelta(milliseconds=round(step_s * 1000))
         snapshot = metrics_snapshot(
             records[(records["time"] >= start) & (records["time"] < end)],
             events[(events["time"] >= start) & (events["time"] < end)],

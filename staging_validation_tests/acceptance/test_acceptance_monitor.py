@@ -63,3 +63,26 @@ def test_monitor_thresholds_and_severities_come_from_the_policy():
     alerts = monitor_alerts(events(error_lines(3) + [{"kind": "pack_missing", "level": 50}]), NO_RECORDS, policy)
     assert [(a.severity, a.rule, a.count) for a in alerts] == [("warning", "monitor.errors", 4),
                                                                 ("warning", "monitor.missing_pack", 1)]
+
+
+def probe_rows(outcomes):
+    return [{"probe": "smoke", "case": "normal", "outcome": outcome} for outcome in outcomes]
+
+
+@pytest.mark.parametrize(
+    ("record_outcomes", "event_rows", "expected"),
+    [
+        (["ok"] * 20, [], []),
+        (["connection_error"], [], [("warning", "monitor.target_unreachable", 1)]),
+        (["timeout", "connection_error", "ok"], [], [("warning", "monitor.target_unreachable", 2)]),
+        (["rate_limited"] * 5, [], []),
+        (["rate_limited"] * 6, [], [("warning", "monitor.rate_limited", 6)]),
+        # 429s that only the telemetry saw (organic users) count too.
+        (["rate_limited"] * 3, [{"kind": "request_completed", "http_status": 429, "duration_ms": 2.0}] * 3,
+         [("warning", "monitor.rate_limited", 6)]),
+        ([], [{"kind": "request_completed", "http_status": 429, "duration_ms": 2.0}] * 5, []),
+    ],
+)
+def test_unreachable_target_and_rate_limiting_rules(record_outcomes, event_rows, expected):
+    alerts = monitor_alerts(events(event_rows), records(probe_rows(record_outcomes)), POLICY)
+    assert [(a.severity, a.rule, a.count) for a in alerts] == expected
