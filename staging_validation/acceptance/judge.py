@@ -6,13 +6,14 @@ re-judges gets exactly what the campaign would have decided with that policy.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 
-from staging_validation.acceptance.decision import EarlyStop, coverage, decide, judged_hours
-from staging_validation.acceptance.gates import evaluate_gates
+from staging_validation.acceptance.decision import Decision, EarlyStop, coverage, decide, judged_hours
+from staging_validation.acceptance.gates import GateResult, evaluate_gates
 from staging_validation.acceptance.monitor import Alert
 from staging_validation.acceptance.policy import Policy, load_policy
 from staging_validation.acceptance.report import CampaignEvidence
@@ -31,16 +32,31 @@ from staging_validation.telemetry.events import EVENT_SCHEMA
 FINAL_CHECKS_PATH = Path("verdict") / "final_checks.parquet"
 
 
+def with_final_checks(records: pd.DataFrame, final: pd.DataFrame, state: CampaignState) -> pd.DataFrame:
+    """The hourly probe records plus the hour-24 checks, which join at hour `total_hours`."""
+    if final.empty:
+        return records
+    final = final.assign(hour=state.total_hours)
+    return pd.concat([records, final], ignore_index=True) if len(records) else final
+
+
 def load_campaign_tables(data_root: str | Path, state: CampaignState) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(records, events) of every stored hour; the final checks join the records at hour `total_hours`."""
+    """(records, events) of every stored hour, with the final checks."""
     records = load_hourly_table(data_root, state.campaign, HOURLY_ASSET_PROBE_RECORDS, RECORD_SCHEMA)
     events = load_hourly_table(data_root, state.campaign, HOURLY_ASSET_TELEMETRY_EVENTS, EVENT_SCHEMA)
     final_path = campaign_dir(data_root, state.campaign) / FINAL_CHECKS_PATH
-    if final_path.exists():
-        final = pq.read_table(final_path, schema=RECORD_SCHEMA).to_pandas()
-        final["hour"] = state.total_hours
-        records = pd.concat([records, final], ignore_index=True) if len(records) else final
-    return records, events
+    final = pq.read_table(final_path, schema=RECORD_SCHEMA).to_pandas() if final_path.exists() else records.iloc[0:0]
+    return with_final_checks(records, final, state), events
+
+
+def decide_campaign(state: CampaignState, gates: list[GateResult], hours_with_data: Iterable[int],
+                    policy: Policy) -> tuple[Decision, list[int], float]:
+    """The decision over the hours this round judges: (decision, observed hours, coverage)."""
+    judged = judged_hours(state)
+    observed = sorted(h for h in set(hours_with_data) if h < judged)
+    share = coverage(observed, judged)
+    stopped = EarlyStop(**state.early_stop) if state.early_stop else None
+    return decide(gates, share, policy, extension_count=state.extension_count, stopped=stopped), observed, share
 
 
 def judge_campaign(data_root: str | Path, campaign_id: str, policy: Policy | None = None,
@@ -51,11 +67,7 @@ def judge_campaign(data_root: str | Path, campaign_id: str, policy: Policy | Non
     policy = policy or load_policy(state.settings.get("policy") or None)
     records, events = load_campaign_tables(data_root, state)
     gates = evaluate_gates(records, events, policy)
-    judged = judged_hours(state)
-    observed = sorted(h for h in set(events["hour"].astype(int)) if h < judged)
-    share = coverage(observed, judged)
-    stopped = EarlyStop(**state.early_stop) if state.early_stop else None
-    decision = decide(gates, share, policy, extension_count=state.extension_count, stopped=stopped)
+    decision, observed, share = decide_campaign(state, gates, events["hour"].astype(int), policy)
     return CampaignEvidence(campaign=state.campaign, state=state, records=records, events=events, gates=gates,
                             decision=decision, alerts=alerts or [], hours_observed=observed,
                             decided_at=pd.Timestamp.now(tz="UTC").to_pydatetime(), coverage=share)

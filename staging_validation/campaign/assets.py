@@ -9,7 +9,8 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from staging_validation.acceptance.decision import Decision, EarlyStop, coverage, decide
+from staging_validation.acceptance.decision import Decision, judged_hours
+from staging_validation.acceptance.judge import decide_campaign, with_final_checks
 from staging_validation.acceptance.gates import GateResult, evaluate_gates, identity_merges
 from staging_validation.acceptance.monitor import Alert
 from staging_validation.acceptance.notify import Message, NotificationSettings, Notifier, compose_decision_message
@@ -266,11 +267,8 @@ def campaign_tables(probe_records: dict, telemetry_events: dict, final_checks: p
                     state: CampaignState) -> tuple[pd.DataFrame, pd.DataFrame, list[int]]:
     records, _ = _concat_hours(probe_records, RECORD_SCHEMA)
     events, _ = _concat_hours(telemetry_events, EVENT_SCHEMA)
-    final = final_checks.to_pandas()
-    final["hour"] = state.total_hours
-    records = pd.concat([records, final], ignore_index=True) if len(final) else records
-    hours_observed = sorted(set(events["hour"].astype(int).tolist()))
-    return records, events, hours_observed
+    hours_with_data = sorted(set(events["hour"].astype(int).tolist()))
+    return with_final_checks(records, final_checks.to_pandas(), state), events, hours_with_data
 
 
 @dg.asset(partitions_def=campaign_partitions, io_manager_key="parquet_io_manager", group_name=VERDICT_GROUP,
@@ -324,11 +322,7 @@ def campaign_decision(context: dg.AssetExecutionContext, store: CampaignStore, g
     state = store.load(context.partition_key)
     policy = load_policy(state.settings.get("policy") or None)
     gates = _gate_objects(gate_results)
-    judged_hours = state.stopped_at_hour + 1 if state.stopped_at_hour is not None else state.total_hours
-    observed = [h for h in gate_results["hours_observed"] if h < judged_hours]
-    share = coverage(observed, judged_hours)
-    stopped = EarlyStop(**state.early_stop) if state.early_stop else None
-    decision = decide(gates, share, policy, extension_count=state.extension_count, stopped=stopped)
+    decision, observed, share = decide_campaign(state, gates, gate_results["hours_observed"], policy)
     round_due = state.timing.campaign_seconds() >= state.total_hours * 3600
     if decision.decision == "EXTEND" and decision.extend_hours and round_due and state.status == "active":
         state = state.model_copy(update={"extension_count": state.extension_count + 1,
@@ -341,7 +335,7 @@ def campaign_decision(context: dg.AssetExecutionContext, store: CampaignStore, g
         "campaign": state.campaign,
         "decided_at": pd.Timestamp.now(tz="UTC").isoformat(),
         "observed_hours": observed,
-        "judged_hours": judged_hours,
+        "judged_hours": judged_hours(state),
         "coverage": share,
         "extension": {"count": state.extension_count, "hours": state.extension_hours},
     }
