@@ -9,7 +9,8 @@ files, as `watch.CampaignMonitor` does. The runbook's monitor.sh greps the whole
 (`RUNBOOK_MONITOR_SH`). The base log is captured once (untimed: the monitor has followed it all day);
 each repetition starts from that state — log cut back to its base size, cursor and raw files as
 committed — appends the same 1 MB of new lines (whole lines from the middle of the large day), then
-times both, in this process (a long-running monitor). Medians over repetitions.
+times both, in this process (a long-running monitor), alternating between the two logs. Medians over
+repetitions (and our fastest tick, the cost without interference from other processes).
 """
 
 from __future__ import annotations
@@ -116,28 +117,28 @@ class TickBench:
         shutil.rmtree(self.store, ignore_errors=True)
 
 
-def bench(base: Path, truth: dict, label: str, payload: bytes, repetitions: int) -> dict:
-    tick = TickBench(base, truth, label)
-    polls, parses, ours, runbook, events = [], [], [], [], set()
-    try:
-        for index in range(repetitions + 1):  # the first repetition warms up the process, not counted
+def bench(benches: dict[str, TickBench], payload: bytes, repetitions: int) -> dict[str, dict]:
+    """Ticks on every log in turn, round-robin, so a change in the machine's load hits each alike."""
+    timings = {label: {"poll": [], "parse": [], "ours": [], "runbook": []} for label in benches}
+    events = set()
+    for index in range(repetitions + 1):  # the first round warms up the process, not counted
+        for label, tick in benches.items():
             tick.reset()
             tick.append(payload)
             poll_s, parse_s, parsed = tick.our_tick()
             runbook_s, _ = tick.runbook_tick()
             if index:
-                polls.append(poll_s)
-                parses.append(parse_s)
-                ours.append(poll_s + parse_s)
-                runbook.append(runbook_s)
+                for name, seconds in (("poll", poll_s), ("parse", parse_s), ("ours", poll_s + parse_s),
+                                      ("runbook", runbook_s)):
+                    timings[label][name].append(seconds)
                 events.add(parsed)
             print(f"  {label} run {index}/{repetitions}: ours {(poll_s + parse_s) * 1000:.1f} ms "
                   f"(poll {poll_s * 1000:.1f}), runbook {runbook_s * 1000:.0f} ms", file=sys.stderr, flush=True)
-    finally:
-        tick.cleanup()
-    median = statistics.median
-    return {"ours": median(ours), "poll": median(polls), "parse": median(parses), "runbook": median(runbook),
-            "events": events, "log_mb": tick.base_size / MB}
+    return {
+        label: {name: statistics.median(values) for name, values in measured.items()}
+        | {"ours_min": min(measured["ours"]), "events": events, "log_mb": benches[label].base_size / MB}
+        for label, measured in timings.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,8 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     large_log, large_truth = cached_day(large_mb, args.seed)
     payload = new_lines(large_log, large_truth, args.new_megabytes)
 
-    small = bench(small_log, small_truth, f"{SMALL_MEGABYTES:g}mb", payload, args.repetitions)
-    large = bench(large_log, large_truth, f"{large_mb:g}mb", payload, args.repetitions)
+    benches = {
+        "small": TickBench(small_log, small_truth, f"{SMALL_MEGABYTES:g}mb"),
+        "large": TickBench(large_log, large_truth, f"{large_mb:g}mb"),
+    }
+    try:
+        results = bench(benches, payload, args.repetitions)
+    finally:
+        for tick in benches.values():
+            tick.cleanup()
+    small, large = results["small"], results["large"]
     new_line_count = payload.count(b"\n")
     print(
         f"\nMonitor tick over {len(payload) / MB:.2f} MB of new lines ({new_line_count:,} lines) appended to "
@@ -169,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{small['ours'] * 1000:.1f} ms",
                 f"{large['ours'] * 1000:.1f} ms",
                 f"{large['ours'] / small['ours']:.2f}",
+            ],
+            [
+                "ours, fastest tick",
+                f"{small['ours_min'] * 1000:.1f} ms",
+                f"{large['ours_min'] * 1000:.1f} ms",
+                f"{large['ours_min'] / small['ours_min']:.2f}",
             ],
             [
                 "  of which LogFollower.poll (capture, fsync)",
@@ -190,9 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             ],
         ],
     )
-    same_events = small["events"] == large["events"] and len(small["events"]) == 1
-    print(f"\nevents parsed per tick: {sorted(small['events'] | large['events'])}"
-          f"{'' if same_events else ' (DIFFERENT between ticks)'}")
+    same_events = len(small["events"]) == 1
+    print(f"\nevents parsed per tick: {sorted(small['events'])}{'' if same_events else ' (DIFFERENT between ticks)'}")
     return 0 if same_events else 1
 
 
