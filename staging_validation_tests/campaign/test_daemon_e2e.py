@@ -38,6 +38,11 @@ def wait_until(condition, timeout_s: float, what: str, processes=()):
     raise AssertionError(f"{what} not reached within {timeout_s} s")
 
 
+def run_finished(instance: dg.DagsterInstance, run_key: str) -> bool:
+    runs = instance.get_run_records(dg.RunsFilter(tags={"dagster/run_key": run_key}), limit=1)
+    return bool(runs) and runs[0].dagster_run.is_finished
+
+
 @pytest.fixture
 def dagster_home(tmp_path):
     home = tmp_path / "dagster_home"
@@ -82,7 +87,8 @@ def test_daemon_sensors_drive_a_campaign_launched_through_graphql_to_a_stored_de
         wait_until(state_file.exists, 60, "the campaign registered by start_campaign", processes)
         simulator.set_campaign_start(json.loads(state_file.read_text())["timing"]["start_ms"])
         decision_file = data_root / "campaigns" / "daemon-e2e" / "decision.json"
-        wait_until(decision_file.exists, DEADLINE_S, "a stored decision", processes)
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            wait_until(lambda: run_finished(instance, "daemon-e2e:verdict:2"), DEADLINE_S, "the verdict run", processes)
     finally:
         for process in processes:
             process.terminate()
@@ -99,7 +105,10 @@ def test_daemon_sensors_drive_a_campaign_launched_through_graphql_to_a_stored_de
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         launched = instance.get_run_records(dg.RunsFilter(tags={"staging-validation/campaign": "daemon-e2e"}))
         by_key = {r.dagster_run.tags.get("dagster/run_key"): r.dagster_run for r in launched}
-        assert {"daemon-e2e:hour:00", "daemon-e2e:hour:01", "daemon-e2e:verdict:2"} <= set(by_key)
+        assert {"daemon-e2e:probes:00", "daemon-e2e:hour:00", "daemon-e2e:hour:01", "daemon-e2e:verdict:2"} <= set(by_key)
         assert all(run.tags.get("dagster/sensor_name") == "campaign_clock" for run in by_key.values())
-        assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in by_key.values())
+        first_round = ["daemon-e2e:probes:00", "daemon-e2e:hour:00", "daemon-e2e:hour:01", "daemon-e2e:verdict:2"]
+        assert {key: by_key[key].status.value for key in first_round} == {key: "SUCCESS" for key in first_round}
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
+        outbox = list((data_root / "campaigns" / "daemon-e2e" / "outbox").glob("*.eml"))
+        assert any(decision["decision"] in path.read_text() for path in outbox)
