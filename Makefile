@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test ui venv clean
+.PHONY: demo test ui simulator bench venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,19 @@ venv: $(STAMP)
 demo: $(STAMP)
 	DAGSTER_HOME=$(CURDIR) $(BIN)/staging-validation rehearse --profile healthy
 
+# Tests make their own temporary Dagster instances; three workers share the two cores (most tests wait on
+# real time, not the CPU).
 test: $(STAMP)
-	env -u DAGSTER_HOME $(BIN)/pytest
+	env -u DAGSTER_HOME $(BIN)/pytest -n 3
+
+# The built-in staging service at the address and log path the launchpad's defaults point to.
+simulator: $(STAMP)
+	$(BIN)/staging-validation simulate --port 8765 --log data/simulator/staging.log --organic-rps 5
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_analysis.py
+	$(BIN)/python benchmarks/bench_monitor.py
+	$(BIN)/python benchmarks/bench_ingest.py
 
 ui: $(STAMP)
 	DAGSTER_HOME=$(CURDIR) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
