@@ -16,6 +16,8 @@ from staging_validation.target.profile import HttpSettings, load_target_profile
 from staging_validation_tests.probes.conftest import campaign_at
 
 
+# The rate is only as steady as the CPU it runs on: `make test` runs this on an otherwise idle machine.
+@pytest.mark.load_sensitive
 def test_holds_100_requests_per_second_with_latency_from_intended_send_times(target):
     simulator, profile = target
     rate, duration = 100.0, 3.0
