@@ -21,7 +21,7 @@ from staging_validation.probes.stress import stress
 from staging_validation.probes.result import ProbeResult
 from staging_validation.target.client import TargetClient
 from staging_validation.target.profile import TargetProfile, load_target_profile
-from staging_validation.telemetry.capture import LogFollower, TelemetrySource, raw_hour_path
+from staging_validation.telemetry.capture import CaptureError, LogFollower, TelemetrySource, raw_hour_path
 from staging_validation.telemetry.parse import ParsedTelemetry, parse_log
 
 CAPTURE_POLL_S = 1.0  # how often an hour run drains the target's log while it waits for the hour's end
@@ -81,15 +81,24 @@ def run_final_checks(state: CampaignState) -> list[ProbeResult]:
 
 def capture_until_hour_end(
     follower: LogFollower, state: CampaignState, hour: int, should_stop: Callable[[], bool]
-) -> None:
-    """Drain the target's log until the hour (plus a short grace for buffered writes) is over."""
+) -> list[str]:
+    """Drain the target's log until the hour (plus a short grace for buffered writes) is over.
+
+    A log that cannot be read is reported, not raised: the hour is then built from what was already
+    captured, which is all a re-run after the target's log is gone can have.
+    """
     grace_s = min(2.0, state.timing.hour_seconds * 0.05)
     deadline = state.timing.hour_start_s(hour + 1) + grace_s
+    problems: list[str] = []
     while True:
-        follower.poll()
+        try:
+            follower.poll()
+        except CaptureError as exc:
+            if str(exc) not in problems:
+                problems.append(str(exc))
         remaining = deadline - time.time()
         if remaining <= 0 or should_stop():
-            return
+            return problems
         time.sleep(min(CAPTURE_POLL_S, remaining))
 
 

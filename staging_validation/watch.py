@@ -30,7 +30,7 @@ from staging_validation.campaigns import (
 )
 from staging_validation.probes.records import RECORD_SCHEMA
 from staging_validation.storage import atomic_write_bytes, atomic_write_text, campaign_dir
-from staging_validation.telemetry.capture import LogFollower
+from staging_validation.telemetry.capture import CaptureError, LogFollower
 from staging_validation.telemetry.events import EVENT_SCHEMA
 from staging_validation.telemetry.mapping import TelemetryMapping
 from staging_validation.telemetry.parse import parse_log
@@ -121,14 +121,22 @@ class CampaignMonitor:
 
     def step(self) -> tuple[list[Alert], dict | None]:
         """Capture what is new, judge it: the alerts not raised before, and the early stop they call for."""
-        self.follower.poll()
         cursor = self._load_cursor()
+        found = []
+        try:
+            self.follower.poll()
+        except CaptureError as exc:
+            # Keep watching what was captured and the probes; say once per distinct problem that the
+            # telemetry is out of sight.
+            found.append((str(exc), Alert(int(time.time() * 1000), "warning", "monitor.telemetry_unavailable",
+                                          f"The target's log cannot be read: {exc}", 1, [])))
         events_table = self._new_events(cursor)
         timing = self.state.timing
         events = with_hour(events_table.to_pandas(), timing)
         records = with_hour(self._new_records(cursor), timing)
+        found += alerts_by_window(events, records, timing, self.policy)
         raised = []
-        for window, alert in alerts_by_window(events, records, timing, self.policy):
+        for window, alert in found:
             key = f"{alert.rule}@{window}"
             if key not in cursor.alerted:
                 cursor.alerted.append(key)

@@ -160,7 +160,9 @@ def telemetry_events(context: dg.AssetExecutionContext, store: CampaignStore):
     campaign, hour = split_campaign_hour(context.partition_key)
     state = store.load(campaign)
     follower = log_follower(store.data_root, state)
-    capture_until_hour_end(follower, state, hour, should_stop=lambda: _is_stopped(store, campaign))
+    problems = capture_until_hour_end(follower, state, hour, should_stop=lambda: _is_stopped(store, campaign))
+    for problem in problems:
+        context.log.warning(f"telemetry capture: {problem}; the hour uses what was captured before")
     parsed = hour_telemetry(store.data_root, state, hour)
     events = parsed.events.to_pandas()
     kinds = events["kind"].value_counts().to_dict()
@@ -171,6 +173,7 @@ def telemetry_events(context: dg.AssetExecutionContext, store: CampaignStore):
             "unparsed_lines": dg.MetadataValue.int(parsed.unparsed_lines),
             "events": dg.MetadataValue.int(len(events)),
             "events_by_kind": dg.MetadataValue.json({k: int(v) for k, v in sorted(kinds.items())}),
+            "capture_problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
         },
     )
     policy = load_policy(state.settings.get("policy") or None)
