@@ -38,7 +38,7 @@ from staging_validation.telemetry.aggregates import (
     render_hourly_log_line,
     render_metrics_log_line,
 )
-from staging_validation.telemetry.events import EVENT_SCHEMA, EventKind
+from staging_validation.telemetry.events import EVENT_SCHEMA
 from staging_validation.watch import alerts_by_window
 
 HOURLY_GROUP = "campaign_hours"

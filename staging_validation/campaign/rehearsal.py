@@ -116,7 +116,7 @@ class _Lanes:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        for worker, requests in self.workers.values():
+        for _, requests in self.workers.values():
             requests.put(None)
         for worker, _ in self.workers.values():
             worker.join(timeout=30)
