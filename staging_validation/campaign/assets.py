@@ -39,7 +39,7 @@ from staging_validation.telemetry.aggregates import (
     render_metrics_log_line,
 )
 from staging_validation.telemetry.events import EVENT_SCHEMA
-from staging_validation.watch import alerts_by_window
+from staging_validation.watch import alerts_by_window, with_hour
 
 HOURLY_GROUP = "campaign_hours"
 VERDICT_GROUP = "campaign_verdict"
@@ -134,7 +134,7 @@ def probe_records(context: dg.AssetExecutionContext, store: CampaignStore):
             description=("; ".join(r.failures[0] for r in smoke if r.failures)
                          or ("all smoke tests passed" if smoke else f"no smoke tests in the {plan.phase} phase")),
         )
-    merges = identity_merges(frame, EVENT_SCHEMA.empty_table().to_pandas())
+    merges = identity_merges(with_hour(frame, state.timing), EVENT_SCHEMA.empty_table().to_pandas())
     yield dg.AssetCheckResult(
         check_name="no_identity_merge_by_probe",
         passed=merges.empty,
@@ -178,7 +178,9 @@ def telemetry_events(context: dg.AssetExecutionContext, store: CampaignStore):
     )
     policy = load_policy(state.settings.get("policy") or None)
     records = RECORD_SCHEMA.empty_table().to_pandas()
-    alerts = [alert for _, alert in alerts_by_window(events, records, state.timing, policy)]
+    # The rules quote evidence with its campaign hour, as the monitor sensor's windows do.
+    alerts = [alert for _, alert in alerts_by_window(with_hour(events, state.timing), with_hour(records, state.timing),
+                                                     state.timing, policy)]
 
     def check(name: str, rule_prefix: str, severity: dg.AssetCheckSeverity):
         hits = [a for a in alerts if a.rule.startswith(rule_prefix)]

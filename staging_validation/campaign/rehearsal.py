@@ -51,7 +51,12 @@ class RehearsalOutcome:
     failed_runs: list[str]
 
 
-def _lane_worker(instance_ref, data_root: str, requests: multiprocessing.Queue, results: multiprocessing.Queue) -> None:
+WORKER_START_DEADLINE_S = 120
+PRE_CAMPAIGN_OFFSET_MS = 86_400_000
+
+
+def _lane_worker(instance_ref, data_root: str, requests: multiprocessing.Queue, results: multiprocessing.Queue,
+                 ready: multiprocessing.Queue) -> None:
     """A lane's worker process: executes the runs it is handed, one at a time, in the shared instance.
 
     Separate processes, as the daemon's run launcher uses: Dagster's in-process execution is not safe
@@ -59,6 +64,7 @@ def _lane_worker(instance_ref, data_root: str, requests: multiprocessing.Queue, 
     """
     instance = dg.DagsterInstance.from_ref(instance_ref)
     defs = build_definitions(data_root)
+    ready.put(True)
     while (work := requests.get()) is not None:
         result = defs.resolve_job_def(work["job_name"]).execute_in_process(
             instance=instance, partition_key=work["partition_key"], tags=work["tags"],
@@ -76,19 +82,27 @@ class _Lanes:
         self.data_root = data_root
         self.context = multiprocessing.get_context("spawn")
         self.results = self.context.Queue()
+        self.ready = self.context.Queue()
         self.workers: dict[str, tuple[multiprocessing.Process, multiprocessing.Queue]] = {}
         self.in_flight: dict[str, dg.RunRequest] = {}
+
+    def start_workers(self, campaign: str) -> None:
+        """Starts the campaign's lane workers and waits until they can execute runs. Before the campaign
+        starts: a worker takes seconds to import Dagster and load the definitions, which in a compressed
+        rehearsal would be whole campaign hours without probes."""
+        for tag in LANE_TAGS:
+            requests = self.context.Queue()
+            worker = self.context.Process(target=_lane_worker, daemon=True, args=(
+                self.instance.get_ref(), str(self.data_root), requests, self.results, self.ready))
+            worker.start()
+            self.workers[f"{tag}={campaign}"] = (worker, requests)
+        for _ in LANE_TAGS:
+            self.ready.get(timeout=WORKER_START_DEADLINE_S)
 
     def submit(self, request: dg.RunRequest, sensor_name: str) -> None:
         if request.run_key in self.in_flight or self._launched_before(request.run_key):
             return
         lane = next(f"{tag}={request.tags[tag]}" for tag in LANE_TAGS if tag in request.tags)
-        if lane not in self.workers:
-            requests = self.context.Queue()
-            worker = self.context.Process(target=_lane_worker, daemon=True,
-                                          args=(self.instance.get_ref(), str(self.data_root), requests, self.results))
-            worker.start()
-            self.workers[lane] = (worker, requests)
         self.in_flight[request.run_key] = request
         self.workers[lane][1].put({
             "job_name": request.job_name, "partition_key": str(request.partition_key), "run_key": request.run_key,
@@ -136,47 +150,54 @@ def rehearse(
     stress_baseline_rps: float = 10.0,
     notification: dict | None = None,
     console: Console | None = None,
+    policy: str | None = None,
 ) -> RehearsalOutcome:
+    """`policy`: an acceptance policy YAML instead of the shipped one."""
     console = console or Console()
     campaign = validate_campaign_id(
         campaign or f"rehearsal-{profile}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
     )
     defs = build_definitions(str(data_root))
-    simulator = start_simulator(
-        Path(data_root) / "simulator" / campaign, profile=profile, seed=seed,
-        hour_seconds=hour_seconds, organic_rps=organic_rps,
-    )
-    try:
-        launch = defs.get_job_def(start_campaign.name).execute_in_process(
-            instance=instance,
-            run_config={**QUIET_RUN_CONFIG, "ops": {"register_campaign_op": {"config": {
-                "campaign": campaign, "base_url": simulator.base_url, "telemetry_path": str(simulator.log_path),
-                "hours": hours, "hour_seconds": hour_seconds, "stress_baseline_rps": stress_baseline_rps,
-                **({"notification": notification} if notification else {}),
-            }}}},
-            raise_on_error=False,
+    with _Lanes(instance, Path(data_root)) as lanes:
+        lanes.start_workers(campaign)
+        # Hour 0 a day ahead until the campaign registers and sets the real start: the profile's fault
+        # windows stay closed meanwhile instead of opening on the simulator's own clock.
+        simulator = start_simulator(
+            Path(data_root) / "simulator" / campaign, profile=profile, seed=seed,
+            hour_seconds=hour_seconds, organic_rps=organic_rps,
+            campaign_start_ms=int(time.time() * 1000) + PRE_CAMPAIGN_OFFSET_MS,
         )
-        if not launch.success:
-            failure = next((e for e in launch.all_events if e.is_failure), None)
-            raise RuntimeError(f"start_campaign failed: {failure.message if failure else 'see the run in the UI'}")
-        state = load_campaign_state(data_root, campaign)
-        simulator.set_campaign_start(state.timing.start_ms)
-        failed = _drive(instance, defs, data_root, campaign, console)
-    finally:
-        simulator.stop()
+        try:
+            launch = defs.get_job_def(start_campaign.name).execute_in_process(
+                instance=instance,
+                run_config={**QUIET_RUN_CONFIG, "ops": {"register_campaign_op": {"config": {
+                    "campaign": campaign, "base_url": simulator.base_url, "telemetry_path": str(simulator.log_path),
+                    "hours": hours, "hour_seconds": hour_seconds, "stress_baseline_rps": stress_baseline_rps,
+                    **({"notification": notification} if notification else {}),
+                    **({"policy": str(policy)} if policy else {}),
+                }}}},
+                raise_on_error=False,
+            )
+            if not launch.success:
+                failure = next((e for e in launch.all_events if e.is_failure), None)
+                raise RuntimeError(f"start_campaign failed: {failure.message if failure else 'see the run in the UI'}")
+            state = load_campaign_state(data_root, campaign)
+            simulator.set_campaign_start(state.timing.start_ms)
+            failed = _drive(instance, defs, data_root, campaign, lanes, console)
+        finally:
+            simulator.stop()
     folder = campaign_dir(data_root, campaign)
     decision = json.loads((folder / "decision.json").read_text(encoding="utf-8"))
     return RehearsalOutcome(campaign, decision, decision.get("gates", []),
                             folder / "STAGING_ACCEPTANCE_REPORT.md", failed)
 
 
-def _drive(instance: dg.DagsterInstance, defs: dg.Definitions, data_root: Path, campaign: str,
+def _drive(instance: dg.DagsterInstance, defs: dg.Definitions, data_root: Path, campaign: str, lanes: _Lanes,
            console: Console) -> list[str]:
     """Tick the sensors and execute what they request until the campaign has its final decision."""
-    lanes = _Lanes(instance, data_root)
     cursors: dict[str, str | None] = {campaign_clock.name: None, campaign_monitor.name: None}
     failed: list[str] = []
-    with lanes, Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
                          TimeElapsedColumn(), console=console, transient=False) as progress:
         # One bar per campaign hour (probes, then ingestion) and one per verdict.
         bars: dict[str, int] = {}
