@@ -14,6 +14,7 @@ from typing import Literal
 import pandas as pd
 
 from staging_validation.acceptance.policy import GATE_KEYS, Policy
+from staging_validation.probes.records import Outcome
 from staging_validation.telemetry.events import EventKind
 
 Status = Literal["PASS", "REVIEW", "FAIL", "NO_DATA"]
@@ -453,9 +454,14 @@ def merge_evidence(merges: pd.DataFrame) -> list[dict]:
             for m in merges.sort_values("time").head(EVIDENCE_ROWS).itertuples()]
 
 
+# An identity check the target never answered (refused, timed out, throttled) is a gap in the evidence,
+# not a wrong id: the outage and rate-limit alerts report it, gate 5 does not fail on it.
+UNANSWERED_OUTCOMES = (Outcome.CONNECTION_ERROR.value, Outcome.TIMEOUT.value, Outcome.RATE_LIMITED.value)
+
+
 def _identity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> GateResult:
     rows = records[records["probe"] == "identity"]
-    judged = rows[rows["passed"].notna()]
+    judged = rows[rows["passed"].notna() & ~rows["outcome"].isin(UNANSWERED_OUTCOMES)]
     failed = judged[judged["passed"] == False]  # noqa: E712
     merges = identity_merges(records, events)
     checks_seen = {check: bool(judged["case"].str.contains(check).any()) for check in IDENTITY_CHECKS}

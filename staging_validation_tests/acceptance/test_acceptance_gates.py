@@ -248,6 +248,9 @@ def identity_ops(*ops):
         ([], [], "NO_DATA", "gate5.no_data"),
         ([*identity_rows(), {"probe": "identity", "case": "lookup_sovereign", "passed": False,
                              "error": "reverse lookup missing sovereign:s1"}], [], "FAIL", "gate5.check_failed"),
+        # refused during an outage: a gap, not a failed check
+        ([*identity_rows(), {"probe": "identity", "case": "create_discord", "passed": False,
+                             "outcome": "connection_error", "error": "connection error"}], [], "PASS", "gate5.pass"),
         (identity_rows(), [("create", "discord", "d1", "vi-1"), ("create", "sovereign", "s1", "vi-2"),
                            ("link", "astralis", "a1", "vi-1"), ("resolve", "astralis", "a1", "vi-1"),
                            ("resolve", "discord", "d1", "vi-1")], "PASS", "gate5.pass"),

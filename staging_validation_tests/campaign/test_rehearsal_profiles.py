@@ -165,20 +165,23 @@ def test_critical_gate_failure_rejects_at_the_verdict(rehearsal, profile, gate):
 
 
 def test_ambiguity_review_accepts_with_an_action_item(rehearsal):
-    run = rehearsal("ambiguity-review")
+    # Enough organic requests that a 7 % ambiguity rate is measured inside the 5–10 % REVIEW band.
+    run = rehearsal("ambiguity-review", organic_rps=30.0)
     assert (run.decision["decision"], run.decision["rule"]) == ("ACCEPT", "accept.one_review_with_action")
     assert run.gate(2)["status"] == "REVIEW"
     assert [g["gate"] for g in run.outcome.gates if g["status"] != "PASS"] == [2]
     assert run.decision["action_items"]
 
 
-@pytest.mark.parametrize(("profile", "gate", "status", "first_rule"), [
-    ("ambiguity-high", 2, "REVIEW", "extend.forced_review"),
-    ("governor-slow", 4, "REVIEW", "extend.forced_review"),
-    ("governor-regen-heavy", 4, "FAIL", "extend.secondary_gate"),
+@pytest.mark.parametrize(("profile", "gate", "status", "first_rule", "organic_rps"), [
+    ("ambiguity-high", 2, "REVIEW", "extend.forced_review", 30.0),
+    # The regen-path p99 is judged from 50 regenerated requests: about 8 % of the organic traffic.
+    ("governor-slow", 4, "REVIEW", "extend.forced_review", 50.0),
+    ("governor-regen-heavy", 4, "FAIL", "extend.secondary_gate", ORGANIC_RPS),
 ])
-def test_extend_runs_the_extension_then_a_person_must_decide(rehearsal, profile, gate, status, first_rule):
-    run = rehearsal(profile)
+def test_extend_runs_the_extension_then_a_person_must_decide(rehearsal, profile, gate, status, first_rule,
+                                                             organic_rps):
+    run = rehearsal(profile, organic_rps=organic_rps)
     # The first verdict extends; the policy never extends twice, so after the extension the gate is still
     # out of bounds and the second EXTEND hands the call to a person.
     assert run.decisions_materialized() == [("EXTEND", first_rule), ("EXTEND", "extend.after_extension")]
