@@ -68,12 +68,11 @@ SELECT
   sum(size_bytes) AS size_sum, count(size_bytes) AS size_n,
   sum(built_in_ms) AS build_sum, count(built_in_ms) AS build_n,
   sum(checked_in_ms) AS check_sum, count(checked_in_ms) AS check_n,
-  count(*) FILTER (WHERE duration_ms >= {SLOW_REQUEST_MS}) AS slow,
   -- kept per group, used from the request / governor groups only (a null test is cheaper per line
-  -- than a kind comparison)
+  -- than a kind comparison); slow requests are counted from the durations, not per line
   list(duration_ms) FILTER (WHERE duration_ms IS NOT NULL) AS durations,
-  list(CASE WHEN attempt >= 2 THEN struct_pack(request_id := request_id, regen_in_ms := regen_in_ms) END)
-    FILTER (WHERE attempt >= 2) AS regenerations
+  list(struct_pack(request_id := request_id, regen_in_ms := regen_in_ms)) FILTER (WHERE attempt >= 2)
+    AS regenerations
 FROM {relation}
 GROUP BY ALL
 """
@@ -93,10 +92,11 @@ SELECT quantile_cont(path_ms, {_QUANTILES}), count(path_ms) FROM (
 @dataclasses.dataclass
 class EventSummary:
     """The aggregate of a set of events: the groups of `_event_groups_sql` (without their value lists)
-    and the percentiles computed from those lists."""
+    and what is computed from those lists (percentiles, slow requests)."""
 
     groups: list[dict]
     latency_ms: dict
+    slow_requests: int
     regen_path_latency_ms: dict
     regen_path_requests: int
 
@@ -111,12 +111,12 @@ def _summarize(con, relation: str, error_level: int) -> EventSummary:
     names = [column[0] for column in cursor.description]
     groups = [dict(zip(names, row)) for row in cursor.fetchall()]
     # fetchall, not fetchone: a result left unfinished blocks the connection's next statement
-    [(latency,)] = con.execute(
-        f"SELECT quantile_cont(d, {_QUANTILES}) FROM (SELECT unnest(durations) AS d FROM event_groups "
-        f"WHERE kind = '{_REQ}')"
+    [(latency, slow)] = con.execute(
+        f"SELECT quantile_cont(d, {_QUANTILES}), count(*) FILTER (WHERE d >= {SLOW_REQUEST_MS}) "
+        f"FROM (SELECT unnest(durations) AS d FROM event_groups WHERE kind = '{_REQ}')"
     ).fetchall()
     [(regen, regen_requests)] = con.execute(_REGEN_PATHS_SQL).fetchall()
-    return EventSummary(groups, _percentile_dict(latency), _percentile_dict(regen), regen_requests)
+    return EventSummary(groups, _percentile_dict(latency), slow, _percentile_dict(regen), regen_requests)
 
 
 def _as_table(frame: pd.DataFrame | pa.Table, columns: tuple[str, ...], schema: pa.Schema) -> pa.Table:
@@ -282,7 +282,7 @@ def _telemetry_metrics(summary: EventSummary) -> dict:
             "http_5xx": sum(n for status, n in statuses.items() if 500 <= status <= 599),
             "timeouts": sum(statuses.get(status, 0) for status in TIMEOUT_STATUSES),
             "rate_limited": statuses.get(RATE_LIMITED_STATUS, 0),
-            "slow": sum(group["slow"] for group in requests),
+            "slow": summary.slow_requests,
             "latency_ms": summary.latency_ms,
         },
         "probe_request_ids_seen": bool(sum(by_origin["probe"].values())),
