@@ -58,6 +58,7 @@ class ProbeRecord:
     sse_events: int | None = None
     request_id: str | None = None  # the request id the validator sent, to join with telemetry
     error: str | None = None  # why the case failed or the request did not complete
+    rate_limited_retries: int = 0  # 429s waited out before this outcome (the stress probe never retries)
 
 
 RECORD_SCHEMA = pa.schema(
@@ -86,6 +87,8 @@ RECORD_SCHEMA = pa.schema(
         pa.field("sse_events", pa.int32()),
         pa.field("request_id", pa.string()),
         pa.field("error", pa.string()),
+        # Nullable: files written before the column existed read as null.
+        pa.field("rate_limited_retries", pa.int32()),
     ]
 )
 

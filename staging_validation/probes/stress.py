@@ -53,7 +53,10 @@ async def stress(
     dropped_late = dropped_cap = 0
 
     async def send(index: int, at: float, user: str, message: str) -> None:
-        records[index] = await client.chat("stress", timing, case="load", user=user, message=message, at=at)
+        # An open-model load generator never retries: a 429 is what the target did under this load.
+        records[index] = await client.chat(
+            "stress", timing, case="load", user=user, message=message, at=at, retry_rate_limited=False
+        )
 
     for index in range(planned):
         at = start + index * interval

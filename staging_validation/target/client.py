@@ -4,7 +4,8 @@ Nothing here raises on what the target does: a timeout, a refused connection, an
 that is not JSON becomes a record with its outcome class and error text. Every request is timed from its
 *scheduled* start (latency includes any wait before it could be sent, so a slow client or server cannot
 hide lateness) and carries a probe request id (`<prefix><probe>-<client tag>-<n>`, unique across
-clients) that telemetry can join on.
+clients) that telemetry can join on. A 429 is waited out and retried, a bounded number of times, except
+where the caller measures load (the stress probe), where it is the result.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ from staging_validation.target.profile import (
 
 ANSWER_MAX_CHARS = 200
 ERROR_BODY_MAX_CHARS = 200
+# A functional probe asks whether the release works, so a 429 is waited out (the throttling still shows
+# in telemetry and in the record's `rate_limited_retries`); bounded so a throttled target cannot stall
+# a probe for long.
+RATE_LIMIT_RETRIES = 4
+RETRY_AFTER_DEFAULT_S = 1.0
+RETRY_AFTER_MAX_S = 5.0
 
 
 class TargetClient:
@@ -110,9 +117,18 @@ class TargetClient:
         user: str,
         message: str,
         at: float | None = None,
+        retry_rate_limited: bool = True,
     ) -> ProbeRecord:
+        """`retry_rate_limited=False` for load generation, where a 429 is the measurement."""
         record, document = await self._exchange(
-            probe, timing, case, "chat", at=at, user=user, values={"message": message}
+            probe,
+            timing,
+            case,
+            "chat",
+            at=at,
+            user=user,
+            values={"message": message},
+            retry_rate_limited=retry_rate_limited,
         )
         if document is not None:
             self._extract_answer(record, document)
@@ -320,8 +336,13 @@ class TargetClient:
         user: str = "",
         values: dict[str, Any] | None = None,
         streamed: bool = False,
+        retry_rate_limited: bool = True,
     ) -> tuple[ProbeRecord, Any]:
-        """Send one request at its scheduled time; the record and the parsed JSON body (None if unusable)."""
+        """Send one request at its scheduled time; the record and the parsed JSON body (None if unusable).
+
+        A 429 is retried after its `Retry-After` (at most RATE_LIMIT_RETRIES times) unless
+        `retry_rate_limited` is False; latency still runs from the scheduled time.
+        """
         if self._http is None:
             raise RuntimeError("TargetClient used outside `async with`")
         scheduled = self.now() if at is None else at
@@ -335,9 +356,32 @@ class TargetClient:
         headers[telemetry.request_id_header] = record.request_id
 
         await self.sleep_until(scheduled)
-        sent = self.now()
-        record.send_lag_ms = (sent - scheduled) * 1000.0
+        record.send_lag_ms = (self.now() - scheduled) * 1000.0
+        retries_left = RATE_LIMIT_RETRIES if retry_rate_limited else 0
+        while True:
+            document, retry_after_s = await self._attempt(record, spec, route, body, headers, streamed)
+            if retry_after_s is None or retries_left == 0:
+                break
+            retries_left -= 1
+            record.rate_limited_retries += 1
+            await asyncio.sleep(retry_after_s)
+        record.latency_ms = (self.now() - scheduled) * 1000.0
+        return record, document
+
+    async def _attempt(
+        self,
+        record: ProbeRecord,
+        spec: RequestSpec,
+        route: str,
+        body: dict[str, Any] | None,
+        headers: dict[str, str],
+        streamed: bool,
+    ) -> tuple[Any, float | None]:
+        """One send, its outcome written to `record`; the parsed JSON body and, on a 429, the wait asked for."""
+        assert self._http is not None
         document = None
+        sent = self.now()
+        record.error = None
         try:
             async with asyncio.timeout(self.profile.http.request_timeout_s):
                 request = self._http.build_request(spec.method, route, json=body, headers=headers)
@@ -368,8 +412,18 @@ class TargetClient:
                     document = json.loads(response.content)
                 except ValueError:
                     record.error = f"response is not JSON: {_truncate(response.text, ERROR_BODY_MAX_CHARS)!r}"
-        record.latency_ms = (self.now() - scheduled) * 1000.0
-        return record, document
+            if record.outcome == Outcome.RATE_LIMITED:
+                return document, _retry_after_s(response.headers.get("retry-after"))
+        return document, None
+
+
+def _retry_after_s(header: str | None) -> float:
+    """The `Retry-After` wait in seconds, bounded; the default when absent or an HTTP date."""
+    try:
+        seconds = float(header) if header is not None else RETRY_AFTER_DEFAULT_S
+    except ValueError:
+        seconds = RETRY_AFTER_DEFAULT_S
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX_S)
 
 
 def _truncate(text: str, limit: int = ANSWER_MAX_CHARS) -> str:

@@ -1,0 +1,78 @@
+"""Against the simulator's rate-limit profile (429 above 5 requests/s): functional probes wait a 429 out,
+the stress probe records it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from staging_validation.probes.identity import identity_check
+from staging_validation.probes.records import Outcome, records_to_table
+from staging_validation.probes.runner import run_probe
+from staging_validation.probes.smoke import deploy_verification
+from staging_validation.probes.stress import stress
+from staging_validation.target.client import TargetClient
+from staging_validation.target.profile import DOCUMENTED_PROFILE, load_target_profile
+from staging_validation_tests.probes.conftest import campaign_at
+from staging_validation_tests.sim_process import start_simulator
+
+
+@pytest.fixture(scope="module")
+def rate_limited(tmp_path_factory):
+    simulator = start_simulator(tmp_path_factory.mktemp("rate-limit"), profile="rate-limit")
+    yield simulator, load_target_profile(DOCUMENTED_PROFILE)
+    simulator.stop()
+
+
+def completed_statuses(simulator, request_ids: set[str]) -> list[int]:
+    lines = [json.loads(line) for line in simulator.log_lines() if line.startswith("{")]
+    return [
+        line["res"]["statusCode"] for line in lines
+        if line.get("msg") == "request completed" and line.get("reqId") in request_ids
+    ]  # fmt: skip
+
+
+def test_hour_0_probes_wait_out_429s_and_pass(rate_limited):
+    """Deploy verification and the identity watch together send about twice the limit at once."""
+    simulator, profile = rate_limited
+    timing = campaign_at(0.0, 3600)
+
+    async def hour_0():
+        async with TargetClient(profile, simulator.base_url) as client:
+            return await asyncio.gather(deploy_verification(client, timing), identity_check(client, timing))
+
+    deploy, identity = asyncio.run(hour_0())
+    assert deploy.passed, deploy.failures
+    assert identity.passed, identity.failures
+    records = deploy.records + identity.records
+    assert {r.outcome for r in records} == {Outcome.OK}
+    retried = [r for r in records if r.rate_limited_retries]
+    assert retried, "nothing was rate-limited: the test did not exceed the limit"
+    # Latency runs from the scheduled send, so it includes every Retry-After wait (1 s each here).
+    assert all(r.latency_ms >= 1000 * r.rate_limited_retries for r in retried)
+    # The throttling stays visible: the target logged each 429 under the request id it was retried with.
+    statuses = completed_statuses(simulator, {r.request_id for r in retried})
+    assert statuses.count(429) == sum(r.rate_limited_retries for r in retried)
+    assert statuses.count(200) == len(retried)
+    assert records_to_table(records).column("rate_limited_retries").to_pylist() == [
+        r.rate_limited_retries for r in records
+    ]
+
+
+def test_stress_records_429s_without_retrying(rate_limited):
+    simulator, profile = rate_limited
+    result = run_probe(
+        profile, lambda c: stress(c, campaign_at(7.0, 3600), 7, rate_per_s=20, duration_s=1.0),
+        base_url=simulator.base_url,
+    )
+    records = result.records
+    assert len(records) == 20 and not any(r.dropped for r in records)
+    assert all(r.rate_limited_retries == 0 for r in records)
+    limited = [r for r in records if r.outcome == Outcome.RATE_LIMITED]
+    assert limited and all(r.http_status == 429 for r in limited)
+    assert result.summary["outcomes"][Outcome.RATE_LIMITED] == len(limited)
+    assert not result.passed and any("rate_limited" in failure for failure in result.failures)
+    # One request on the wire per record: the target saw no second attempt.
+    assert len(completed_statuses(simulator, {r.request_id for r in records})) == 20
