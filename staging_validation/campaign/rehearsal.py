@@ -29,9 +29,10 @@ from staging_validation.campaign.sensors import (
     campaign_clock,
     campaign_monitor,
 )
-from staging_validation.campaigns import load_campaign_state
+from staging_validation.campaigns import MAX_CAMPAIGN_HOURS, load_campaign_state
 from staging_validation.definitions import build_definitions
 from staging_validation.simulator.process import start_simulator
+from staging_validation.simulator.profiles import load_profile
 from staging_validation.storage import campaign_dir, validate_campaign_id
 
 EXIT_CODES = {"ACCEPT": 0, "EXTEND": 3, "REJECT": 4}
@@ -157,6 +158,7 @@ def rehearse(
     campaign = validate_campaign_id(
         campaign or f"rehearsal-{profile}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
     )
+    load_profile(profile)  # an unknown profile is a one-line error before anything starts
     defs = build_definitions(str(data_root))
     with _Lanes(instance, Path(data_root)) as lanes:
         lanes.start_workers(campaign)
@@ -197,6 +199,9 @@ def _drive(instance: dg.DagsterInstance, defs: dg.Definitions, data_root: Path, 
     """Tick the sensors and execute what they request until the campaign has its final decision."""
     cursors: dict[str, str | None] = {campaign_clock.name: None, campaign_monitor.name: None}
     failed: list[str] = []
+    # The longest campaign there can be, plus slack for the verdicts: past it, something is stuck.
+    hour_seconds = load_campaign_state(data_root, campaign).timing.hour_seconds
+    deadline = time.time() + (MAX_CAMPAIGN_HOURS + 1) * hour_seconds + 600
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
                          TimeElapsedColumn(), console=console, transient=False) as progress:
         # One bar per campaign hour (probes, then ingestion) and one per verdict.
@@ -229,6 +234,8 @@ def _drive(instance: dg.DagsterInstance, defs: dg.Definitions, data_root: Path, 
                     failed.append(request.run_key)
             if state.status == "decided" and lanes.idle:
                 return failed
+            if time.time() > deadline:
+                raise RuntimeError(f"campaign {campaign} reached no decision in time; its runs are in the instance")
             # Pace the loop at a fraction of the monitor window so alerts stay timely in compressed time.
             time.sleep(max(0.05, state.timing.scale(60)))
 
