@@ -250,13 +250,14 @@ def monitor_counts_policy(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("profile", "alert"), [
-    ("error-burst", "monitor.errors"),
-    ("slow", "monitor.slow_requests"),
-    ("rate-limit", "monitor.rate_limited"),
+@pytest.mark.parametrize(("profile", "alert", "organic_rps"), [
+    # The burst lasts a quarter of a 3 s hour: enough users must be there for 30 % of them to fail.
+    ("error-burst", "monitor.errors", 40.0),
+    ("slow", "monitor.slow_requests", ORGANIC_RPS),
+    ("rate-limit", "monitor.rate_limited", ORGANIC_RPS),
 ])
-def test_monitor_raises_the_right_alert_and_lists_it_as_an_incident(rehearsal, tmp_path, profile, alert):
-    run = rehearsal(profile, policy=monitor_counts_policy(tmp_path / "policy.yaml"))
+def test_monitor_raises_the_right_alert_and_lists_it_as_an_incident(rehearsal, tmp_path, profile, alert, organic_rps):
+    run = rehearsal(profile, policy=monitor_counts_policy(tmp_path / "policy.yaml"), organic_rps=organic_rps)
     raised = [a for a in run.alerts() if a["rule"] == alert]
     assert raised, f"no {alert} alert; raised: {run.alert_rules()}"
     faults = load_profile(profile).faults
