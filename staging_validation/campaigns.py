@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pydantic
 
-from staging_validation.config_files import ConfigError, StrictModel
+from staging_validation.config_files import ConfigError, StrictModel, validate_model
 from staging_validation.storage import atomic_write_text, campaign_dir, validate_campaign_id
 
 MAX_CAMPAIGN_HOURS = 96  # 24 planned hours plus the longest extension the policy allows (72)
@@ -64,7 +64,7 @@ class CampaignTiming(StrictModel):
 
 
 class CampaignState(StrictModel):
-    campaign: str
+    campaign: str  # a folder name under the data root, so validated like every campaign id
     created_at_ms: int
     timing: CampaignTiming
     planned_hours: int = pydantic.Field(default=24, ge=1, le=MAX_CAMPAIGN_HOURS)
@@ -75,6 +75,11 @@ class CampaignState(StrictModel):
     # when it was first seen, the reason and evidence (acceptance.decision.EarlyStop's fields).
     early_stop: dict | None = None
     settings: dict = pydantic.Field(default_factory=dict)  # the launch config, secrets excluded
+
+    @pydantic.field_validator("campaign")
+    @classmethod
+    def _valid_campaign_id(cls, value: str) -> str:
+        return validate_campaign_id(value)
 
     @property
     def total_hours(self) -> int:
@@ -99,9 +104,14 @@ def load_campaign_state(data_root: str | Path, campaign_id: str) -> CampaignStat
     if not path.exists():
         raise ConfigError(f"campaign {campaign_id!r}: no campaign registered at {path}")
     try:
-        return CampaignState.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, pydantic.ValidationError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
         raise ConfigError(f"{path}: unreadable campaign state: {exc}") from None
+    state = validate_model(data, CampaignState, f"{path}: invalid campaign state")
+    if state.campaign != campaign_id:
+        # An edited file would otherwise make every reader work in another campaign's folder.
+        raise ConfigError(f"{path}: names campaign {state.campaign!r}, but is the registration of {campaign_id!r}")
+    return state
 
 
 def hourly_asset_dir(data_root: str | Path, campaign_id: str, asset_name: str) -> Path:

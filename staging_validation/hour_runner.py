@@ -19,6 +19,7 @@ from staging_validation.probes.prompt_set import prompt_set
 from staging_validation.probes.smoke import deploy_verification, smoke_loop
 from staging_validation.probes.stress import stress
 from staging_validation.probes.result import ProbeResult
+from staging_validation.storage import campaign_dir
 from staging_validation.target.client import TargetClient
 from staging_validation.target.profile import TargetProfile, load_target_profile
 from staging_validation.telemetry.capture import CaptureError, LogFollower, TelemetrySource, raw_hour_path
@@ -32,20 +33,21 @@ def target_profile(state: CampaignState) -> TargetProfile:
 
 
 def telemetry_store(data_root: str | Path, state: CampaignState) -> Path:
-    return Path(data_root) / "campaigns" / state.campaign / "telemetry"
+    return campaign_dir(data_root, state.campaign) / "telemetry"
 
 
 def log_follower(data_root: str | Path, state: CampaignState) -> LogFollower:
     source = TelemetrySource.model_validate(state.settings["telemetry"])
-    return LogFollower(source, telemetry_store(data_root, state), state.timing)
+    time_path = target_profile(state).telemetry.fields.time
+    return LogFollower(source, telemetry_store(data_root, state), state.timing, time_path=time_path)
 
 
 async def _probe_hour(state: CampaignState, plan: HourPlan) -> list[ProbeResult]:
     timing = state.timing
     async with TargetClient(target_profile(state), base_url=state.settings.get("base_url")) as client:
-        results = []
-        if plan.watches_identity:
-            results.append(await identity_check(client, timing))
+        # Every hour starts with a cheap identity check, so an accidental merge is caught in the hour it
+        # begins (the runbook's "REJECT IMMEDIATELY"), not only by the final identity test at hour 24.
+        results = [await identity_check(client, timing)]
         if plan.phase is Phase.DEPLOY:
             results.append(await deploy_verification(client, timing))
         elif plan.phase is Phase.SMOKE_LOOP:
@@ -82,20 +84,26 @@ def run_final_checks(state: CampaignState) -> list[ProbeResult]:
 def capture_until_hour_end(
     follower: LogFollower, state: CampaignState, hour: int, should_stop: Callable[[], bool]
 ) -> list[str]:
-    """Drain the target's log until the hour (plus a short grace for buffered writes) is over.
+    """Drain the target's log until the hour (plus a short grace for buffered writes) is over and the
+    capture has caught up with the log, however large the backlog.
 
-    A log that cannot be read is reported, not raised: the hour is then built from what was already
-    captured, which is all a re-run after the target's log is gone can have.
+    Returns the capture's problems, each once: a log that cannot be read (reported, not raised: the hour
+    is then built from what was already captured, which is all a re-run after the target's log is gone
+    can have) and lines the capture says are lost (a rotation whose rest could not be found).
     """
     grace_s = min(2.0, state.timing.hour_seconds * 0.05)
     deadline = state.timing.hour_start_s(hour + 1) + grace_s
     problems: list[str] = []
     while True:
         try:
-            follower.poll()
+            chunk = follower.poll()
         except CaptureError as exc:
-            if str(exc) not in problems:
-                problems.append(str(exc))
+            found, backlog = [str(exc)], False
+        else:
+            found, backlog = chunk.warnings, not chunk.caught_up
+        problems += [problem for problem in found if problem not in problems]
+        if backlog:
+            continue  # one poll's byte budget ran out: read on at once, past the deadline if need be
         remaining = deadline - time.time()
         if remaining <= 0 or should_stop():
             return problems

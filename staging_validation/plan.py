@@ -23,9 +23,6 @@ class HourPlan:
     hour: int
     phase: Phase
     runs_smoke_tests: bool
-    # Every hour starts with a cheap identity check, so an accidental merge is caught in the hour it begins
-    # (the runbook's "REJECT IMMEDIATELY"), not only by the final identity test at hour 24.
-    watches_identity: bool = True
 
 
 def phase_for_hour(hour: int, planned_hours: int = 24) -> Phase:

@@ -5,14 +5,21 @@ captured since the previous step, so its cost does not grow with the log. The ru
 (`acceptance.monitor.monitor_alerts`) apply per 5-campaign-minute window of event time; the events of
 windows that may still receive lines are kept in a small buffer between steps, so a window split
 across two steps is judged whole. Each (rule, window) alerts once.
+
+A step stores nothing: its caller stores the alerts (and the early stop they call for) and sends them,
+then `commit`s the step. A step cut short before its commit is therefore judged again — an alert may be
+raised twice, never lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import io
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -44,7 +51,7 @@ def _epoch_ms(frame: pd.DataFrame) -> pd.Series:
 
 def with_hour(frame: pd.DataFrame, timing: CampaignTiming) -> pd.DataFrame:
     """The frame with its campaign `hour` column, derived from each row's time."""
-    hours = (_epoch_ms(frame) - timing.start_ms) // int(timing.hour_seconds * 1000) if len(frame) else []
+    hours = _epoch_ms(frame).map(timing.hour_of_ms) if len(frame) else []
     return frame.assign(hour=pd.Series(hours, index=frame.index, dtype="int64"))
 
 
@@ -69,10 +76,20 @@ class MonitorCursor:
     raw_offsets: dict[str, int] = dataclasses.field(default_factory=dict)  # raw hour file -> bytes read
     record_mtimes: dict[str, float] = dataclasses.field(default_factory=dict)  # probe partition -> mtime seen
     alerted: list[str] = dataclasses.field(default_factory=list)  # "<rule>@<window>" already raised
+    # The open-window buffer that goes with these offsets: each commit writes a new one, then the cursor.
+    open_windows: str = "open_windows.parquet"
+
+
+@dataclasses.dataclass
+class MonitorStep:
+    alerts: list[Alert]  # raised for the first time
+    early_stop: dict | None  # the early stop a critical alert calls for (acceptance.decision.EarlyStop)
+    cursor: MonitorCursor  # where the next step starts, once committed
+    open_windows: pa.Table  # events of the windows that may still receive lines
 
 
 class CampaignMonitor:
-    """One campaign's monitor; its cursor and open-window buffer live in the campaign folder."""
+    """One campaign's monitor; its cursor and open-window buffers live in the campaign folder."""
 
     def __init__(self, data_root: str | Path, state: CampaignState, follower: LogFollower,
                  mapping: TelemetryMapping, policy: Policy):
@@ -83,7 +100,22 @@ class CampaignMonitor:
         self.policy = policy
         self.folder = campaign_dir(data_root, state.campaign) / MONITOR_STATE_DIR
         self.cursor_path = self.folder / "cursor.json"
-        self.buffer_path = self.folder / "open_windows.parquet"
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[bool]:
+        """Whether this caller has the campaign's monitor to itself until the block ends: False while an
+        earlier step is still storing or sending (a sensor evaluation goes on after its tick timed out)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / "step.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _load_cursor(self) -> MonitorCursor:
         if not self.cursor_path.exists():
@@ -102,8 +134,9 @@ class CampaignMonitor:
                 chunk = handle.read(size - start)
             cursor.raw_offsets[raw_file.name] = size
             tables.append(parse_log(chunk, self.mapping).events)
-        if self.buffer_path.exists():
-            tables.append(pq.read_table(self.buffer_path, schema=EVENT_SCHEMA))
+        buffer_path = self.folder / cursor.open_windows
+        if buffer_path.exists():
+            tables.append(pq.read_table(buffer_path, schema=EVENT_SCHEMA))
         return pa.concat_tables(tables) if tables else EVENT_SCHEMA.empty_table()
 
     def _new_records(self, cursor: MonitorCursor) -> pd.DataFrame:
@@ -119,17 +152,23 @@ class CampaignMonitor:
             return RECORD_SCHEMA.empty_table().to_pandas()
         return pd.concat(frames, ignore_index=True)
 
-    def step(self) -> tuple[list[Alert], dict | None]:
+    def step(self) -> MonitorStep:
         """Capture what is new, judge it: the alerts not raised before, and the early stop they call for."""
         cursor = self._load_cursor()
         found = []
+        now_ms = int(time.time() * 1000)
         try:
-            self.follower.poll()
+            chunk = self.follower.poll()
         except CaptureError as exc:
             # Keep watching what was captured and the probes; say once per distinct problem that the
             # telemetry is out of sight.
-            found.append((str(exc), Alert(int(time.time() * 1000), "warning", "monitor.telemetry_unavailable",
+            found.append((str(exc), Alert(now_ms, "warning", "monitor.telemetry_unavailable",
                                           f"The target's log cannot be read: {exc}", 1, [])))
+        else:
+            # Lines lost to a rotation are gone for good: every loss is its own alert.
+            found += [(f"{now_ms}:{warning}", Alert(now_ms, "warning", "monitor.telemetry_lost",
+                                                    f"Telemetry was lost: {warning}", 1, []))
+                      for warning in chunk.warnings]
         events_table = self._new_events(cursor)
         timing = self.state.timing
         events = with_hour(events_table.to_pandas(), timing)
@@ -141,23 +180,33 @@ class CampaignMonitor:
             if key not in cursor.alerted:
                 cursor.alerted.append(key)
                 raised.append(alert)
-        self._keep_open_windows(events_table, timing.scale(self.policy.monitor.window_seconds) * 1000)
-        atomic_write_text(self.cursor_path, json.dumps(dataclasses.asdict(cursor)))
         stop = None
         if any(alert.severity == "critical" for alert in raised):
             found = early_stop(records, events, self.policy)
             if found is not None:
                 stop = json.loads(json.dumps(dataclasses.asdict(found), default=str))
-        return raised, stop
+        open_windows = self._open_windows(events_table, timing.scale(self.policy.monitor.window_seconds) * 1000)
+        return MonitorStep(raised, stop, cursor, open_windows)
 
-    def _keep_open_windows(self, events: pa.Table, window_ms: float) -> None:
-        """Keep the events of the current and previous window: late lines may still join them."""
+    def commit(self, step: MonitorStep) -> None:
+        """Store where the next step starts: a new open-window buffer, then the cursor naming it (so a crash
+        leaves the previous pair whole), then drop every other buffer."""
+        buffer_name = f"open_windows-{time.time_ns()}.parquet"
+        sink = io.BytesIO()
+        pq.write_table(step.open_windows, sink)
+        atomic_write_bytes(self.folder / buffer_name, sink.getvalue())
+        cursor = dataclasses.replace(step.cursor, open_windows=buffer_name)
+        atomic_write_text(self.cursor_path, json.dumps(dataclasses.asdict(cursor)))
+        for stale in self.folder.glob("open_windows*.parquet"):
+            if stale.name != buffer_name:
+                stale.unlink(missing_ok=True)
+
+    def _open_windows(self, events: pa.Table, window_ms: float) -> pa.Table:
+        """The events of the current and previous window: late lines may still join them."""
         timing = self.state.timing
         current = int((time.time() * 1000 - timing.start_ms) // window_ms)
         oldest_open_ms = timing.start_ms + (current - 1) * window_ms
         frame = events.to_pandas()
         if len(frame):
             frame = frame[_epoch_ms(frame) >= oldest_open_ms]
-        sink = io.BytesIO()
-        pq.write_table(pa.Table.from_pandas(frame, schema=EVENT_SCHEMA, preserve_index=False), sink)
-        atomic_write_bytes(self.buffer_path, sink.getvalue())
+        return pa.Table.from_pandas(frame, schema=EVENT_SCHEMA, preserve_index=False)

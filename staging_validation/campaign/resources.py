@@ -10,6 +10,7 @@ from staging_validation.campaigns import (
     load_campaign_state,
     save_campaign_state,
 )
+from staging_validation.config_files import ConfigError
 from staging_validation.storage import campaign_dir, default_data_root
 
 
@@ -27,12 +28,17 @@ class CampaignStore(dg.ConfigurableResource):
     def save(self, state: CampaignState) -> None:
         save_campaign_state(self.data_root, state)
 
-    def campaigns(self) -> list[CampaignState]:
+    def campaigns(self) -> tuple[list[CampaignState], list[str]]:
+        """Every registered campaign that can be read, and why each other campaign folder was skipped: one
+        bad registration must not keep the sensors from serving the others."""
         root = Path(self.data_root) / "campaigns"
-        states = []
+        states, skipped = [], []
         for state_file in sorted(root.glob("*/campaign.json")):
-            states.append(self.load(state_file.parent.name))
-        return states
+            try:
+                states.append(self.load(state_file.parent.name))
+            except (ConfigError, OSError) as exc:
+                skipped.append(f"campaign folder {state_file.parent.name!r} skipped: {exc}")
+        return states, skipped
 
     def alerts_path(self, campaign: str) -> Path:
         return self.campaign_dir(campaign) / "alerts.jsonl"

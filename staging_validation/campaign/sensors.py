@@ -15,12 +15,28 @@ from staging_validation.campaign.jobs import campaign_hour_job, campaign_probes_
 from staging_validation.campaign.partitions import campaign_hour_key
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaigns import CampaignState, hour_key
+from staging_validation.config_files import ConfigError
 from staging_validation.hour_runner import log_follower, target_profile
 from staging_validation.plan import plan_for_hour
 from staging_validation.watch import CampaignMonitor
 
-# Ticks are cheap when nothing is due, so both sensors tick often; a compressed rehearsal needs it.
-SENSOR_INTERVAL_S = int(os.environ.get("STAGING_VALIDATION_SENSOR_INTERVAL_S", "5"))
+SENSOR_INTERVAL_ENV = "STAGING_VALIDATION_SENSOR_INTERVAL_S"
+
+
+def sensor_interval_s() -> int:
+    """Seconds between ticks of both sensors, 5 unless the environment says otherwise. Ticks are cheap when
+    nothing is due, so both sensors tick often; a compressed rehearsal needs it."""
+    configured = os.environ.get(SENSOR_INTERVAL_ENV, "5")
+    try:
+        seconds = int(configured)
+    except ValueError:
+        seconds = 0
+    if seconds < 1:
+        raise ConfigError(f"{SENSOR_INTERVAL_ENV}={configured!r}: give a whole number of seconds, at least 1")
+    return seconds
+
+
+SENSOR_INTERVAL_S = sensor_interval_s()
 
 TAG_CAMPAIGN = "staging-validation/campaign"
 TAG_HOUR = "staging-validation/hour"
@@ -121,29 +137,46 @@ def run_is_done(instance: dg.DagsterInstance, run_key: str) -> bool:
 )
 def campaign_clock(context: dg.SensorEvaluationContext, store: CampaignStore):
     cursor = json.loads(context.cursor) if context.cursor else {}
-    requests = due_run_requests(store.campaigns(), cursor, lambda key: run_is_done(context.instance, key))
+    requests = due_run_requests(readable_campaigns(context, store), cursor,
+                                lambda key: run_is_done(context.instance, key))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
 
 
+def readable_campaigns(context: dg.SensorEvaluationContext, store: CampaignStore) -> list[CampaignState]:
+    """The campaigns a sensor serves; each one that cannot be read is logged and left out."""
+    states, skipped = store.campaigns()
+    for problem in skipped:
+        context.log.warning(problem)
+    return states
+
+
 def monitor_campaign(store: CampaignStore, state: CampaignState) -> list[dict]:
-    """One monitor step for one campaign: store, send and act on the alerts it raises."""
+    """One monitor step for one campaign: act on, store and send the alerts it raises.
+
+    What must not be lost goes first: the early stop (no further hour runs), then the alerts. The
+    notifications follow (SMTP retries can outlast the sensor's timeout), and the step is committed last,
+    so a step cut short is judged again. A step still under way elsewhere makes this one a no-op.
+    """
     policy = load_policy(state.settings.get("policy") or None)
     monitor = CampaignMonitor(store.data_root, state, log_follower(store.data_root, state),
                               target_profile(state).telemetry, policy)
-    alerts, stop = monitor.step()
-    if not alerts:
-        return []
-    raised = [dataclasses.asdict(alert) for alert in alerts]
-    store.append_alerts(state.campaign, raised)
-    notifier = Notifier(NotificationSettings.model_validate(state.settings.get("notification") or {}),
-                        store.campaign_dir(state.campaign) / "outbox")
-    for alert in alerts:
-        notifier.send(compose_alert_message(alert, state.campaign))
-    if stop is not None:
-        # A critical failure ends the campaign now: no further hour runs, the clock requests the verdict.
-        latest = store.load(state.campaign)
-        if latest.status == "active":
-            store.save(latest.model_copy(update={"status": "stopped", "early_stop": stop}))
+    with monitor.exclusive() as alone:
+        if not alone:
+            return []
+        step = monitor.step()
+        if step.early_stop is not None:
+            # A critical failure ends the campaign now: no further hour runs, the clock requests the verdict.
+            latest = store.load(state.campaign)
+            if latest.status == "active":
+                store.save(latest.model_copy(update={"status": "stopped", "early_stop": step.early_stop}))
+        raised = [dataclasses.asdict(alert) for alert in step.alerts]
+        if raised:
+            store.append_alerts(state.campaign, raised)
+            notifier = Notifier(NotificationSettings.model_validate(state.settings.get("notification") or {}),
+                                store.campaign_dir(state.campaign) / "outbox")
+            for alert in step.alerts:
+                notifier.send(compose_alert_message(alert, state.campaign))
+        monitor.commit(step)
     return raised
 
 
@@ -155,7 +188,7 @@ def monitor_campaign(store: CampaignStore, state: CampaignState) -> list[dict]:
 )
 def campaign_monitor(context: dg.SensorEvaluationContext, store: CampaignStore):
     observations = []
-    for state in store.campaigns():
+    for state in readable_campaigns(context, store):
         if state.status != "active":
             continue
         raised = monitor_campaign(store, state)

@@ -2,7 +2,8 @@
 
 `LogFollower.poll()` reads what the log gained since the last poll — from a path, or from a command the
 user configures — and appends the complete new lines to `store_dir/raw/<HH>.log` by each line's own
-`time` (untimed lines, and lines that are not whole JSON objects, follow the previous line). The cursor
+time, read from the target profile's time field as the parser reads it (epoch ms, or an ISO-8601
+string); untimed lines, and lines that are not whole JSON objects, follow the previous line. The cursor
 `store_dir/cursor.json` records how far the log was read (byte offset of the end of the last complete
 line), which file that was (device, inode and a hash of its first bytes) and how large every raw file
 was when that was committed:
@@ -28,6 +29,8 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import json
+import math
 import os
 import re
 import select
@@ -36,6 +39,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pydantic
@@ -121,6 +125,23 @@ def _complete_lines(data: bytes, *, final: bool) -> bytes:
     return data[: end + 1]
 
 
+def _epoch_ms(value: object) -> int | None:
+    """A time field's value in epoch ms as the parser reads it: a number (or a numeric string) of epoch ms,
+    or an ISO-8601 string (UTC unless it says otherwise); None for anything else."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                return None
+            value = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return math.floor(value)
+
+
 def _read_from(handle, offset: int, limit: int) -> bytes:
     handle.seek(offset)
     return handle.read(limit)
@@ -133,15 +154,21 @@ class LogFollower:
         store_dir: str | Path,
         timing: CampaignTiming,
         *,
-        time_field: str = "time",
+        time_path: str = "time",
         max_poll_bytes: int = MAX_POLL_BYTES,
     ):
+        """`time_path` is the profile's `telemetry.fields.time`: a key, or a dotted path into nested objects."""
         self.source = source
         self.store_dir = Path(store_dir)
         self.timing = timing
         self.max_poll_bytes = max_poll_bytes
-        # The top-level epoch-ms time of a pino line, found without parsing the JSON.
-        self._time_pattern = re.compile(rb'"' + re.escape(time_field.encode()) + rb'"\s*:\s*(\d+)')
+        self._time_segments = time_path.split(".")
+        # A top-level key found once in a line's bytes is read from them without parsing (the common case,
+        # and cheap); a dotted path, or a line naming the key twice (a nested field of the same name may
+        # come first) or not at all as written (an escaped key), is read from the parsed line.
+        quoted_key = b'"' + time_path.encode() + b'"'
+        self._time_key = quoted_key if len(self._time_segments) == 1 else None
+        self._time_pattern = re.compile(re.escape(quoted_key) + rb'\s*:\s*("[^"\\]*"|[^\s,}]+)')
 
     @property
     def cursor_path(self) -> Path:
@@ -219,11 +246,25 @@ class LogFollower:
             # Only a line that looks like a whole JSON object has a time of its own; a truncated one
             # (no closing brace) is unparsed and follows the previous line, as the parser counts it.
             record = line.rstrip(b"\r")
-            found = record[:1] == b"{" and record[-1:] == b"}" and self._time_pattern.search(record)
-            if found:
-                hour = max(0, self.timing.hour_of_ms(int(found.group(1))))
+            time_ms = self._line_time_ms(record) if record[:1] == b"{" and record[-1:] == b"}" else None
+            if time_ms is not None:
+                hour = max(0, self.timing.hour_of_ms(time_ms))
             by_hour.setdefault(hour, []).append(line + b"\n")
         return by_hour, hour, len(lines)
+
+    def _line_time_ms(self, record: bytes) -> int | None:
+        if self._time_key is not None and record.count(self._time_key) == 1:
+            found = self._time_pattern.search(record)
+            return _epoch_ms(found.group(1).strip(b'"').decode("utf-8", "replace")) if found else None
+        try:
+            value = json.loads(record)
+        except (ValueError, RecursionError):  # not JSON after all (or absurdly nested): untimed
+            return None
+        for segment in self._time_segments:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(segment)
+        return _epoch_ms(value)
 
     # -- a path source --------------------------------------------------------------------------------
 

@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 
 import dagster as dg
+import pandas as pd
+import pytest
 
+from staging_validation.acceptance.policy import load_policy
 from staging_validation.campaign.jobs import CampaignLaunchConfig, register_campaign
 from staging_validation.campaign.resources import CampaignStore
-from staging_validation.campaign.sensors import campaign_clock, campaign_monitor
-from staging_validation.campaigns import load_campaign_state
+from staging_validation.campaign.sensors import (
+    SENSOR_INTERVAL_ENV,
+    campaign_clock,
+    campaign_monitor,
+    monitor_campaign,
+    sensor_interval_s,
+)
+from staging_validation.campaigns import CampaignTiming, load_campaign_state
+from staging_validation.config_files import ConfigError
 from staging_validation.definitions import build_definitions
+from staging_validation.hour_runner import log_follower, target_profile
+from staging_validation.watch import CampaignMonitor, with_hour
 
 HOUR_SECONDS = 600.0  # long hours: the whole test happens inside hour 0
+MISSING_PACK = "[Staging] ContinuityPack missing: no continuity pack for request"
 
 
 def pino(msg: str, level: int = 30, **fields) -> str:
@@ -27,13 +42,26 @@ def tick(sensor, instance, defs, cursor=None):
     return sensor.evaluate_tick(context)
 
 
-def test_monitor_alerts_once_on_new_lines_and_a_missing_pack_stops_the_campaign(tmp_path):
+def wait_for(condition, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not true within {timeout_s} s"
+        time.sleep(0.01)
+
+
+def watched_campaign(tmp_path, campaign: str = "watched"):
+    """A registered campaign whose log holds one line: (store, its state, the log path)."""
     log = tmp_path / "staging.log"
     log.write_text(pino("server listening"))
-    defs = build_definitions(str(tmp_path / "data"))
     store = CampaignStore(data_root=str(tmp_path / "data"))
-    register_campaign(store, CampaignLaunchConfig(campaign="watched", telemetry_path=str(log),
-                                                  hour_seconds=HOUR_SECONDS))
+    state = register_campaign(store, CampaignLaunchConfig(campaign=campaign, telemetry_path=str(log),
+                                                          hour_seconds=HOUR_SECONDS))
+    return store, state, log
+
+
+def test_monitor_alerts_once_on_new_lines_and_a_missing_pack_stops_the_campaign(tmp_path):
+    store, _, log = watched_campaign(tmp_path)
+    defs = build_definitions(store.data_root)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("campaign", ["watched"])
         assert tick(campaign_monitor, instance, defs).skip_message
@@ -52,8 +80,7 @@ def test_monitor_alerts_once_on_new_lines_and_a_missing_pack_stops_the_campaign(
         assert len(store.read_alerts("watched")) == 1
 
         with log.open("a") as handle:
-            handle.write(pino("[Staging] ContinuityPack missing: no continuity pack for request", level=50,
-                              reqId="req-99", hashedUserId="u1"))
+            handle.write(pino(MISSING_PACK, level=50, reqId="req-99", hashedUserId="u1"))
         tick(campaign_monitor, instance, defs)
         alerts = store.read_alerts("watched")
         assert [(a["severity"], a["rule"]) for a in alerts][-1] == ("critical", "monitor.missing_pack")
@@ -79,3 +106,97 @@ def test_an_unreadable_log_is_one_warning_not_a_failing_sensor(tmp_path):
     alerts = store.read_alerts("blind")
     assert [(a["severity"], a["rule"]) for a in alerts] == [("warning", "monitor.telemetry_unavailable")]
     assert "absent.log" in alerts[0]["message"]
+
+
+def test_an_early_stop_and_its_alert_are_stored_before_a_refusing_smtp_server_is_retried(tmp_path):
+    store, state, log = watched_campaign(tmp_path, "stopping")
+    with socket.socket() as reserved:  # bound but never listening: every connection to it is refused
+        reserved.bind(("127.0.0.1", 0))
+        notification = {"smtp_host": "127.0.0.1", "smtp_port": reserved.getsockname()[1], "smtp_starttls": False,
+                        "recipients": ["ops@example.com"], "retries": 1, "retry_backoff_s": 2.0}
+        state = state.model_copy(update={"settings": {**state.settings, "notification": notification}})
+        store.save(state)
+        with log.open("a") as handle:
+            handle.write(pino(MISSING_PACK, level=50, reqId="req-1", hashedUserId="u1"))
+        outbox = store.campaign_dir("stopping") / "outbox"
+        stepping = threading.Thread(target=monitor_campaign, args=(store, state))
+        stepping.start()
+        # The outbox copy is written before the first delivery attempt, i.e. once sending has begun.
+        wait_for(lambda: any(outbox.glob("*.eml")))
+        assert stepping.is_alive(), "the notification should still be retrying"
+        assert store.load("stopping").status == "stopped"
+        assert [a["rule"] for a in store.read_alerts("stopping")] == ["monitor.missing_pack"]
+        # The step is not committed while it sends; an evaluation meanwhile (a tick after a timed-out
+        # one) leaves the campaign to it instead of raising the same alert again.
+        assert monitor_campaign(store, state) == []
+        stepping.join(timeout=30)
+        assert not stepping.is_alive()
+    (message,) = outbox.glob("*.eml")
+    assert "X-Delivery-Status: failed: smtp failed: ConnectionRefusedError" in message.read_text()
+    assert monitor_campaign(store, state) == []  # committed: nothing is raised twice
+    assert len(store.read_alerts("stopping")) == 1
+
+
+def test_a_step_cut_short_before_its_commit_is_judged_again_without_counting_twice(tmp_path):
+    store, state, log = watched_campaign(tmp_path)
+    with log.open("a") as handle:
+        handle.writelines(pino("Unhandled error in chat handler", level=50, reqId=f"req-{n}") for n in range(11))
+    monitor = CampaignMonitor(store.data_root, state, log_follower(store.data_root, state),
+                              target_profile(state).telemetry, load_policy(None))
+    (first,) = monitor.step().alerts
+    (again,) = monitor.step().alerts
+    assert (first.rule, first.count) == (again.rule, again.count) == ("monitor.errors", 11)
+    committed = monitor.step()
+    monitor.commit(committed)
+    with log.open("a") as handle:
+        handle.write(pino("Unhandled error in chat handler", level=50, reqId="req-11"))
+    # The committed open-window buffer and the new line make one window of 12 errors, already alerted.
+    assert monitor.step().alerts == []
+
+
+def test_lines_lost_to_a_log_truncated_between_ticks_raise_a_warning(tmp_path):
+    store, _, log = watched_campaign(tmp_path)
+    defs = build_definitions(store.data_root)
+    with dg.instance_for_test() as instance:
+        tick(campaign_monitor, instance, defs)
+        log.write_text(pino("written after a truncation that nothing copied"))
+        tick(campaign_monitor, instance, defs)
+    alerts = store.read_alerts("watched")
+    assert [(a["severity"], a["rule"]) for a in alerts] == [("warning", "monitor.telemetry_lost")]
+    assert "lost" in alerts[0]["message"]
+
+
+def test_rows_get_the_campaign_hour_their_time_falls_in():
+    timing = CampaignTiming(start_ms=1_700_000_000_000, hour_seconds=0.0015)  # 1.5 ms hours
+    times = pd.to_datetime([timing.start_ms + offset for offset in range(5)], unit="ms", utc=True)
+    assert with_hour(pd.DataFrame({"time": times}), timing)["hour"].tolist() == [0, 0, 1, 2, 2]
+
+
+def test_one_unreadable_campaign_is_logged_and_skipped_while_the_others_run(tmp_path, capfd):
+    store, state, _ = watched_campaign(tmp_path, "good")
+    campaigns = tmp_path / "data" / "campaigns"
+    (campaigns / "corrupt").mkdir()
+    (campaigns / "corrupt" / "campaign.json").write_text('{"campaign": "corrupt", "created_')
+    (campaigns / "not an id").mkdir()
+    (campaigns / "not an id" / "campaign.json").write_text(
+        state.model_copy(update={"campaign": "not an id"}).model_dump_json())
+    defs = build_definitions(store.data_root)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("campaign", ["good"])
+        requests = tick(campaign_clock, instance, defs).run_requests
+        assert [r.run_key for r in requests] == ["good:probes:00"]
+        clock_log = capfd.readouterr().err
+        tick(campaign_monitor, instance, defs)
+        monitor_log = capfd.readouterr().err
+    for log in (clock_log, monitor_log):
+        assert log.count("'corrupt' skipped") == 1 and "unreadable campaign state" in log
+        assert log.count("'not an id' skipped") == 1 and "only letters, digits" in log
+
+
+@pytest.mark.parametrize("configured", ["5s", "0", ""])
+def test_a_malformed_sensor_interval_is_an_error_naming_the_variable_and_value(monkeypatch, configured):
+    monkeypatch.setenv(SENSOR_INTERVAL_ENV, configured)
+    with pytest.raises(ConfigError, match=f"{SENSOR_INTERVAL_ENV}='{configured}': give a whole number of seconds"):
+        sensor_interval_s()
+    monkeypatch.setenv(SENSOR_INTERVAL_ENV, "2")
+    assert sensor_interval_s() == 2

@@ -9,11 +9,19 @@ import shlex
 import shutil
 import sys
 import threading
+import time
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from staging_validation.campaigns import CampaignTiming
+from staging_validation.campaigns import CampaignState, CampaignTiming
 from staging_validation.config_files import ConfigError, validate_model
+from staging_validation.hour_runner import (
+    capture_until_hour_end,
+    log_follower,
+    telemetry_store,
+)
+from staging_validation.target.profile import DOCUMENTED_PROFILE
 from staging_validation.telemetry.capture import (
     CaptureError,
     LogFollower,
@@ -271,3 +279,77 @@ def test_an_unreadable_path_raises_a_clear_error_and_leaves_the_cursor(log, stor
 def test_a_bad_source_is_a_config_error_naming_the_problem(data, problem):
     with pytest.raises(ConfigError, match=problem):
         validate_model(data, TelemetrySource, "profile.yaml: telemetry.source")
+
+
+def iso(time_ms: int, zone: timezone = UTC) -> str:
+    return datetime.fromtimestamp(time_ms / 1000, tz=zone).isoformat(timespec="milliseconds")
+
+
+def test_a_renamed_time_key_files_lines_by_their_own_time(log, store):
+    hour_ms = [START_MS + hour * HOUR_MS + 5 for hour in range(4)]
+    log.append_text("".join(json.dumps(line) + "\n" for line in [
+        {"level": 30, "ts": hour_ms[0], "msg": "a"},
+        {"level": 30, "ts": hour_ms[2], "time": hour_ms[3], "msg": "b"},  # `time` is not the mapped field
+        {"level": 30, "req": {"ts": hour_ms[3]}, "ts": hour_ms[1], "msg": "c"},  # a nested `ts` comes first
+        {"level": 30, "ts": str(hour_ms[3]), "msg": "d"},  # a numeric string, as the parser reads it
+        {"level": 30, "msg": "untimed: follows the previous line"},
+    ]))
+    chunk = follower(log, store, time_path="ts").poll()
+    assert chunk.hours == {0, 1, 2, 3}
+    assert [json.loads(line)["msg"] for line in raw_hour_path(store, 2).read_text().splitlines()] == ["b"]
+    assert [json.loads(line)["msg"] for line in raw_hour_path(store, 1).read_text().splitlines()] == ["c"]
+    assert [json.loads(line)["msg"] for line in raw_hour_path(store, 3).read_text().splitlines()] == [
+        "d", "untimed: follows the previous line"]
+
+
+@pytest.mark.parametrize("time_path", ["time", "meta.at"])
+def test_iso_times_at_a_key_or_a_nested_path_file_lines_by_their_hour(log, store, time_path):
+    def line(msg: str, value: str) -> str:
+        if time_path == "time":
+            return json.dumps({"level": 30, "time": value, "msg": msg}) + "\n"
+        return json.dumps({"level": 30, "meta": {"at": value}, "msg": msg}) + "\n"
+
+    log.append_text("".join([
+        line("utc", iso(START_MS + 2 * HOUR_MS + 1).replace("+00:00", "Z")),
+        line("offset", iso(START_MS + 1 * HOUR_MS + 1, timezone(timedelta(hours=5, minutes=30)))),
+        line("naive is utc", iso(START_MS + 3 * HOUR_MS + 1).removesuffix("+00:00")),
+        line("not a time: follows the previous line", "yesterday"),
+    ]))
+    chunk = follower(log, store, time_path=time_path).poll()
+    assert chunk.hours == {1, 2, 3}
+    by_hour = {hour: [json.loads(line)["msg"] for line in raw_hour_path(store, hour).read_text().splitlines()]
+               for hour in chunk.hours}
+    assert by_hour == {2: ["utc"], 1: ["offset"], 3: ["naive is utc", "not a time: follows the previous line"]}
+
+
+def test_the_campaigns_follower_reads_the_time_field_its_target_profile_maps(tmp_path, log):
+    profile = tmp_path / "ts-profile.yaml"
+    profile.write_text(DOCUMENTED_PROFILE.read_text() + "telemetry:\n  fields:\n    time: ts\n")
+    state = CampaignState(campaign="renamed", created_at_ms=START_MS, timing=TIMING,
+                          settings={"target_profile": str(profile), "telemetry": {"path": str(log.path)}})
+    log.append_text(json.dumps({"level": 30, "ts": START_MS + 2 * HOUR_MS, "msg": "late"}) + "\n")
+    assert log_follower(tmp_path / "data", state).poll().hours == {2}
+    assert raw_hour_path(telemetry_store(tmp_path / "data", state), 2).exists()
+
+
+def past_hour_state(hour_seconds: float = 3600) -> CampaignState:
+    """A campaign whose hour 0 is long over, so capturing it has no time to wait for."""
+    start_ms = int(time.time() * 1000) - int(10 * hour_seconds * 1000)
+    return CampaignState(campaign="past", created_at_ms=start_ms,
+                         timing=CampaignTiming(start_ms=start_ms, hour_seconds=hour_seconds))
+
+
+def test_capturing_an_hour_that_is_over_reads_the_whole_backlog_before_returning(log, store):
+    log.append(60)
+    small = follower(log, store, max_poll_bytes=1000)  # the backlog takes several polls
+    assert capture_until_hour_end(small, past_hour_state(), 0, should_stop=lambda: False) == []
+    assert captured_lines(store) == log.written
+
+
+def test_capturing_an_hour_returns_the_lines_the_capture_reports_lost(log, store):
+    log.append(5)
+    follower(log, store).poll()
+    os.truncate(log.path, 0)  # truncated without a copy: what came after the last poll is gone
+    log.append(2)
+    problems = capture_until_hour_end(follower(log, store), past_hour_state(), 0, should_stop=lambda: False)
+    assert len(problems) == 1 and "lost" in problems[0] and str(log.path) in problems[0]
