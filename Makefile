@@ -18,10 +18,11 @@ demo: $(STAMP)
 	DAGSTER_HOME=$(CURDIR) $(BIN)/staging-validation rehearse --profile healthy
 
 # Tests make their own temporary Dagster instances. The rate measurements run first, alone; then three
-# workers share the two cores (most tests wait on real time, not on the CPU).
+# workers share the two cores (most tests wait on real time, not on the CPU); work stealing keeps a
+# queue of long rehearsals from piling up behind one worker at the end.
 test: $(STAMP)
 	env -u DAGSTER_HOME $(BIN)/pytest -m load_sensitive
-	env -u DAGSTER_HOME $(BIN)/pytest -n 3 -m "not load_sensitive"
+	env -u DAGSTER_HOME $(BIN)/pytest -n 3 --dist worksteal -m "not load_sensitive"
 
 # The built-in staging service at the address and log path the launchpad's defaults point to.
 simulator: $(STAMP)

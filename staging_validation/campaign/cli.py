@@ -22,8 +22,10 @@ from staging_validation.storage import default_data_root
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--organic-rps", type=click.FloatRange(min=0), default=20.0, show_default=True,
               help="Background traffic of the simulator's own users.")
+@click.option("--first-verdict-only", is_flag=True,
+              help="End the campaign at its first verdict: an EXTEND is decided and notified, its hours not played.")
 def rehearse_command(profile: str, hour_seconds: float, hours: int, campaign: str | None, seed: int,
-                     organic_rps: float) -> None:
+                     organic_rps: float, first_verdict_only: bool) -> None:
     """Start the simulator with a fault profile and run a whole campaign through Dagster.
 
     Exit code: 0 ACCEPT, 3 EXTEND, 4 REJECT, 1 error.
@@ -35,7 +37,7 @@ def rehearse_command(profile: str, hour_seconds: float, hours: int, campaign: st
         with dg.DagsterInstance.get() as instance:
             outcome = rehearse(instance, Path(default_data_root()), profile=profile, hours=hours,
                                hour_seconds=hour_seconds, campaign=campaign, seed=seed,
-                               organic_rps=organic_rps, console=console)
+                               organic_rps=organic_rps, console=console, first_verdict_only=first_verdict_only)
     except (ConfigError, RuntimeError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         sys.exit(1)

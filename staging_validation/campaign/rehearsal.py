@@ -29,7 +29,12 @@ from staging_validation.campaign.sensors import (
     campaign_clock,
     campaign_monitor,
 )
-from staging_validation.campaigns import MAX_CAMPAIGN_HOURS, load_campaign_state
+from staging_validation.campaigns import (
+    MAX_CAMPAIGN_HOURS,
+    CampaignState,
+    load_campaign_state,
+    save_campaign_state,
+)
 from staging_validation.definitions import build_definitions
 from staging_validation.simulator.process import start_simulator
 from staging_validation.simulator.profiles import load_profile
@@ -152,8 +157,10 @@ def rehearse(
     notification: dict | None = None,
     console: Console | None = None,
     policy: str | None = None,
+    first_verdict_only: bool = False,
 ) -> RehearsalOutcome:
-    """`policy`: an acceptance policy YAML instead of the shipped one."""
+    """`policy`: an acceptance policy YAML instead of the shipped one. `first_verdict_only`: the campaign
+    ends at its first verdict; an EXTEND is decided and notified, but its extension hours are not played."""
     console = console or Console()
     campaign = validate_campaign_id(
         campaign or f"rehearsal-{profile}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
@@ -185,7 +192,7 @@ def rehearse(
                 raise RuntimeError(f"start_campaign failed: {failure.message if failure else 'see the run in the UI'}")
             state = load_campaign_state(data_root, campaign)
             simulator.set_campaign_start(state.timing.start_ms)
-            failed = _drive(instance, defs, data_root, campaign, lanes, console)
+            failed = _drive(instance, defs, data_root, campaign, lanes, console, first_verdict_only)
         finally:
             simulator.stop()
     folder = campaign_dir(data_root, campaign)
@@ -195,7 +202,7 @@ def rehearse(
 
 
 def _drive(instance: dg.DagsterInstance, defs: dg.Definitions, data_root: Path, campaign: str, lanes: _Lanes,
-           console: Console) -> list[str]:
+           console: Console, first_verdict_only: bool) -> list[str]:
     """Tick the sensors and execute what they request until the campaign has its final decision."""
     cursors: dict[str, str | None] = {campaign_clock.name: None, campaign_monitor.name: None}
     failed: list[str] = []
@@ -226,18 +233,33 @@ def _drive(instance: dg.DagsterInstance, defs: dg.Definitions, data_root: Path, 
                 for event in result.asset_events:
                     instance.report_runless_asset_event(event)
                 for request in result.run_requests or []:
+                    if first_verdict_only and _after_the_planned_hours(request, state):
+                        continue  # an extension hour, requested while the first verdict is still running
                     lanes.submit(request, sensor.name)
                     progress.update(bar_for(request), status="running")
             for request, success in lanes.finished():
                 progress.update(bar_for(request), advance=1, status="[green]done" if success else "[red]failed")
                 if not success:
                     failed.append(request.run_key)
+                if first_verdict_only and request.tags[TAG_PHASE] == "verdict":
+                    _close_campaign(data_root, campaign)
             if state.status == "decided" and lanes.idle:
                 return failed
             if time.time() > deadline:
                 raise RuntimeError(f"campaign {campaign} reached no decision in time; its runs are in the instance")
             # Pace the loop at a fraction of the monitor window so alerts stay timely in compressed time.
             time.sleep(max(0.05, state.timing.scale(60)))
+
+
+def _after_the_planned_hours(request: dg.RunRequest, state: CampaignState) -> bool:
+    return request.tags[TAG_PHASE] != "verdict" and int(request.tags[TAG_HOUR]) >= state.planned_hours
+
+
+def _close_campaign(data_root: Path, campaign: str) -> None:
+    """Marks the campaign decided on the verdict just made, so the clock requests no extension hours."""
+    state = load_campaign_state(data_root, campaign)
+    if state.status != "decided":
+        save_campaign_state(data_root, state.model_copy(update={"status": "decided"}))
 
 
 def print_outcome(console: Console, outcome: RehearsalOutcome) -> None:

@@ -82,6 +82,10 @@ class Rehearsal:
         return [(m.asset_materialization.metadata["decision"].value, m.asset_materialization.metadata["rule"].value)
                 for m in result.records]
 
+    def extension_notices(self) -> int:
+        messages = (self.folder / "outbox").glob("*.eml")
+        return sum(f"Staging extended {EXTENSION_HOURS} hours" in m.read_text() for m in messages)
+
     def report(self) -> str:
         return self.outcome.report_path.read_text(encoding="utf-8")
 
@@ -174,31 +178,39 @@ def test_ambiguity_review_accepts_with_an_action_item(rehearsal):
     assert run.decision["action_items"]
 
 
-@pytest.mark.parametrize(("profile", "gate", "status", "first_rule", "organic_rps"), [
-    ("ambiguity-high", 2, "REVIEW", "extend.forced_review", 30.0),
+def test_extend_runs_the_extension_then_a_person_must_decide(rehearsal):
     # The regen-path p99 is judged from 50 regenerated requests, about 8 % of the traffic: two more hours
     # (one of them the stress test) and more organic traffic give the first verdict enough.
-    ("governor-slow", 4, "REVIEW", "extend.forced_review", 30.0),
-    ("governor-regen-heavy", 4, "FAIL", "extend.secondary_gate", ORGANIC_RPS),
-])
-def test_extend_runs_the_extension_then_a_person_must_decide(rehearsal, profile, gate, status, first_rule,
-                                                             organic_rps):
-    hours = HOURS + 2 if profile == "governor-slow" else HOURS
-    run = rehearsal(profile, hours=hours, organic_rps=organic_rps)
+    hours = HOURS + 2
+    run = rehearsal("governor-slow", hours=hours, organic_rps=30.0)
     # The first verdict extends; the policy never extends twice, so after the extension the gate is still
     # out of bounds and the second EXTEND hands the call to a person.
-    assert run.decisions_materialized() == [("EXTEND", first_rule), ("EXTEND", "extend.after_extension")]
+    assert run.decisions_materialized() == [("EXTEND", "extend.forced_review"), ("EXTEND", "extend.after_extension")]
     assert (run.decision["decision"], run.decision["rule"]) == ("EXTEND", "extend.after_extension")
-    assert run.gate(gate)["status"] == status
+    assert run.gate(4)["status"] == "REVIEW"
     state = run.state()
     assert (state.extension_count, state.extension_hours, state.status) == (1, EXTENSION_HOURS, "decided")
     assert run.decision["observed_hours"] == list(range(hours + EXTENSION_HOURS))
     assert max(run.run_hours()) == hours + EXTENSION_HOURS - 1
     assert any("A person must decide" in item for item in run.decision["action_items"])
-    subjects = sorted(m.read_text() for m in (run.folder / "outbox").glob("*.eml"))
-    assert sum(f"Staging extended {EXTENSION_HOURS} hours" in text for text in subjects) == 1
-    if profile == "governor-slow":
-        run.assert_outputs_written()
+    assert run.extension_notices() == 1
+    run.assert_outputs_written()
+
+
+@pytest.mark.parametrize(("profile", "gate", "status", "first_rule", "organic_rps"), [
+    ("ambiguity-high", 2, "REVIEW", "extend.forced_review", 30.0),
+    ("governor-regen-heavy", 4, "FAIL", "extend.secondary_gate", ORGANIC_RPS),
+])
+def test_a_review_or_secondary_failure_extends_by_the_policy_hours(rehearsal, profile, gate, status, first_rule,
+                                                                  organic_rps):
+    # The extension itself is played once, above; here the campaign ends at its first verdict.
+    run = rehearsal(profile, organic_rps=organic_rps, first_verdict_only=True)
+    assert run.decisions_materialized() == [("EXTEND", first_rule)]
+    assert run.gate(gate)["status"] == status
+    state = run.state()
+    assert (state.extension_count, state.extension_hours) == (1, EXTENSION_HOURS)
+    assert max(run.run_hours()) == HOURS - 1
+    assert run.extension_notices() == 1
 
 
 @pytest.mark.parametrize("profile", ["noisy-logs", "log-rotation"])
@@ -258,7 +270,10 @@ def monitor_counts_policy(path: Path) -> Path:
     ("rate-limit", "monitor.rate_limited", ORGANIC_RPS),
 ])
 def test_monitor_raises_the_right_alert_and_lists_it_as_an_incident(rehearsal, tmp_path, profile, alert, organic_rps):
-    run = rehearsal(profile, policy=monitor_counts_policy(tmp_path / "policy.yaml"), organic_rps=organic_rps)
+    # The alert and its incident are what is tested: in compressed hours the rate-limit profile's probes
+    # outlast their hours and the first verdict extends, so the campaign ends there.
+    run = rehearsal(profile, policy=monitor_counts_policy(tmp_path / "policy.yaml"), organic_rps=organic_rps,
+                    first_verdict_only=True)
     raised = [a for a in run.alerts() if a["rule"] == alert]
     assert raised, f"no {alert} alert; raised: {run.alert_rules()}"
     faults = load_profile(profile).faults
