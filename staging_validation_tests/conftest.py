@@ -6,14 +6,15 @@ import functools
 
 import pytest
 
-from staging_validation_tests.sim_process import RunningSimulator, start_simulator
+from staging_validation.simulator.process import RunningSimulator, start_simulator
 
 
 @pytest.fixture
 def simulator_factory(tmp_path):
     """`simulator_factory(profile=..., hour_seconds=..., ...)` → RunningSimulator.
 
-    Options are those of `sim_process.start_simulator`; every simulator still running at teardown is killed.
+    Options are those of `staging_validation.simulator.process.start_simulator`; every simulator still
+    running at teardown is killed.
     """
     started: list[RunningSimulator] = []
 

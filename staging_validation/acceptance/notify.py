@@ -2,7 +2,9 @@
 `.eml` copy in the campaign's outbox recording what happened to it, so no message is ever lost.
 
 Delivery problems are retried, then recorded; they never raise, because a failed email must not lose
-the verdict it carries. The SMTP password is read from the environment variable the settings name.
+the verdict it carries. The SMTP password and the webhook URL (which often embeds a token) are read
+from the environment variables the settings name, and a webhook failure is recorded by status code or
+exception class only, because httpx's error text quotes the URL.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 import smtplib
 import ssl
 import time
+from collections.abc import Callable
 from copy import deepcopy
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -29,6 +32,7 @@ from staging_validation.config_files import StrictModel
 from staging_validation.storage import atomic_write_bytes
 
 SMTP_TIMEOUT_S = 10.0
+WEBHOOK_TIMEOUT_S = 10.0
 TO_BE_SCHEDULED = "on a date to be scheduled"
 
 
@@ -40,7 +44,7 @@ class NotificationSettings(StrictModel):
     smtp_password_env: str | None = None  # the NAME of the environment variable holding the password
     sender: str = "staging-validation@localhost"
     recipients: list[str] = pydantic.Field(default_factory=list)
-    webhook_url: str | None = None
+    webhook_url_env: str | None = None  # the NAME of the environment variable holding the webhook URL
     retries: int = pydantic.Field(default=2, ge=0, le=10)
     retry_backoff_s: float = pydantic.Field(default=2.0, ge=0)
 
@@ -127,6 +131,17 @@ def compose_alert_message(alert: Alert, campaign: str) -> Message:
 # --- delivering ---------------------------------------------------------------------------------
 
 
+def _failure_text(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+
+
+def _webhook_failure(exc: Exception) -> str:
+    """Status code or exception class only: httpx's messages quote the URL, which may carry a secret."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTPStatusError: HTTP {exc.response.status_code}"
+    return type(exc).__name__
+
+
 class Notifier:
     def __init__(self, settings: NotificationSettings, outbox_dir: str | Path):
         self.settings = settings
@@ -142,8 +157,7 @@ class Notifier:
         channels = {
             "smtp": self._with_retries(lambda: self._send_smtp(email)) if self.settings.smtp_host
             else "not-configured",
-            "webhook": self._with_retries(lambda: self._send_webhook(message)) if self.settings.webhook_url
-            else "not-configured",
+            "webhook": self._send_webhook(message) if self.settings.webhook_url_env else "not-configured",
         }
         attempted = {name: result for name, result in channels.items() if result != "not-configured"}
         failures = [f"{name} {result}" for name, result in attempted.items() if result != "sent"]
@@ -175,7 +189,8 @@ class Notifier:
             copy[name] = value
         atomic_write_bytes(path, copy.as_bytes())
 
-    def _with_retries(self, attempt) -> str:
+    def _with_retries(self, attempt: Callable[[], None],
+                      describe_failure: Callable[[Exception], str] = _failure_text) -> str:
         reason = ""
         for number in range(self.settings.retries + 1):
             if number:
@@ -183,8 +198,8 @@ class Notifier:
             try:
                 attempt()
                 return "sent"
-            except (OSError, smtplib.SMTPException, httpx.HTTPError, ValueError) as exc:
-                reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+            except (OSError, smtplib.SMTPException, httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+                reason = describe_failure(exc)
         return f"failed: {reason} (after {self.settings.retries + 1} attempts)"
 
     def _send_smtp(self, email: EmailMessage) -> None:
@@ -199,7 +214,14 @@ class Notifier:
                 client.login(settings.smtp_username, password)
             client.send_message(email, to_addrs=settings.recipients)
 
-    def _send_webhook(self, message: Message) -> None:
-        response = httpx.post(self.settings.webhook_url, json={"subject": message.subject, "body": message.body},
-                              timeout=SMTP_TIMEOUT_S)
-        response.raise_for_status()
+    def _send_webhook(self, message: Message) -> str:
+        url = os.environ.get(self.settings.webhook_url_env or "")
+        if not url:
+            return f"failed: webhook URL variable {self.settings.webhook_url_env!r} is not set"
+
+        def post() -> None:
+            response = httpx.post(url, json={"subject": message.subject, "body": message.body},
+                                  timeout=WEBHOOK_TIMEOUT_S)
+            response.raise_for_status()
+
+        return self._with_retries(post, _webhook_failure)

@@ -1,4 +1,5 @@
 
+import os
 import time
 
 import dagster as dg
@@ -12,6 +13,7 @@ from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaigns import MAX_CAMPAIGN_HOURS, CampaignState, CampaignTiming
 from staging_validation.config_files import ConfigError
 from staging_validation.storage import validate_campaign_id
+from staging_validation.target.client import bearer_token, resolve_base_url
 from staging_validation.target.profile import load_target_profile
 from staging_validation.telemetry.capture import TelemetrySource
 
@@ -45,7 +47,11 @@ class NotificationConfig(dg.Config):
     )
     sender: str = "staging-validation@localhost"
     recipients: list[str] = []
-    webhook_url: str = ""
+    webhook_url_env: str = pydantic.Field(
+        default="",
+        description="Name of the environment variable holding the webhook URL (never the URL, which may "
+        "embed a token); empty: no webhook.",
+    )
 
 
 class CampaignLaunchConfig(dg.Config):
@@ -83,10 +89,17 @@ def register_campaign(store: CampaignStore, config: CampaignLaunchConfig, now_ms
     if (store.campaign_dir(campaign) / "campaign.json").exists():
         raise ConfigError(f"campaign {campaign!r}: already registered; choose a new id")
     settings = config.settings()
-    load_target_profile(settings["target_profile"])
+    profile = load_target_profile(settings["target_profile"])
+    # The hourly probe runs build their client from these; a bad URL or a missing token would fail
+    # every one of them, so the launch refuses instead.
+    resolve_base_url(profile, settings["base_url"])
+    bearer_token(profile)
     load_policy(settings["policy"])
     TelemetrySource.model_validate(settings["telemetry"])
-    NotificationSettings.model_validate(settings["notification"])
+    notification = NotificationSettings.model_validate(settings["notification"])
+    webhook_variable = notification.webhook_url_env
+    if webhook_variable and not os.environ.get(webhook_variable):
+        raise ConfigError(f"notification.webhook_url_env: environment variable {webhook_variable} is not set or empty")
     started = now_ms if now_ms is not None else int(time.time() * 1000)
     state = CampaignState(
         campaign=campaign,

@@ -153,5 +153,5 @@ def identity(**options: object) -> None:
 @probe.command()
 @_target_options
 def determinism(**options: object) -> None:
-    """Five consecutive requests by one user get the same relationship context."""
+    """Ten stable users send five consecutive requests each; every user must keep one relationship context."""
     _run(options, lambda timing: lambda client: determinism_check(client, timing))

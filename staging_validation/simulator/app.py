@@ -147,7 +147,10 @@ def build_app(service: StagingService, token: str | None) -> Starlette:
 
 
 def _authorized(request: Request, token: str) -> bool:
-    return hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {token}")
+    # Bytes, because compare_digest refuses str with non-ASCII characters (Starlette decodes headers as
+    # latin-1, so encoding back gives the bytes the client sent).
+    sent = request.headers.get("authorization", "").encode("latin-1")
+    return hmac.compare_digest(sent, f"Bearer {token}".encode())
 
 
 def _stream(context: RequestContext, events: list[dict]) -> StreamingResponse:

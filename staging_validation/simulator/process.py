@@ -1,8 +1,8 @@
 """Start the real simulator as a separate process (`python -m staging_validation.cli simulate`).
 
-The rehearsal and the tests use it (tests through `staging_validation_tests.sim_process` and its
-`simulator_factory` fixture). The process binds port 0 and writes its port to a file; `start_simulator`
-polls that file and then the health route until the service answers, with a deadline, no fixed sleep.
+The rehearsal and the tests use it (tests directly or through the `simulator_factory` fixture). The
+process binds port 0 and writes its port to a file; `start_simulator` polls that file and then the
+health route until the service answers, with a deadline, no fixed sleep.
 """
 
 from __future__ import annotations
@@ -89,7 +89,11 @@ class RunningSimulator:
             self.process.wait()
 
     def stop(self) -> int:
-        """SIGTERM and wait: the simulator finishes requests in flight (<= 10 s), writes its final stats."""
+        """SIGTERM and wait: the simulator finishes requests in flight, writes its final stats.
+
+        Worst case about 20 s: up to 10 s (`server.GRACEFUL_SHUTDOWN_S`) for HTTP requests in flight,
+        then up to 10 s more for organic requests in flight; killed after 30 s.
+        """
         if self.process.poll() is None:
             self.process.terminate()
             try:

@@ -21,6 +21,7 @@ HOST = "127.0.0.1"
 SCHEDULER_MAX_TICK_S = 0.05
 SCHEDULER_MIN_TICK_S = 0.005  # a tiny --hour-seconds must not turn the scheduler into a busy loop
 REBIND_ATTEMPTS = 50
+REBIND_RETRY_S = 0.1
 GRACEFUL_SHUTDOWN_S = 10
 
 
@@ -54,6 +55,19 @@ async def _wait_any(*events: asyncio.Event) -> None:
             waiter.cancel()
 
 
+async def _wait_while_refusing_is(
+    refusing: bool, service: StagingService, stop: asyncio.Event, outage_changed: asyncio.Event
+) -> None:
+    """Return once `stop` is set or the outage state is no longer `refusing`.
+
+    Level-triggered: the state is re-read after every wake-up, and the event is cleared before that
+    read, so a change made at any moment (even while the caller was busy elsewhere) is never lost.
+    """
+    while not stop.is_set() and service.refusing_connections == refusing:
+        await _wait_any(stop, outage_changed)
+        outage_changed.clear()
+
+
 async def _scheduler(service: StagingService, stop: asyncio.Event, outage_changed: asyncio.Event) -> None:
     tick_s = max(SCHEDULER_MIN_TICK_S, min(SCHEDULER_MAX_TICK_S, service.timing.hour_seconds / 100))
     while not stop.is_set():
@@ -65,12 +79,16 @@ async def _scheduler(service: StagingService, stop: asyncio.Event, outage_change
             await asyncio.wait_for(stop.wait(), timeout=tick_s)
 
 
-async def _rebind(port: int) -> socket.socket:
+async def _rebind(port: int, stop: asyncio.Event) -> socket.socket | None:
+    """A new listening socket on `port`, or None when `stop` is set first; OSError after the last attempt."""
     for _ in range(REBIND_ATTEMPTS - 1):
-        try:
+        with contextlib.suppress(OSError):
             return bind_listening_socket(port)
-        except OSError:
-            await asyncio.sleep(0.1)  # the old socket's port can take a moment to be released
+        # The old socket's port can take a moment to be released; a shutdown does not wait for it.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=REBIND_RETRY_S)
+        if stop.is_set():
+            return None
     return bind_listening_socket(port)
 
 
@@ -94,28 +112,32 @@ async def serve(service: StagingService, app, sock: socket.socket, organic_rps: 
     try:
         while not stop.is_set():
             if service.refusing_connections:
-                outage_changed.clear()
-                await _wait_any(stop, outage_changed)
+                if sock is not None:  # a listening socket would let the kernel accept connections
+                    sock.close()
+                    sock = None
+                await _wait_while_refusing_is(True, service, stop, outage_changed)
                 continue
             if sock is None:
                 try:
-                    sock = await _rebind(port)
+                    sock = await _rebind(port, stop)
                 except OSError as exc:  # another process took the port during the outage
                     print(
                         f"simulator: cannot listen again on {HOST}:{port}: {exc.strerror or exc}",
                         file=sys.stderr,
                     )
                     break
+                continue  # re-read the outage state: a new window may have opened while binding
             server = _SignalFreeServer(config)
             serving = asyncio.create_task(server.serve(sockets=[sock]))
-            outage_changed.clear()
-            await _wait_any(stop, outage_changed)
+            await _wait_while_refusing_is(False, service, stop, outage_changed)
             server.should_exit = True
             await serving
             sock.close()
             sock = None
     finally:
         stop.set()
+        if sock is not None:
+            sock.close()
         await asyncio.gather(*background, return_exceptions=True)
         await service.drain_organic(GRACEFUL_SHUTDOWN_S)
         service.log.close()

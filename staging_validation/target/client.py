@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import os
 import secrets
 import time
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -44,22 +45,41 @@ RETRY_AFTER_DEFAULT_S = 1.0
 RETRY_AFTER_MAX_S = 5.0
 
 
+def resolve_base_url(profile: TargetProfile, base_url: str | None = None) -> str:
+    """`base_url` (else the profile's) without its trailing slash; ConfigError unless an http(s) URL with a host."""
+    given = base_url or profile.base_url
+    url = given.rstrip("/")
+    try:
+        parts = urlsplit(url)
+        # `.port` raises ValueError for a port that is not a number from 0 to 65535.
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:
+        valid = False
+    if not valid or any(char.isspace() for char in url):
+        raise ConfigError(f"base_url {given!r}: must be an http:// or https:// URL with a host")
+    return url
+
+
+def bearer_token(profile: TargetProfile) -> str | None:
+    """The token from the variable the profile names; ConfigError (naming the variable) if required but unset."""
+    token = os.environ.get(profile.token_env) if profile.token_env else None
+    if not token and profile.token_required:
+        raise ConfigError(
+            f"token_env: the profile requires a bearer token but ${profile.token_env} is unset or empty"
+        )
+    return token or None
+
+
 class TargetClient:
     """Async context manager around one `httpx.AsyncClient` configured from a target profile."""
 
     def __init__(self, profile: TargetProfile, base_url: str | None = None):
         self.profile = profile
-        self.base_url = (base_url or profile.base_url).rstrip("/")
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"base url {self.base_url!r}: must start with http:// or https://")
+        self.base_url = resolve_base_url(profile, base_url)
         self._headers: dict[str, str] = {}
-        token = os.environ.get(profile.token_env) if profile.token_env else None
+        token = bearer_token(profile)
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
-        elif profile.token_required:
-            raise ConfigError(
-                f"token_env: the profile requires a bearer token but ${profile.token_env} is unset or empty"
-            )
         # A tag per client keeps request ids unique across clients and runs hitting the same target.
         self._client_tag = secrets.token_hex(3)
         self._request_numbers = itertools.count(1)
@@ -418,10 +438,12 @@ class TargetClient:
 
 
 def _retry_after_s(header: str | None) -> float:
-    """The `Retry-After` wait in seconds, bounded; the default when absent or an HTTP date."""
+    """The `Retry-After` wait in seconds, bounded; the default when absent, an HTTP date or not finite."""
     try:
         seconds = float(header) if header is not None else RETRY_AFTER_DEFAULT_S
     except ValueError:
+        seconds = RETRY_AFTER_DEFAULT_S
+    if not math.isfinite(seconds):  # float() accepts "nan" and "inf", which no sleep can honour
         seconds = RETRY_AFTER_DEFAULT_S
     return min(max(seconds, 0.0), RETRY_AFTER_MAX_S)
 

@@ -1,8 +1,9 @@
-"""The telemetry event: one row per log line recognised as one of the target's events.
+"""The telemetry event: one row per parsed log line, of one of the target's event kinds or `other`.
 
 The parser (`telemetry.parse`) fills this schema from the target's log using the field mapping of the
-target profile; lines that are not JSON or match no event are counted as unparsed, never stored as
-events. Columns that do not apply to a kind are null.
+target profile. Lines that are not JSON objects with a level or a msg are counted as unparsed and not
+stored as rows; a parsed line that matches no event of the mapping is stored with kind `other`.
+Columns that do not apply to a kind are null.
 """
 
 from __future__ import annotations

@@ -182,18 +182,39 @@ def webhook():
     server.server_close()
 
 
-def test_webhook_receives_the_message_as_json(webhook, tmp_path):
+def test_webhook_receives_the_message_as_json(webhook, tmp_path, monkeypatch):
+    monkeypatch.setenv("SV_TEST_WEBHOOK_URL", webhook)
     message = reject_message()
-    delivery = Notifier(NotificationSettings(webhook_url=webhook), tmp_path / "outbox").send(message)
+    delivery = Notifier(NotificationSettings(webhook_url_env="SV_TEST_WEBHOOK_URL"), tmp_path / "outbox").send(message)
     assert delivery.channels == {"smtp": "not-configured", "webhook": "sent"} and delivery.status == "sent"
     assert Hook.received == [{"subject": message.subject, "body": message.body}]
 
 
-def test_webhook_error_status_is_retried_and_recorded(webhook, tmp_path):
+def test_webhook_error_status_is_retried_and_recorded_without_the_url(webhook, tmp_path, monkeypatch):
+    monkeypatch.setenv("SV_TEST_WEBHOOK_URL", webhook)
     Hook.status = 500
-    settings = NotificationSettings(webhook_url=webhook, retries=1, retry_backoff_s=0)
+    settings = NotificationSettings(webhook_url_env="SV_TEST_WEBHOOK_URL", retries=1, retry_backoff_s=0)
     delivery = Notifier(settings, tmp_path / "outbox").send(reject_message())
-    assert len(Hook.received) == 2 and delivery.status.startswith("failed: webhook failed: HTTPStatusError")
+    assert len(Hook.received) == 2
+    assert delivery.status == "failed: webhook failed: HTTPStatusError: HTTP 500 (after 2 attempts)"
+    assert webhook not in delivery.eml_path.read_text()
+
+
+def test_webhook_variable_unset_is_recorded_failed_naming_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("SV_TEST_WEBHOOK_URL", raising=False)
+    delivery = Notifier(NotificationSettings(webhook_url_env="SV_TEST_WEBHOOK_URL"), tmp_path / "outbox").send(
+        reject_message())
+    assert delivery.channels["webhook"] == "failed: webhook URL variable 'SV_TEST_WEBHOOK_URL' is not set"
+    assert "'SV_TEST_WEBHOOK_URL' is not set" in outbox_copy(delivery.eml_path)["X-Delivery-Webhook"]
+
+
+def test_unreachable_webhook_is_recorded_by_error_class_only(tmp_path, monkeypatch):
+    url = f"http://127.0.0.1:{closed_port()}/hooks/secret-path"
+    monkeypatch.setenv("SV_TEST_WEBHOOK_URL", url)
+    settings = NotificationSettings(webhook_url_env="SV_TEST_WEBHOOK_URL", retries=0)
+    delivery = Notifier(settings, tmp_path / "outbox").send(reject_message())
+    assert delivery.channels["webhook"] == "failed: ConnectError (after 1 attempts)"
+    assert "secret-path" not in delivery.eml_path.read_text()
 
 
 def test_the_runbook_texts_with_generated_reasons_and_dates():

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import dagster as dg
 import pyarrow as pa
 import pytest
+import yaml
 
+from staging_validation.acceptance.notify import Message, NotificationSettings, Notifier
 from staging_validation.campaign.jobs import CampaignLaunchConfig, NotificationConfig
 from staging_validation.campaign.partitions import campaign_partitions
 from staging_validation.campaigns import load_campaign_state
 from staging_validation.definitions import build_definitions
+from staging_validation.target.profile import DOCUMENTED_PROFILE
 
 LAUNCH = "register_campaign_op"
 
@@ -47,9 +53,17 @@ def test_start_campaign_registers_the_campaign_and_its_partition(tmp_path):
      ({"campaign": "a/b"}, "campaign id 'a/b'"),
      ({"campaign": "x" * 65}, "longer than 64"),
      ({"campaign": "ok", "policy": "/no/such/policy.yaml"}, "/no/such/policy.yaml"),
-     ({"campaign": "ok", "target_profile": "/no/such/profile.yaml"}, "/no/such/profile.yaml")],
+     ({"campaign": "ok", "target_profile": "/no/such/profile.yaml"}, "/no/such/profile.yaml"),
+     ({"campaign": "ok", "base_url": "localhost:8765"}, "base_url 'localhost:8765'"),
+     ({"campaign": "ok", "base_url": "ftp://staging.example"}, "base_url 'ftp://staging.example'"),
+     ({"campaign": "ok", "base_url": "http://"}, "base_url 'http://'"),
+     ({"campaign": "ok", "base_url": "http://staging.example:port"}, "base_url 'http://staging.example:port'"),
+     ({"campaign": "ok", "notification": {"webhook_url_env": "SV_TEST_UNSET_WEBHOOK_URL"}},
+      "SV_TEST_UNSET_WEBHOOK_URL")],
 )
-def test_bad_launch_config_fails_with_the_problem_named_and_registers_nothing(tmp_path, config, named):
+def test_bad_launch_config_fails_with_the_problem_named_and_registers_nothing(tmp_path, monkeypatch, config,
+                                                                              named):
+    monkeypatch.delenv("SV_TEST_UNSET_WEBHOOK_URL", raising=False)
     defs = build_definitions(str(tmp_path))
     with dg.instance_for_test() as instance:
         result = launch(defs, instance, **config)
@@ -63,6 +77,78 @@ def test_launch_config_never_holds_a_secret():
     fields = CampaignLaunchConfig.model_fields.keys() | NotificationConfig.model_fields.keys()
     assert not {name for name in fields if "password" in name and not name.endswith("_env")}
     assert not {name for name in fields if "token" in name}
+    assert not {name for name in fields if "webhook" in name and not name.endswith("_env")}
+
+
+def token_required_profile(tmp_path, variable: str) -> str:
+    data = yaml.safe_load(DOCUMENTED_PROFILE.read_text())
+    data.update(token_env=variable, token_required=True)
+    path = tmp_path / "token-profile.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_launch_refuses_a_profile_whose_required_token_is_unset_naming_the_variable(tmp_path, monkeypatch):
+    profile = token_required_profile(tmp_path, "SV_TEST_LAUNCH_TOKEN")
+    defs = build_definitions(str(tmp_path / "data"))
+    with dg.instance_for_test() as instance:
+        monkeypatch.delenv("SV_TEST_LAUNCH_TOKEN", raising=False)
+        refused = launch(defs, instance, campaign="needs-token", target_profile=profile)
+        assert not refused.success and "$SV_TEST_LAUNCH_TOKEN" in failure_text(refused)
+        assert instance.get_dynamic_partitions(campaign_partitions.name) == []
+
+        monkeypatch.setenv("SV_TEST_LAUNCH_TOKEN", "launch-token-value-91")
+        accepted = launch(defs, instance, campaign="needs-token", target_profile=profile)
+        assert accepted.success
+    stored = (tmp_path / "data" / "campaigns" / "needs-token" / "campaign.json").read_text()
+    assert "launch-token-value-91" not in stored
+
+
+class FailingWebhook(BaseHTTPRequestHandler):
+    """Answers every POST with 500, as a broken chat webhook would."""
+
+    posts = 0
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        FailingWebhook.posts += 1
+        self.send_response(500)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def failing_webhook_url():
+    FailingWebhook.posts = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FailingWebhook)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    # The token in the path is what makes a webhook URL a secret (Slack- and Teams-style hooks).
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/T0KEN-in-the-url-5b2e"
+    server.shutdown()
+    server.server_close()
+
+
+def test_webhook_url_comes_from_the_environment_and_is_never_recorded(tmp_path, monkeypatch, failing_webhook_url):
+    monkeypatch.setenv("SV_TEST_WEBHOOK_URL", failing_webhook_url)
+    defs = build_definitions(str(tmp_path))
+    with dg.instance_for_test() as instance:
+        result = launch(defs, instance, campaign="hooked",
+                        notification={"webhook_url_env": "SV_TEST_WEBHOOK_URL"})
+        assert result.success
+    state = load_campaign_state(tmp_path, "hooked")
+    assert state.settings["notification"]["webhook_url_env"] == "SV_TEST_WEBHOOK_URL"
+
+    settings = NotificationSettings.model_validate({**state.settings["notification"], "retry_backoff_s": 0})
+    delivery = Notifier(settings, tmp_path / "outbox").send(Message(subject="decision", body="REJECT\n"))
+
+    assert FailingWebhook.posts == settings.retries + 1  # the URL was read and used
+    assert delivery.channels["webhook"].startswith("failed: HTTPStatusError: HTTP 500")
+    recorded = [(tmp_path / "campaigns" / "hooked" / "campaign.json").read_text(),
+                delivery.eml_path.read_text(), delivery.status, *delivery.channels.values()]
+    assert not [text for text in recorded if "T0KEN-in-the-url-5b2e" in text or failing_webhook_url in text]
 
 
 def test_hourly_partitions_are_stored_as_parquet_per_campaign_hour_and_reject_traversal(tmp_path):

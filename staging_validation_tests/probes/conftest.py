@@ -8,8 +8,8 @@ import time
 import pytest
 
 from staging_validation.campaigns import CampaignTiming
+from staging_validation.simulator.process import start_simulator
 from staging_validation.target.profile import ALTERNATE_PROFILE, DOCUMENTED_PROFILE, load_target_profile
-from staging_validation_tests.sim_process import start_simulator
 
 # The alternate simulator requires a bearer token, read by both sides from the variable the shipped
 # alternate profile names, so the dialect test also proves the token travels.

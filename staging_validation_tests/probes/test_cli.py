@@ -55,7 +55,7 @@ def test_failing_probe_exits_1_with_the_reasons():
     ("args", "message"),
     [
         (["smoke", "--profile", "no-such-profile.yaml"], "cannot read"),
-        (["smoke", "--base-url", "localhost:8765"], "must start with http:// or https://"),
+        (["smoke", "--base-url", "localhost:8765"], "must be an http:// or https:// URL with a host"),
         (["stress", "--rate", "-3"], "--rate"),
         (["prompt-set", "--prompts", "no-such-prompts.yaml"], "cannot read"),
         (["smoke", "--hour-seconds", "0"], "--hour-seconds"),

@@ -1,10 +1,12 @@
 """Against the simulator's rate-limit profile (429 above 5 requests/s): functional probes wait a 429 out,
-the stress probe records it."""
+the stress probe records it. A malformed Retry-After is tried against a tiny loopback server."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -13,10 +15,10 @@ from staging_validation.probes.records import Outcome, records_to_table
 from staging_validation.probes.runner import run_probe
 from staging_validation.probes.smoke import deploy_verification
 from staging_validation.probes.stress import stress
-from staging_validation.target.client import TargetClient
+from staging_validation.simulator.process import start_simulator
+from staging_validation.target.client import RETRY_AFTER_DEFAULT_S, RETRY_AFTER_MAX_S, TargetClient
 from staging_validation.target.profile import DOCUMENTED_PROFILE, load_target_profile
 from staging_validation_tests.probes.conftest import campaign_at
-from staging_validation_tests.sim_process import start_simulator
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +78,48 @@ def test_stress_records_429s_without_retrying(rate_limited):
     assert not result.passed and any("rate_limited" in failure for failure in result.failures)
     # One request on the wire per record: the target saw no second attempt.
     assert len(completed_statuses(simulator, {r.request_id for r in records})) == 20
+
+
+class ThrottleOnce(BaseHTTPRequestHandler):
+    """The first request gets 429 with `retry_after` as its Retry-After header; later ones are served."""
+
+    retry_after = ""
+    requests = 0
+
+    def do_GET(self):
+        ThrottleOnce.requests += 1
+        if ThrottleOnce.requests == 1:
+            self.send_response(429)
+            self.send_header("Retry-After", ThrottleOnce.retry_after)
+            body = b"{}"
+        else:
+            self.send_response(200)
+            body = b'{"status": "ok"}'
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("retry_after", ["nan", "inf", "-inf"])
+def test_non_finite_retry_after_is_treated_as_absent(retry_after):
+    ThrottleOnce.retry_after, ThrottleOnce.requests = retry_after, 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ThrottleOnce)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        async def health():
+            base_url = f"http://127.0.0.1:{server.server_address[1]}"
+            async with TargetClient(load_target_profile(DOCUMENTED_PROFILE), base_url) as client:
+                record, _ = await client.health("deploy", campaign_at(0.0, 3600))
+                return record
+
+        record = asyncio.run(health())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (record.outcome, record.rate_limited_retries, ThrottleOnce.requests) == (Outcome.OK, 1, 2)
+    # The default wait, neither none at all (nan) nor the longest allowed (inf).
+    assert 1000 * RETRY_AFTER_DEFAULT_S <= record.latency_ms < 1000 * RETRY_AFTER_MAX_S

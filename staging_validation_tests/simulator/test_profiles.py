@@ -7,6 +7,8 @@ within seconds; every wait is a condition polled with a deadline.
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +58,34 @@ def contexts_by_user(records: list[dict]) -> dict[str, set[tuple]]:
 
 def fault_names(stats: dict) -> list[str]:
     return [fault["fault"] for fault in stats["faults"]]
+
+
+def wait_until_refusing(sim, refusing: bool, timeout_s: float = 10.0) -> None:
+    """Poll the health route until connections are refused (or accepted again), with a deadline."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{sim.base_url}/health", timeout=2)
+            answered = True
+        except httpx.ConnectError:
+            answered = False
+        if answered != refusing:
+            return
+        time.sleep(0.02)  # polling interval of a deadline wait
+    raise AssertionError(f"simulator never {'refused' if refusing else 'accepted'} connections")
+
+
+# Nothing is in flight during an outage, so a shutdown has nothing to wait for.
+OUTAGE_SHUTDOWN_DEADLINE_S = 3.0
+
+
+def terminate_within(sim, timeout_s: float) -> int:
+    started = time.monotonic()
+    sim.process.terminate()
+    try:
+        return sim.process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"simulator still running {time.monotonic() - started:.1f} s after SIGTERM") from None
 
 
 def test_healthy_baseline(simulator_factory):
@@ -259,22 +289,8 @@ def test_rate_limit_answers_429_above_the_rate(simulator_factory):
 
 def test_outage_refuses_connections_then_recovers(simulator_factory):
     sim = simulator_factory(profile="outage", organic_rps=50, hour_seconds=1.0)
-
-    def wait_until(refusing: bool, timeout_s: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"{sim.base_url}/health", timeout=2)
-                answered = True
-            except httpx.ConnectError:
-                answered = False
-            if answered != refusing:
-                return
-            time.sleep(0.02)  # polling interval of a deadline wait
-        raise AssertionError(f"simulator never {'refused' if refusing else 'accepted'} connections")
-
-    wait_until(refusing=True)
-    wait_until(refusing=False)
+    wait_until_refusing(sim, refusing=True)
+    wait_until_refusing(sim, refusing=False)
     closed = sim.wait_for(lambda s: fault_names(s).count("outage") == 2, what="outage closed")
     closed_ms = closed["faults"][-1]["time_ms"]
 
@@ -291,6 +307,40 @@ def test_outage_refuses_connections_then_recovers(simulator_factory):
     # A service that is down serves no one: no request starts (writes its pack line) inside the window,
     # allowing 250 ms for the scheduler tick and the pack build of requests already under way.
     assert not [t for t in pack_times() if outage[0]["time_ms"] + 250 <= t < outage[1]["time_ms"]]
+
+
+def test_sigterm_during_an_outage_exits_promptly_with_final_stats(simulator_factory):
+    sim = simulator_factory(profile="outage", organic_rps=20, hour_seconds=3600.0)
+    # A quarter past hour 2: inside the half-hour outage window, which then stays open for minutes.
+    sim.set_campaign_start(int((time.time() - 2.25 * 3600) * 1000))
+    wait_until_refusing(sim, refusing=True)
+
+    assert terminate_within(sim, OUTAGE_SHUTDOWN_DEADLINE_S) == 0
+    stats = json.loads(sim.final_stats_path.read_text())
+    assert [(f["fault"], f["detail"].split(":")[0], f["hour"]) for f in stats["faults"]] == [
+        ("outage", "window opens", 2)
+    ]
+
+
+def test_sigterm_while_rebinding_after_an_outage_stops_retrying(simulator_factory):
+    """Another process holds the port when the outage ends: the retries give way to a shutdown at once."""
+    sim = simulator_factory(profile="outage", hour_seconds=2.0)
+    start_ms = sim.stats()["campaign_start_ms"]
+    wait_until_refusing(sim, refusing=True)
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", sim.port))
+        squatter.listen()
+        # The window (hours 2 to 2.5) has closed: the simulator is now retrying to bind the taken port.
+        sim_closed_s = start_ms / 1000 + 2.5 * 2.0 + 0.5
+        while time.time() < sim_closed_s:
+            time.sleep(0.02)  # polling interval of a wait on the campaign clock
+        returncode = terminate_within(sim, OUTAGE_SHUTDOWN_DEADLINE_S)
+
+    assert returncode == 0
+    assert "cannot listen again" not in sim.stderr_path.read_text()
+    stats = json.loads(sim.final_stats_path.read_text())
+    assert [f["detail"].split(":")[0] for f in stats["faults"]] == ["window opens", "window closes"]
 
 
 def test_noisy_logs_interleave_unparsed_lines(simulator_factory):

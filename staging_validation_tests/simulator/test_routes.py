@@ -271,6 +271,18 @@ def test_bearer_token_guards_service_routes(simulator_factory):
     assert sim.stats()["requests"]["by_status"]["401"] == 2
 
 
+def test_non_ascii_authorization_is_compared_as_bytes(simulator_factory):
+    sim = simulator_factory(extra_args=["--token-env", "SIM_TEST_TOKEN"], env={"SIM_TEST_TOKEN": "tök3n-välue"})
+    body = {"message": NORMAL, "userId": "u-5"}
+    with httpx.Client(base_url=sim.base_url, timeout=10) as client:
+        wrong = client.post("/v1/chat", json=body, headers={
+            "Authorization": "Bearer nöpe".encode(), "x-request-id": "sv-auth-non-ascii"})
+        right = client.post("/v1/chat", json=body, headers={"Authorization": "Bearer tök3n-välue".encode()})
+    assert (wrong.status_code, right.status_code) == (401, 200)
+    completed = by_msg(json_records(sim.log_lines()), "request completed")
+    assert [r["res"]["statusCode"] for r in completed if r["reqId"] == "sv-auth-non-ascii"] == [401]
+
+
 @pytest.mark.parametrize(
     ("message", "expected"),
     [
