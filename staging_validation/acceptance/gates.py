@@ -14,7 +14,9 @@ from typing import Literal
 import pandas as pd
 
 from staging_validation.acceptance.policy import GATE_KEYS, Policy
+from staging_validation.probes.prompt_set import ambiguity_confusion
 from staging_validation.probes.records import Outcome
+from staging_validation.telemetry.aggregates import final_metrics
 from staging_validation.telemetry.events import EventKind
 
 Status = Literal["PASS", "REVIEW", "FAIL", "NO_DATA"]
@@ -76,8 +78,9 @@ def _time_text(value: object) -> str:
     return pd.Timestamp(value).isoformat() if not pd.isna(value) else "unknown time"
 
 
-def _percent(share: float) -> str:
-    return f"{share * 100:.2f} %"
+def percent_text(share: float | None) -> str:
+    """A share as the gates and the report print it."""
+    return "not measured" if share is None else f"{share * 100:.2f} %"
 
 
 def _field_text(value: object) -> str:
@@ -198,18 +201,13 @@ def _ambiguity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> G
     ambiguous = counted[counted["status"] == "AMBIGUOUS"]
     rate = len(ambiguous) / len(counted) if len(counted) else None
 
-    labelled = records[(records["probe"] == "prompt_set") & records["expected_ambiguous"].notna()
-                       & records["ambiguous"].notna()]
-    normal = labelled[labelled["expected_ambiguous"] == False]  # noqa: E712 (pandas element-wise)
-    expected_ambiguous = labelled[labelled["expected_ambiguous"] == True]  # noqa: E712
-    false_positives = normal[normal["ambiguous"] == True]  # noqa: E712
-    false_negatives = expected_ambiguous[expected_ambiguous["ambiguous"] == False]  # noqa: E712
-    fp_rate = len(false_positives) / len(normal) if len(normal) else None
-    fn_rate = len(false_negatives) / len(expected_ambiguous) if len(expected_ambiguous) else None
+    confusion = ambiguity_confusion(records[records["probe"] == "prompt_set"])
+    false_positives, false_negatives = confusion.false_positives, confusion.false_negatives
+    fp_rate, fn_rate = confusion.fp_rate, confusion.fn_rate
 
     metrics = {"rate": rate, "denominator": denominator, "checks_counted": len(counted),
                "ambiguous_counted": len(ambiguous), "probe_checks_excluded": len(checks) - len(counted),
-               "prompt_set_labelled": len(labelled), "false_positives": len(false_positives),
+               "prompt_set_labelled": confusion.labelled, "false_positives": len(false_positives),
                "false_negatives": len(false_negatives), "false_positive_rate": fp_rate,
                "false_negative_rate": fn_rate}
     thresholds = {"rate_review_at_or_above": config.rate_review, "rate_extend_above": config.rate_extend,
@@ -217,7 +215,7 @@ def _ambiguity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> G
                   "false_negative_rate_review_above": config.false_negative_review}
     common = dict(metrics=metrics, thresholds=thresholds, samples=len(counted))
     measured = (f"{len(ambiguous)} of {len(counted)} {denominator} flagged ambiguous"
-                + (f" ({_percent(rate)})" if rate is not None else ""))
+                + (f" ({percent_text(rate)})" if rate is not None else ""))
 
     if len(counted) < policy.min_samples:
         return _result(2, policy, status="NO_DATA", rule="gate2.no_data",
@@ -225,30 +223,30 @@ def _ambiguity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> G
                        evidence=[], **common)
     if rate > config.rate_extend:
         return _result(2, policy, status="REVIEW", rule="gate2.rate_extend", forces_extend=True,
-                       reason=(f"{measured}, above {_percent(config.rate_extend)} (first at "
+                       reason=(f"{measured}, above {percent_text(config.rate_extend)} (first at "
                                f"{_first_time(ambiguous)}): more data needed, not a rejection."),
                        evidence=event_evidence(ambiguous),
                        action_item=(f"Compare organic ambiguity reasons with development traffic "
-                                    f"(rate {_percent(rate)})."), **common)
-    if len(labelled) < policy.min_samples:
+                                    f"(rate {percent_text(rate)})."), **common)
+    if confusion.labelled < policy.min_samples:
         return _result(2, policy, status="NO_DATA", rule="gate2.no_prompt_set",
-                       reason=(f"{measured}, but only {len(labelled)} labelled prompt-set results (minimum "
+                       reason=(f"{measured}, but only {confusion.labelled} labelled prompt-set results (minimum "
                                f"{policy.min_samples}): the gate's false-positive and false-negative rates "
                                "are unknown."),
                        evidence=event_evidence(ambiguous), **common)
     reviews = []
     if fp_rate is not None and fp_rate > config.false_positive_review:
         reviews.append(("gate2.false_positive_review", false_positives,
-                        f"{len(false_positives)} of {len(normal)} normal prompts flagged ambiguous "
-                        f"({_percent(fp_rate)} > {_percent(config.false_positive_review)})"))
+                        f"{len(false_positives)} of {len(confusion.normal)} normal prompts flagged ambiguous "
+                        f"({percent_text(fp_rate)} > {percent_text(config.false_positive_review)})"))
     if fn_rate is not None and fn_rate > config.false_negative_review:
         reviews.append(("gate2.false_negative_review", false_negatives,
-                        f"{len(false_negatives)} of {len(expected_ambiguous)} ambiguous prompts not flagged "
-                        f"({_percent(fn_rate)} > {_percent(config.false_negative_review)})"))
+                        f"{len(false_negatives)} of {len(confusion.ambiguous)} ambiguous prompts not flagged "
+                        f"({percent_text(fn_rate)} > {percent_text(config.false_negative_review)})"))
     if rate >= config.rate_review:
         reviews.append(("gate2.rate_review", None,
-                        f"{measured}, within the review band {_percent(config.rate_review)}–"
-                        f"{_percent(config.rate_extend)}"))
+                        f"{measured}, within the review band {percent_text(config.rate_review)}–"
+                        f"{percent_text(config.rate_extend)}"))
     if reviews:
         findings = "; ".join(text for _, _, text in reviews)
         rows = reviews[0][1]
@@ -258,9 +256,9 @@ def _ambiguity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> G
                        action_item=f"Review AmbiguityGate behaviour with the product owner: {findings}.",
                        **common)
     return _result(2, policy, status="PASS", rule="gate2.pass",
-                   reason=(f"{measured}, below {_percent(config.rate_review)}; prompt set: "
+                   reason=(f"{measured}, below {percent_text(config.rate_review)}; prompt set: "
                            f"{len(false_positives)} false positives, {len(false_negatives)} false negatives "
-                           f"in {len(labelled)} labelled prompts."),
+                           f"in {confusion.labelled} labelled prompts."),
                    evidence=event_evidence(ambiguous), **common)
 
 
@@ -347,71 +345,54 @@ def _relationship_determinism(records: pd.DataFrame, events: pd.DataFrame, polic
 # --- gate 4: governor regen health --------------------------------------------------------------
 
 
-def governor_attempts(events: pd.DataFrame) -> pd.Series:
-    """The attempt of each request's `passed` governor line (1 = passed with 0 regenerations)."""
-    passes = _of_kind(events, EventKind.GOVERNOR_PASS)
-    return passes.loc[passes["status"] == "passed", "attempt"].astype("int64")
-
-
-def regen_path_latencies(events: pd.DataFrame) -> pd.Series:
-    """Per request with at least one regeneration: the sum of regen_in_ms over its attempts >= 2.
-    A line without a request id cannot be joined to its request, so it counts as a request of its own
-    (as in telemetry.aggregates, so the report and the gate agree)."""
-    passes = _of_kind(events, EventKind.GOVERNOR_PASS)
-    regenerations = passes[passes["attempt"] >= 2]
-    requests = regenerations["request_id"].fillna(pd.Series(regenerations.index.astype(str),
-                                                            index=regenerations.index))
-    return regenerations.groupby(requests)["regen_in_ms"].sum(min_count=1).dropna()
-
-
 def _governor(events: pd.DataFrame, policy: Policy) -> GateResult:
     config = policy.gates.governor
-    attempts = governor_attempts(events)
-    zero_regen = int((attempts == 1).sum())
-    share = zero_regen / len(attempts) if len(attempts) else None
-    regen = regen_path_latencies(events)
-    p99_judged = len(regen) >= policy.min_samples
-    p99 = _number(regen.quantile(0.99)) if len(regen) else None
-    metrics = {"requests_passed": len(attempts), "zero_regen_requests": zero_regen, "zero_regen_share": share,
-               "regen_requests": len(regen), "regen_p99_ms": p99, "regen_p99_judged": p99_judged}
+    # The numbers the metrics text and the hourly reports print, so the gate judges exactly those.
+    governor = final_metrics(None, events)["governor"]
+    requests_passed, share = governor["passed_requests"], governor["zero_regeneration_share"]
+    zero_regen = governor["passed_attempt_distribution"].get("1", 0)
+    regen_requests = governor["regen_path_requests"]
+    p99_judged = regen_requests >= policy.min_samples
+    p99 = governor["regen_path_latency_ms"]["p99"]
+    metrics = {"requests_passed": requests_passed, "zero_regen_requests": zero_regen, "zero_regen_share": share,
+               "regen_requests": regen_requests, "regen_p99_ms": p99, "regen_p99_judged": p99_judged}
     thresholds = {"zero_regen_pass_above": config.zero_regen_pass_above,
                   "zero_regen_fail_below": config.zero_regen_fail_below,
                   "regen_p99_ms_extend_above": config.regen_p99_extend_ms}
-    common = dict(metrics=metrics, thresholds=thresholds, samples=len(attempts))
+    common = dict(metrics=metrics, thresholds=thresholds, samples=requests_passed)
     passes = _of_kind(events, EventKind.GOVERNOR_PASS)
-    measured = f"{zero_regen} of {len(attempts)} requests passed on 0 regenerations"
+    measured = f"{zero_regen} of {requests_passed} requests passed on 0 regenerations"
     if share is not None:
-        measured += f" ({_percent(share)})"
-    p99_text = (f"regen-path p99 {p99:.0f} ms over {len(regen)} regenerated requests" if p99_judged
-                else f"regen-path p99 not judged ({len(regen)} regenerated requests, minimum {policy.min_samples})")
+        measured += f" ({percent_text(share)})"
+    p99_text = (f"regen-path p99 {p99:.0f} ms over {regen_requests} regenerated requests" if p99_judged
+                else f"regen-path p99 not judged ({regen_requests} regenerated requests, minimum {policy.min_samples})")
 
-    if len(attempts) < policy.min_samples:
+    if requests_passed < policy.min_samples:
         return _result(4, policy, status="NO_DATA", rule="gate4.no_data",
                        reason=f"{measured}; fewer than {policy.min_samples} governed requests to judge.",
                        evidence=[], **common)
     regenerated = passes[(passes["status"] == "passed") & (passes["attempt"] > 1)]
     if share < config.zero_regen_fail_below:
         return _result(4, policy, status="FAIL", rule="gate4.zero_regen_fail",
-                       reason=f"{measured}, below {_percent(config.zero_regen_fail_below)}; {p99_text}.",
+                       reason=f"{measured}, below {percent_text(config.zero_regen_fail_below)}; {p99_text}.",
                        evidence=event_evidence(regenerated),
                        action_item="Find why the Governor regenerates so often before re-measuring.", **common)
     if share <= config.zero_regen_pass_above:
         return _result(4, policy, status="REVIEW", rule="gate4.zero_regen_review",
                        forces_extend=p99_judged and p99 > config.regen_p99_extend_ms,
-                       reason=(f"{measured}, within {_percent(config.zero_regen_fail_below)}–"
-                               f"{_percent(config.zero_regen_pass_above)}; {p99_text}."),
+                       reason=(f"{measured}, within {percent_text(config.zero_regen_fail_below)}–"
+                               f"{percent_text(config.zero_regen_pass_above)}; {p99_text}."),
                        evidence=event_evidence(regenerated),
                        action_item="Re-measure Governor regenerations over the extension.", **common)
     if p99_judged and p99 > config.regen_p99_extend_ms:
-        slowest = regen.sort_values(ascending=False).head(EVIDENCE_ROWS).index
+        slowest = passes[passes["attempt"] >= 2].sort_values("regen_in_ms", ascending=False)
         return _result(4, policy, status="REVIEW", rule="gate4.regen_p99_extend", forces_extend=True,
                        reason=(f"{measured}, but {p99_text} > {config.regen_p99_extend_ms:g} ms: more data "
                                "needed, not a rejection."),
-                       evidence=event_evidence(passes[passes["request_id"].isin(slowest)
-                                                      & (passes["status"] == "passed")]),
+                       evidence=event_evidence(slowest, by_time=False),
                        action_item="Find which requests make Governor regeneration slow.", **common)
     return _result(4, policy, status="PASS", rule="gate4.pass",
-                   reason=f"{measured}, above {_percent(config.zero_regen_pass_above)}; {p99_text}.",
+                   reason=f"{measured}, above {percent_text(config.zero_regen_pass_above)}; {p99_text}.",
                    evidence=event_evidence(regenerated), **common)
 
 

@@ -14,8 +14,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from staging_validation.acceptance.decision import Decision, judged_hours
-from staging_validation.acceptance.gates import GateResult, ambiguity_checks_counted
+from staging_validation.acceptance.decision import Decision
+from staging_validation.acceptance.gates import GateResult, ambiguity_checks_counted, percent_text
 from staging_validation.acceptance.monitor import Alert
 from staging_validation.acceptance.notify import Message
 from staging_validation.campaigns import CampaignState
@@ -36,6 +36,9 @@ CHARTS = {
 
 @dataclasses.dataclass
 class CampaignEvidence:
+    """What a decision was made on. `judged_hours` and `extension_count` are the campaign's as the decision
+    saw them: `state` may already be lengthened by the EXTEND being reported."""
+
     campaign: str
     state: CampaignState
     records: pd.DataFrame
@@ -46,6 +49,8 @@ class CampaignEvidence:
     hours_observed: list[int]
     decided_at: datetime
     coverage: float  # share of the judged hours with data, as the decision used it
+    judged_hours: int  # hours 0..judged_hours-1 are the ones this decision covers
+    extension_count: int  # extensions that ran before this decision
 
 
 def write_campaign_outputs(out_dir: str | Path, evidence: CampaignEvidence, notification: Message) -> dict[str, Path]:
@@ -77,7 +82,7 @@ def decision_document(evidence: CampaignEvidence, notification: Message) -> dict
         "decided_at": evidence.decided_at.isoformat(),
         "observed_hours": sorted(evidence.hours_observed),
         "coverage": evidence.coverage,
-        "extension": {"count": evidence.state.extension_count, "hours": decision.extend_hours},
+        "extension": {"count": evidence.extension_count, "hours": decision.extend_hours},
         "gates": [{"gate": g.gate, "name": g.name, "critical": g.critical, "status": g.status,
                    "metrics": g.metrics, "thresholds": g.thresholds, "samples": g.samples, "reason": g.reason}
                   for g in evidence.gates],
@@ -192,10 +197,6 @@ def _fmt(value: object, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
-def _pct(value: object) -> str:
-    return "not measured" if value is None else f"{value * 100:.2f} %"
-
-
 def _table(header: list[str], rows: list[list[object]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell).replace("|", "\\|").replace("\n", " ") for cell in row) + " |"
@@ -215,14 +216,15 @@ def _gate_measurements(gate: GateResult) -> list[list[str]]:
                  _fmt(m["build_p50_ms"], " ms")],
                 ["Pack size p50", f"≤ {t['size_p50_bytes_review_above']} bytes", _fmt(m["size_p50_bytes"], " bytes")]]
     if gate.gate == 2:
-        return [["Ambiguity rate", f"< {_pct(t['rate_review_at_or_above'])} (review to {_pct(t['rate_extend_above'])})",
-                 f"{_pct(m['rate'])} ({m['ambiguous_counted']} of {m['checks_counted']})"],
+        return [["Ambiguity rate",
+                 f"< {percent_text(t['rate_review_at_or_above'])} (review to {percent_text(t['rate_extend_above'])})",
+                 f"{percent_text(m['rate'])} ({m['ambiguous_counted']} of {m['checks_counted']})"],
                 ["Denominator", "organic requests", m["denominator"]],
                 ["Probe checks excluded", "—", _fmt(m["probe_checks_excluded"])],
-                ["Prompt-set false-positive rate", f"≤ {_pct(t['false_positive_rate_review_above'])}",
-                 f"{_pct(m['false_positive_rate'])} ({m['false_positives']} prompts)"],
-                ["Prompt-set false-negative rate", f"≤ {_pct(t['false_negative_rate_review_above'])}",
-                 f"{_pct(m['false_negative_rate'])} ({m['false_negatives']} prompts)"],
+                ["Prompt-set false-positive rate", f"≤ {percent_text(t['false_positive_rate_review_above'])}",
+                 f"{percent_text(m['false_positive_rate'])} ({m['false_positives']} prompts)"],
+                ["Prompt-set false-negative rate", f"≤ {percent_text(t['false_negative_rate_review_above'])}",
+                 f"{percent_text(m['false_negative_rate'])} ({m['false_negatives']} prompts)"],
                 ["Labelled prompt-set results", f"≥ {min_samples}", _fmt(m["prompt_set_labelled"])]]
     if gate.gate == 3:
         return [["Probe users with consecutive requests", f"≥ 1 user × {t['consecutive_requests']} requests",
@@ -238,8 +240,8 @@ def _gate_measurements(gate: GateResult) -> list[list[str]]:
         p99_actual = _fmt(m["regen_p99_ms"], " ms") + ("" if m["regen_p99_judged"] else
                                                       f" (not judged: {m['regen_requests']} requests)")
         return [["Requests passing on 0 regenerations",
-                 f"> {_pct(t['zero_regen_pass_above'])} (fail < {_pct(t['zero_regen_fail_below'])})",
-                 f"{_pct(m['zero_regen_share'])} ({m['zero_regen_requests']} of {m['requests_passed']})"],
+                 f"> {percent_text(t['zero_regen_pass_above'])} (fail < {percent_text(t['zero_regen_fail_below'])})",
+                 f"{percent_text(m['zero_regen_share'])} ({m['zero_regen_requests']} of {m['requests_passed']})"],
                 ["Regen-path latency p99", p99_target, p99_actual]]
     return [["Accidental identity merges", "0", _fmt(m["merges"])],
             ["Failed identity checks", "0", f"{m['probe_checks_failed']} of {m['probe_checks']}"],
@@ -348,7 +350,7 @@ def _hour_ranges(hours: list[int]) -> str:
 
 def _anomalies_section(evidence: CampaignEvidence, metrics: dict) -> list[str]:
     found = []
-    expected = range(judged_hours(evidence.state))
+    expected = range(evidence.judged_hours)
     missing = [h for h in expected if h not in set(evidence.hours_observed)]
     if missing:
         found.append(f"{len(missing)} of {len(expected)} campaign hours have no stored data: "
@@ -377,15 +379,16 @@ def _anomalies_section(evidence: CampaignEvidence, metrics: dict) -> list[str]:
 def render_report(evidence: CampaignEvidence, notification: Message, metrics: dict, hourly: pd.DataFrame) -> str:
     decision, state = evidence.decision, evidence.state
     hours = sorted(evidence.hours_observed)
+    extending = f", extending the campaign by {decision.extend_hours} hours" if decision.extend_hours else ""
     lines = [f"# Staging acceptance report: {evidence.campaign}", "",
              *_table(["Field", "Value"], [
                  ["Campaign", evidence.campaign],
                  ["Started", state.timing.start.isoformat()],
                  ["Decided", evidence.decided_at.isoformat()],
                  ["Planned hours", state.planned_hours],
-                 ["Extensions so far", f"{state.extension_count} ({state.extension_hours} hours)"],
-                 ["Observed hours", f"{len(hours)} of {judged_hours(state)} (coverage {evidence.coverage:.0%})"],
-                 ["Decision", f"**{decision.decision}** (rule `{decision.rule}`)"],
+                 ["Extensions before this decision", evidence.extension_count],
+                 ["Observed hours", f"{len(hours)} of {evidence.judged_hours} (coverage {evidence.coverage:.0%})"],
+                 ["Decision", f"**{decision.decision}** (rule `{decision.rule}`){extending}"],
              ]), "", *_deploy_section(evidence.records)]
     for section, gate in enumerate(evidence.gates, start=2):
         lines += [f"## {section}. Gate {gate.gate}: {gate.name}{' (critical)' if gate.critical else ''}", "",

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 
 from staging_validation.acceptance.decision import Decision, judged_hours
-from staging_validation.acceptance.judge import decide_campaign, with_final_checks
+from staging_validation.acceptance.judge import decide_campaign, load_campaign_tables
 from staging_validation.acceptance.gates import GateResult, evaluate_gates, identity_merges
 from staging_validation.acceptance.monitor import Alert
 from staging_validation.acceptance.notify import Message, NotificationSettings, Notifier, compose_decision_message
@@ -22,7 +22,6 @@ from staging_validation.campaign.partitions import (
     split_campaign_hour,
 )
 from staging_validation.campaign.resources import CampaignStore
-from staging_validation.campaigns import CampaignState
 from staging_validation.hour_runner import (
     capture_until_hour_end,
     hour_telemetry,
@@ -51,9 +50,6 @@ SNAPSHOT_SCHEMA = pa.schema([("at", pa.timestamp("ms", tz="UTC")), ("line", pa.s
 HOURLY_REPORT_SCHEMA = pa.schema([("hour", pa.int32()), ("line", pa.string()), ("report", pa.string())])
 # An hour whose probes never ran (it was over before its probe run could start) is a gap, not an error.
 PROBES_OF_THE_HOUR = dg.AssetIn(metadata={"allow_missing_partitions": True})
-# A campaign-level asset reads every hour of its own campaign (Dagster maps the campaign dimension);
-# hours never stored are skipped and show up as lower coverage.
-EVERY_HOUR_OF_CAMPAIGN = dg.AssetIn(metadata={"allow_missing_partitions": True})
 
 
 def _float_or_none(value) -> dg.MetadataValue:
@@ -261,37 +257,19 @@ def hourly_report(context: dg.AssetExecutionContext, probe_records: pa.Table | N
 # --- verdict --------------------------------------------------------------------------------------
 
 
-def _concat_hours(tables: dict, schema: pa.Schema) -> tuple[pd.DataFrame, list[int]]:
-    frames, hours = [], []
-    for key, table in tables.items():
-        _, hour = split_campaign_hour(key)
-        frame = table.to_pandas()
-        frame["hour"] = hour
-        frames.append(frame)
-        hours.append(hour)
-    if not frames:
-        empty = schema.empty_table().to_pandas()
-        empty["hour"] = pd.Series(dtype="int64")
-        return empty, []
-    return pd.concat(frames, ignore_index=True), sorted(hours)
-
-
-def campaign_tables(probe_records: dict, telemetry_events: dict, final_checks: pa.Table,
-                    state: CampaignState) -> tuple[pd.DataFrame, pd.DataFrame, list[int]]:
-    records, _ = _concat_hours(probe_records, RECORD_SCHEMA)
-    events, _ = _concat_hours(telemetry_events, EVENT_SCHEMA)
-    hours_with_data = sorted(set(events["hour"].astype(int).tolist()))
-    return with_final_checks(records, final_checks.to_pandas(), state), events, hours_with_data
-
-
 @dg.asset(partitions_def=campaign_partitions, io_manager_key="parquet_io_manager", group_name=VERDICT_GROUP,
           kinds={"python", "parquet"})
 def final_checks(context: dg.AssetExecutionContext, store: CampaignStore) -> dg.Output[pa.Table]:
-    """The runbook's hour-24 tests: a discord and a sovereign identity, and one user's 5 requests."""
+    """The runbook's hour-24 tests: a discord and a sovereign identity, and one user's consecutive requests."""
     state = store.load(context.partition_key)
     results = run_final_checks(state)
     table = records_to_table([record for result in results for record in result.records])
     return dg.Output(table, metadata={r.probe: dg.MetadataValue.bool(r.passed) for r in results})
+
+
+# The verdict assets read these through `load_campaign_tables`, the loader the verdict CLI re-judges with,
+# so both see the same rows (hours never stored are gaps, not errors); Dagster keeps them as lineage.
+CAMPAIGN_TABLES = [probe_records, telemetry_events, final_checks]
 
 
 @dg.asset(
@@ -299,18 +277,18 @@ def final_checks(context: dg.AssetExecutionContext, store: CampaignStore) -> dg.
     io_manager_key="json_io_manager",
     group_name=VERDICT_GROUP,
     kinds={"python"},
-    ins={"probe_records": EVERY_HOUR_OF_CAMPAIGN, "telemetry_events": EVERY_HOUR_OF_CAMPAIGN},
+    deps=CAMPAIGN_TABLES,
     check_specs=[dg.AssetCheckSpec(name, asset="gate_results") for name in GATE_CHECKS.values()],
 )
-def gate_results(context: dg.AssetExecutionContext, store: CampaignStore, probe_records: dict,
-                 telemetry_events: dict, final_checks: pa.Table):
+def gate_results(context: dg.AssetExecutionContext, store: CampaignStore):
     """The five acceptance gates over every stored hour of the campaign."""
     state = store.load(context.partition_key)
     policy = load_policy(state.settings.get("policy") or None)
-    records, events, hours_observed = campaign_tables(probe_records, telemetry_events, final_checks, state)
+    records, events = load_campaign_tables(store.data_root, state)
     gates = evaluate_gates(records, events, policy)
     yield dg.Output(
-        {"gates": [dataclasses.asdict(g) for g in gates], "hours_observed": hours_observed},
+        {"gates": [dataclasses.asdict(g) for g in gates],
+         "hours_observed": sorted(set(events["hour"].astype(int).tolist()))},
         metadata={f"gate_{g.gate}": g.status for g in gates},
     )
     for gate in gates:
@@ -331,27 +309,28 @@ def _gate_objects(payload: dict) -> list[GateResult]:
 @dg.asset(partitions_def=campaign_partitions, io_manager_key="json_io_manager", group_name=VERDICT_GROUP,
           kinds={"python"})
 def campaign_decision(context: dg.AssetExecutionContext, store: CampaignStore, gate_results: dict) -> dg.Output[dict]:
-    """ACCEPT, EXTEND or REJECT, with the rule that fired; an EXTEND lengthens the campaign once per round."""
-    state = store.load(context.partition_key)
-    policy = load_policy(state.settings.get("policy") or None)
+    """ACCEPT, EXTEND or REJECT, with the rule that fired; an EXTEND lengthens the campaign once per round.
+
+    The payload describes the campaign as judged: the report is written after the state is lengthened."""
+    judged = store.load(context.partition_key)
+    policy = load_policy(judged.settings.get("policy") or None)
     gates = _gate_objects(gate_results)
-    decision, observed, share = decide_campaign(state, gates, gate_results["hours_observed"], policy)
-    round_due = state.timing.campaign_seconds() >= state.total_hours * 3600
-    if decision.decision == "EXTEND" and decision.extend_hours and round_due and state.status == "active":
-        state = state.model_copy(update={"extension_count": state.extension_count + 1,
-                                         "extension_hours": state.extension_hours + decision.extend_hours})
-    elif decision.decision != "EXTEND" or not decision.extend_hours:
-        state = state.model_copy(update={"status": "decided"})
-    store.save(state)
+    decision, observed, share = decide_campaign(judged, gates, gate_results["hours_observed"], policy)
     payload = {
         **dataclasses.asdict(decision),
-        "campaign": state.campaign,
+        "campaign": judged.campaign,
         "decided_at": pd.Timestamp.now(tz="UTC").isoformat(),
         "observed_hours": observed,
-        "judged_hours": judged_hours(state),
+        "judged_hours": judged_hours(judged),
         "coverage": share,
-        "extension": {"count": state.extension_count, "hours": state.extension_hours},
+        "extension_count": judged.extension_count,
     }
+    round_due = judged.timing.campaign_seconds() >= judged.total_hours * 3600
+    if decision.decision == "EXTEND" and decision.extend_hours and round_due and judged.status == "active":
+        store.save(judged.model_copy(update={"extension_count": judged.extension_count + 1,
+                                             "extension_hours": judged.extension_hours + decision.extend_hours}))
+    elif decision.decision != "EXTEND" or not decision.extend_hours:
+        store.save(judged.model_copy(update={"status": "decided"}))
     return dg.Output(payload, metadata={"decision": decision.decision, "rule": decision.rule,
                                         "coverage": dg.MetadataValue.float(share)})
 
@@ -369,15 +348,14 @@ def _alerts(store: CampaignStore, campaign: str) -> list[Alert]:
     io_manager_key="json_io_manager",
     group_name=VERDICT_GROUP,
     kinds={"python", "markdown"},
-    ins={"probe_records": EVERY_HOUR_OF_CAMPAIGN, "telemetry_events": EVERY_HOUR_OF_CAMPAIGN},
+    deps=CAMPAIGN_TABLES,
 )
-def acceptance_report(context: dg.AssetExecutionContext, store: CampaignStore, probe_records: dict,
-                      telemetry_events: dict, final_checks: pa.Table, gate_results: dict,
+def acceptance_report(context: dg.AssetExecutionContext, store: CampaignStore, gate_results: dict,
                       campaign_decision: dict) -> dg.Output[dict]:
     """STAGING_ACCEPTANCE_REPORT.md, decision.json, the metrics text and the charts, in the campaign folder."""
     state = store.load(context.partition_key)
     policy = load_policy(state.settings.get("policy") or None)
-    records, events, _ = campaign_tables(probe_records, telemetry_events, final_checks, state)
+    records, events = load_campaign_tables(store.data_root, state)
     gates = _gate_objects(gate_results)
     decision = _decision_object(campaign_decision)
     message = compose_decision_message(decision, gates, policy, state.campaign, campaign_decision["observed_hours"])
@@ -385,6 +363,7 @@ def acceptance_report(context: dg.AssetExecutionContext, store: CampaignStore, p
         campaign=state.campaign, state=state, records=records, events=events, gates=gates, decision=decision,
         alerts=_alerts(store, state.campaign), hours_observed=campaign_decision["observed_hours"],
         decided_at=pd.Timestamp(campaign_decision["decided_at"]), coverage=campaign_decision["coverage"],
+        judged_hours=campaign_decision["judged_hours"], extension_count=campaign_decision["extension_count"],
     )
     paths = write_campaign_outputs(store.campaign_dir(state.campaign), evidence, message)
     report_path = paths["report"]

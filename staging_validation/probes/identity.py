@@ -2,8 +2,8 @@
 
 Identity: a new discord identity and a new sovereign identity must get different ids (the same id is an
 accidental merge, the catastrophic failure), reverse lookups must return the right provider identities,
-and linking a second provider to one user must work. Determinism: five consecutive requests by one user
-must get the same relationship context (checked for several users).
+and linking a second provider to one user must work. Determinism: consecutive requests by one user (as
+many as gate 3's policy asks, 5 by default) must get the same relationship context (checked for several users).
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 
+from staging_validation.acceptance.policy import DeterminismGate
 from staging_validation.campaigns import CampaignTiming
 from staging_validation.probes.records import ProbeRecord
 from staging_validation.probes.result import ProbeResult, failure_line, judge
 from staging_validation.target.client import TargetClient
 
-DETERMINISM_REQUESTS = 5
 DETERMINISM_USERS = tuple(f"sv-determinism-{n:02d}" for n in range(1, 11))
 DETERMINISM_PROMPT = "Good morning! What should I focus on today?"
 
@@ -137,9 +137,13 @@ def _judge_consistency(records: list[ProbeRecord]) -> set[tuple]:
 
 
 async def determinism_check(
-    client: TargetClient, timing: CampaignTiming, users: Sequence[str] = DETERMINISM_USERS
+    client: TargetClient,
+    timing: CampaignTiming,
+    users: Sequence[str] = DETERMINISM_USERS,
+    requests_per_user: int = DeterminismGate().consecutive_requests,
 ) -> ProbeResult:
-    """Each user sends 5 consecutive requests (users in parallel); each must always get one context.
+    """Each user sends `requests_per_user` consecutive requests (users in parallel); each must always get
+    one context. Gate 3 counts a user only with the policy's `consecutive_requests`, so pass that.
 
     The runbook picks one user; several stable users make a fault that affects only some users far
     more likely to be seen, and stable names let a campaign compare a user's context across hours.
@@ -148,7 +152,7 @@ async def determinism_check(
     async def consecutive(user: str) -> list[ProbeRecord]:
         return [
             await client.chat("determinism", timing, case=f"request_{n}", user=user, message=DETERMINISM_PROMPT)
-            for n in range(1, DETERMINISM_REQUESTS + 1)
+            for n in range(1, requests_per_user + 1)
         ]
 
     per_user = await asyncio.gather(*(consecutive(user) for user in users))

@@ -8,14 +8,16 @@ previous one, on an open schedule (a slow answer never delays the next prompt).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Literal
 
+import pandas as pd
 import pydantic
 
 from staging_validation.campaigns import CampaignTiming
 from staging_validation.config_files import StrictModel, load_yaml_model
-from staging_validation.probes.records import ProbeRecord
+from staging_validation.probes.records import ProbeRecord, records_to_table
 from staging_validation.probes.result import ProbeResult, failure_line, judge
 from staging_validation.target.client import TargetClient
 
@@ -71,22 +73,51 @@ def _rate(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def ambiguity_confusion(records: list[ProbeRecord]) -> dict:
-    """False-positive / false-negative counts and rates over records with a label and an observed verdict."""
-    labelled = [r for r in records if r.expected_ambiguous is not None and r.ambiguous is not None]
-    negatives = [r for r in labelled if not r.expected_ambiguous]
-    positives = [r for r in labelled if r.expected_ambiguous]
-    false_positives = sum(bool(r.ambiguous) for r in negatives)
-    false_negatives = sum(not r.ambiguous for r in positives)
-    return {
-        "labelled": len(labelled),
-        "labelled_negative": len(negatives),
-        "labelled_positive": len(positives),
-        "false_positives": false_positives,
-        "false_negatives": false_negatives,
-        "fp_rate": _rate(false_positives, len(negatives)),
-        "fn_rate": _rate(false_negatives, len(positives)),
-    }
+@dataclasses.dataclass
+class AmbiguityConfusion:
+    """Labelled prompt-set rows that have an observed verdict, split by label, with the misjudged ones."""
+
+    normal: pd.DataFrame  # labelled not ambiguous
+    ambiguous: pd.DataFrame  # labelled ambiguous
+    false_positives: pd.DataFrame  # normal prompts the target flagged ambiguous
+    false_negatives: pd.DataFrame  # ambiguous prompts the target did not flag
+
+    @property
+    def labelled(self) -> int:
+        return len(self.normal) + len(self.ambiguous)
+
+    @property
+    def fp_rate(self) -> float | None:
+        return _rate(len(self.false_positives), len(self.normal))
+
+    @property
+    def fn_rate(self) -> float | None:
+        return _rate(len(self.false_negatives), len(self.ambiguous))
+
+    def summary(self) -> dict:
+        return {
+            "labelled": self.labelled,
+            "labelled_negative": len(self.normal),
+            "labelled_positive": len(self.ambiguous),
+            "false_positives": len(self.false_positives),
+            "false_negatives": len(self.false_negatives),
+            "fp_rate": self.fp_rate,
+            "fn_rate": self.fn_rate,
+        }
+
+
+def ambiguity_confusion(records: pd.DataFrame) -> AmbiguityConfusion:
+    """The AmbiguityGate's errors on RECORD_SCHEMA rows with a label and an observed verdict (others are
+    ignored), for the probe's summary and for gate 2 alike."""
+    labelled = records[records["expected_ambiguous"].notna() & records["ambiguous"].notna()]
+    normal = labelled[labelled["expected_ambiguous"] == False]  # noqa: E712 (pandas element-wise)
+    ambiguous = labelled[labelled["expected_ambiguous"] == True]  # noqa: E712
+    return AmbiguityConfusion(
+        normal=normal,
+        ambiguous=ambiguous,
+        false_positives=normal[normal["ambiguous"] == True],  # noqa: E712
+        false_negatives=ambiguous[ambiguous["ambiguous"] == False],  # noqa: E712
+    )
 
 
 async def prompt_set(
@@ -130,7 +161,7 @@ async def prompt_set(
             "hour": hour,
             "prompts": len(records),
             "passed": sum(bool(r.passed) for r in records),
-            **ambiguity_confusion(records),
+            **ambiguity_confusion(records_to_table(records).to_pandas()).summary(),
             "verdict_unobserved": sum(r.ambiguous is None for r in verdict_expected),
             "by_class": by_class,
         },

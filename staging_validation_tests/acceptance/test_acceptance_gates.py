@@ -3,6 +3,7 @@ Each case names the rule it expects."""
 
 import json
 
+import pandas as pd
 import pytest
 
 from staging_validation.acceptance.gates import evaluate_gates
@@ -229,6 +230,18 @@ def test_gate4_zero_regen_share_counts_requests_not_lines():
     result = gate(4, NO_RECORDS, governor_events(requests=100, zero_regen=90, regen_ms=(400.0, 500.0)))
     assert result.metrics["requests_passed"] == 100 and result.metrics["zero_regen_share"] == 0.9
     assert result.metrics["regen_requests"] == 10 and result.metrics["regen_p99_ms"] == 900.0
+
+
+def test_gate4_slow_regen_path_quotes_the_slowest_regenerations_first():
+    # Logged last, so only an order by duration puts it first.
+    slowest = events([{"kind": "governor_pass", "request_id": "req-slowest", "attempt": attempt, "max_attempts": 5,
+                       "status": status, "regen_in_ms": ms, "hour": 5}
+                      for attempt, status, ms in ((1, "violation_detected", 0.0), (2, "passed", 7000.0))])
+    result = gate(4, NO_RECORDS, pd.concat([governor_events(requests=600, zero_regen=540, regen_ms=(3001.0,)),
+                                            slowest], ignore_index=True))
+    assert result.rule == "gate4.regen_p99_extend"
+    assert '"request_id": "req-slowest"' in result.evidence[0]["line"]
+    assert all('"attempt": 2' in item["line"] for item in result.evidence)
 
 
 # --- gate 5 -------------------------------------------------------------------------------------

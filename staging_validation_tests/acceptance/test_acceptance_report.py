@@ -51,7 +51,8 @@ def outputs(request, tmp_path_factory):
     message = compose_decision_message(decision, gates, POLICY, state.campaign, hours)
     evidence = CampaignEvidence(campaign=state.campaign, state=state, records=records, events=evts, gates=gates,
                                 decision=decision, alerts=alerts, hours_observed=hours,
-                                decided_at=pd.Timestamp("2026-11-21T00:05:00Z").to_pydatetime(), coverage=share)
+                                decided_at=pd.Timestamp("2026-11-21T00:05:00Z").to_pydatetime(), coverage=share,
+                                judged_hours=state.total_hours, extension_count=state.extension_count)
     out_dir = tmp_path_factory.mktemp(request.param)
     paths = write_campaign_outputs(out_dir, evidence, message)
     return request.param, out_dir, paths, message
@@ -131,7 +132,8 @@ def test_a_campaign_with_no_data_at_all_still_gets_a_complete_report(tmp_path):
     message = compose_decision_message(decision, gates, POLICY, "empty", [])
     evidence = CampaignEvidence(campaign="empty", state=state, records=no_records, events=no_events, gates=gates,
                                 decision=decision, alerts=[], hours_observed=[],
-                                decided_at=pd.Timestamp("2026-11-21T00:05:00Z").to_pydatetime(), coverage=0.0)
+                                decided_at=pd.Timestamp("2026-11-21T00:05:00Z").to_pydatetime(), coverage=0.0,
+                                judged_hours=state.total_hours, extension_count=state.extension_count)
     paths = write_campaign_outputs(tmp_path, evidence, message)
     report = paths["report"].read_text()
     assert all(section in report for section in SECTIONS)
@@ -141,3 +143,26 @@ def test_a_campaign_with_no_data_at_all_still_gets_a_complete_report(tmp_path):
         assert (tmp_path / relative).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for name in ("report", "decision", "metrics"):
         assert PLACEHOLDERS.findall(paths[name].read_text()) == []
+
+
+def test_the_first_extend_is_reported_as_judged_not_as_the_lengthened_campaign(tmp_path):
+    # The decision asset saves the lengthened state before the report is written; the report must still
+    # describe the 24 hours that were judged and the extension this decision starts.
+    records, evts, _ = campaign("EXTEND")
+    lengthened = CampaignState(campaign="camp-extending", created_at_ms=0, extension_count=1, extension_hours=48,
+                               timing=CampaignTiming(start_ms=int(START.value // 1_000_000), hour_seconds=3600))
+    gates = evaluate_gates(records, evts, POLICY)
+    decision = decide(gates, 1.0, POLICY, extension_count=0)
+    hours = list(range(24))
+    message = compose_decision_message(decision, gates, POLICY, lengthened.campaign, hours)
+    evidence = CampaignEvidence(campaign=lengthened.campaign, state=lengthened, records=records, events=evts,
+                                gates=gates, decision=decision, alerts=[], hours_observed=hours,
+                                decided_at=pd.Timestamp("2026-11-21T00:05:00Z").to_pydatetime(), coverage=1.0,
+                                judged_hours=24, extension_count=0)
+    paths = write_campaign_outputs(tmp_path, evidence, message)
+    report = paths["report"].read_text()
+    assert "| Observed hours | 24 of 24 (coverage 100%) |" in report
+    assert "| Extensions before this decision | 0 |" in report
+    assert "(rule `extend.forced_review`), extending the campaign by 48 hours |" in report
+    assert "have no stored data" not in report and "no probe result" not in report
+    assert json.loads(paths["decision"].read_text())["extension"] == {"count": 0, "hours": 48}
