@@ -6,7 +6,10 @@
 One run, one generated file, every contender in its own fresh child process, several repetitions taken
 round-robin, medians. Contenders:
   runbook         `bash runbook_final_analysis.sh LOG` (one grep/awk pass per metric), whole command
-  duckdb (bare)   one `read_json` + aggregate query, timed around the query (imports excluded)
+  duckdb (bare)   one hand-written `read_json` + aggregate query, timed around the query (imports excluded):
+                  the anchor computes the runbook's 30 metrics and latency p50/p95/p99 from the 13 fields
+                  they need (its numbers are checked against the truth too); the narrow one, the previous
+                  anchor, counts a third of them from 8 fields
   analyze (call)  what `analyze` runs (telemetry.aggregates: summarize_log_file, final_metrics_from_summary,
                   render_final_metrics_text) in-process, imports excluded
   analyze (CLI)   `staging-validation analyze LOG --json`, whole command including interpreter start-up
@@ -35,10 +38,70 @@ from common import (
 
 CLI = REPO_ROOT / ".venv" / "bin" / "staging-validation"
 RUNBOOK = "runbook (bash+grep)"
-BARE_DUCKDB = "duckdb read_json (bare)"
+BARE_DUCKDB = "duckdb, runbook metrics (bare)"
+BARE_DUCKDB_NARROW = "duckdb, 8 fields (bare)"
 QUICK_MEGABYTES = 20
 
-ANCHOR_SQL = """
+_PACK_BUILT = "msg = '[Staging] ContinuityPack built'"
+_CHECK = "msg = '[Staging] Ambiguity check completed'"
+_RESOLVED = "msg = '[Staging] Relationship resolved'"
+_GOVERNOR = "starts_with(msg, '[Staging] Governor pass ')"
+_REQUEST = "msg = 'request completed'"
+# The runbook's final analysis as one hand-written query: its 30 metrics in its order, plus latency
+# percentiles, from only the 13 fields they need. The lines are grouped by their raw field values first
+# (faster than 30 filtered counts over every line: 0.49 s against 0.62 s here), then the metrics are
+# summed from the few dozen groups. The anchor `analyze` is held to; its numbers are checked too.
+RUNBOOK_METRICS_SQL = f"""
+WITH line_groups AS MATERIALIZED (
+  SELECT msg, status, reason, relationship_type, source, violation_type, op, level >= 50 AS error,
+         res.statusCode AS http_status, count(*) AS lines, sum(size_bytes) AS size_sum, count(size_bytes) AS size_n,
+         sum(built_in_ms) AS build_sum, count(built_in_ms) AS build_n,
+         sum(checked_in_ms) AS check_sum, count(checked_in_ms) AS check_n,
+         list(duration_ms) FILTER (WHERE duration_ms IS NOT NULL) AS durations
+  FROM read_json(?, format='newline_delimited', ignore_errors=true, columns={{
+    level: 'INTEGER', msg: 'VARCHAR', size_bytes: 'BIGINT', built_in_ms: 'DOUBLE', status: 'VARCHAR',
+    reason: 'VARCHAR', checked_in_ms: 'DOUBLE', relationship_type: 'VARCHAR', source: 'VARCHAR',
+    violation_type: 'VARCHAR', op: 'VARCHAR', res: 'STRUCT(statusCode INTEGER)', duration_ms: 'DOUBLE'}})
+  GROUP BY ALL
+)
+SELECT
+  sum(lines) FILTER (WHERE msg = '[Staging] ContinuityPack missing: no continuity pack for request'),
+  sum(lines) FILTER (WHERE msg = '[Staging] ContinuityPack fallback: using default pack'),
+  sum(lines) FILTER (WHERE {_PACK_BUILT}),
+  sum(size_sum) FILTER (WHERE {_PACK_BUILT}) / sum(size_n) FILTER (WHERE {_PACK_BUILT}),
+  sum(build_sum) FILTER (WHERE {_PACK_BUILT}) / sum(build_n) FILTER (WHERE {_PACK_BUILT}),
+  sum(lines) FILTER (WHERE {_CHECK}),
+  sum(lines) FILTER (WHERE {_CHECK} AND status = 'AMBIGUOUS'),
+  sum(lines) FILTER (WHERE {_CHECK} AND status = 'clear'),
+  sum(lines) FILTER (WHERE {_CHECK} AND reason = 'MALFORMED_QUERY'),
+  sum(lines) FILTER (WHERE {_CHECK} AND reason = 'DANGLING_REFERENCE'),
+  sum(lines) FILTER (WHERE {_CHECK} AND reason = 'UNDERSPECIFIED_COMPARISON'),
+  sum(lines) FILTER (WHERE {_CHECK} AND reason = 'CONTRADICTORY_REQUEST'),
+  sum(check_sum) FILTER (WHERE {_CHECK}) / sum(check_n) FILTER (WHERE {_CHECK}),
+  sum(lines) FILTER (WHERE {_RESOLVED}),
+  sum(lines) FILTER (WHERE {_RESOLVED} AND relationship_type = 'owner'),
+  sum(lines) FILTER (WHERE {_RESOLVED} AND relationship_type = 'public'),
+  sum(lines) FILTER (WHERE {_RESOLVED} AND source = 'locked_fact'),
+  sum(lines) FILTER (WHERE {_RESOLVED} AND source = 'database'),
+  sum(lines) FILTER (WHERE {_RESOLVED} AND source = 'default'),
+  sum(lines) FILTER (WHERE {_GOVERNOR}),
+  sum(lines) FILTER (WHERE {_GOVERNOR} AND violation_type = 'none'),
+  sum(lines) FILTER (WHERE {_GOVERNOR} AND violation_type <> 'none'),
+  sum(lines) FILTER (WHERE {_GOVERNOR} AND violation_type = 'repetition'),
+  sum(lines) FILTER (WHERE {_GOVERNOR} AND violation_type = 'locked_fact'),
+  sum(lines) FILTER (WHERE {_GOVERNOR} AND violation_type = 'ungrounded'),
+  sum(lines) FILTER (WHERE {_GOVERNOR} AND violation_type = 'posture'),
+  sum(lines) FILTER (WHERE msg = '[Staging] Identity operation' AND op = 'link'),
+  sum(lines) FILTER (WHERE error),
+  sum(lines) FILTER (WHERE {_REQUEST} AND http_status BETWEEN 500 AND 599),
+  sum(lines) FILTER (WHERE {_REQUEST} AND http_status IN (408, 504)),
+  (SELECT quantile_cont(duration, [0.5, 0.95, 0.99])
+   FROM (SELECT unnest(durations) AS duration FROM line_groups WHERE {_REQUEST}))
+FROM line_groups
+"""
+
+# The previous, narrower anchor: a third of the runbook's metrics over 8 fields, kept for comparison.
+NARROW_SQL = """
 SELECT
   count(*) FILTER (WHERE msg IS NOT NULL) AS json_lines,
   count(*) FILTER (WHERE level >= 50) AS error_lines,
@@ -60,13 +123,19 @@ FROM read_json(?, format='newline_delimited', ignore_errors=true, columns={
 """
 
 
-def duckdb_anchor(log_path: str) -> dict:
-    """The anchor: what one bare DuckDB pass over the file costs (default settings)."""
+def duckdb_runbook_metrics(log_path: str) -> dict:
+    """The anchor: the runbook's metrics in one bare DuckDB pass (default settings), as the runbook
+    prints them (averages truncated), and the latency percentiles."""
     import duckdb
 
-    cursor = duckdb.connect().execute(ANCHOR_SQL, [log_path])
-    row = cursor.fetchone()
-    return dict(zip([column[0] for column in cursor.description], row))
+    *metrics, latency = duckdb.connect().execute(RUNBOOK_METRICS_SQL, [log_path]).fetchone()
+    return {"runbook_metrics": [0 if value is None else int(value) for value in metrics], "latency_ms": latency}
+
+
+def duckdb_narrow(log_path: str) -> None:
+    import duckdb
+
+    duckdb.connect().execute(NARROW_SQL, [log_path]).fetchall()
 
 
 def analyze_call(log_path: str) -> dict:
@@ -198,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
 
     specs = {
         RUNBOOK: {"command": ["bash", str(args.runbook_script), log_arg]},
-        BARE_DUCKDB: {"call": "bench_analysis:duckdb_anchor", "args": [log_arg], "imports": ["duckdb"]},
+        BARE_DUCKDB: {"call": "bench_analysis:duckdb_runbook_metrics", "args": [log_arg], "imports": ["duckdb"]},
+        BARE_DUCKDB_NARROW: {"call": "bench_analysis:duckdb_narrow", "args": [log_arg], "imports": ["duckdb"]},
         "analyze (in-process call)": {
             "call": "bench_analysis:analyze_call",
             "args": [log_arg],
@@ -232,13 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     anchor = results[BARE_DUCKDB]["result"]
-    anchor_latency = anchor["latency_ms"]
-    same_method = all(
-        math.isclose(value, truth["latency_ms"][name], rel_tol=1e-9)
-        for value, name in zip(anchor_latency, ("p50", "p95", "p99"))
-    )
-    print(f"\nbare DuckDB quantile_cont latency p50/p95/p99 {anchor_latency} "
-          f"{'matches' if same_method else 'DIFFERS FROM'} the truth's percentile method")
+    anchor_latency = dict(zip(("p50", "p95", "p99"), anchor["latency_ms"]))
+    anchor_right = [label for (label, expected), value in zip(truth["runbook_metrics"], anchor["runbook_metrics"])
+                    if value == expected]
+    anchor_right += [name for name, value in anchor_latency.items()
+                     if math.isclose(value, truth["latency_ms"][name], rel_tol=1e-9)]
+    print(f"\n{BARE_DUCKDB}: {len(anchor_right)}/{len(truth['runbook_metrics']) + 3} numbers equal the ground truth "
+          "(the runbook's metrics and latency p50/p95/p99)")
 
     failures = 0
     for name in [name for name in results if name.startswith("analyze")]:

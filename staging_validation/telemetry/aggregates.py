@@ -52,8 +52,9 @@ _GOV, _REQ, _IDENT = EventKind.GOVERNOR_PASS.value, EventKind.REQUEST_COMPLETED.
 
 def _event_groups_sql(relation: str, error_level: int) -> str:
     """One hash aggregate over the events: a few dozen groups keyed by kind and the kind's own
-    categorical fields (a, b, n), carrying line counts per origin and of errors, the sums and the values
-    percentiles need. Origin and error are counted, not keys: fewer keys to hash on every line.
+    categorical fields (a, b, n), carrying line counts (all, probe, errors; every line is probe or
+    organic, so organic is the difference), the sums and the values percentiles need. Origin and error
+    are counted, not keys: fewer keys to hash on every line.
 
     Grouping in one pass is what keeps a whole day's analysis close to the cost of reading it.
     """
@@ -67,16 +68,16 @@ SELECT
             WHEN '{_REQ}' THEN http_status END AS n,
   count(*) AS lines,
   count(*) FILTER (WHERE origin = 'probe') AS probe_lines,
-  count(*) FILTER (WHERE origin = 'organic') AS organic_lines,
   count(*) FILTER (WHERE level >= {error_level}) AS error_lines,
   sum(size_bytes) AS size_sum, count(size_bytes) AS size_n,
   sum(built_in_ms) AS build_sum, count(built_in_ms) AS build_n,
   sum(checked_in_ms) AS check_sum, count(checked_in_ms) AS check_n,
   -- kept per group, used from the request / governor groups only (a null test is cheaper per line
-  -- than a kind comparison); slow requests are counted from the durations, not per line
+  -- than a kind comparison); slow requests are counted from the durations, not per line.
   list(duration_ms) FILTER (WHERE duration_ms IS NOT NULL) AS durations,
-  list(struct_pack(request_id := request_id, regen_in_ms := regen_in_ms)) FILTER (WHERE attempt >= 2)
-    AS regenerations
+  -- Two lists over the same rows stay aligned; a list of structs would build a struct on every line.
+  list(request_id) FILTER (WHERE attempt >= 2) AS regen_request_ids,
+  list(regen_in_ms) FILTER (WHERE attempt >= 2) AS regen_ms
 FROM {relation}
 GROUP BY ALL
 """
@@ -86,10 +87,11 @@ GROUP BY ALL
 # cannot be joined to its request, so it stands alone.
 _REGEN_PATHS_SQL = f"""
 SELECT quantile_cont(path_ms, {_QUANTILES}), count(path_ms) FROM (
-  SELECT sum(attempt.regen_in_ms) AS path_ms
-  FROM (SELECT attempt, row_number() OVER () AS line
-        FROM (SELECT unnest(regenerations) AS attempt FROM event_groups WHERE kind = '{_GOV}'))
-  GROUP BY coalesce(attempt.request_id, 'line ' || line))
+  SELECT sum(regen_ms) AS path_ms
+  FROM (SELECT request_id, regen_ms, row_number() OVER () AS line
+        FROM (SELECT unnest(regen_request_ids) AS request_id, unnest(regen_ms) AS regen_ms
+              FROM event_groups WHERE kind = '{_GOV}'))
+  GROUP BY coalesce(request_id, 'line ' || line))
 """
 
 
@@ -111,7 +113,10 @@ def _percentile_dict(values: list | None) -> dict:
 
 def _summarize(con, relation: str, error_level: int) -> EventSummary:
     con.execute(f"CREATE TEMP TABLE event_groups AS {_event_groups_sql(relation, error_level)}")
-    cursor = con.execute("SELECT * EXCLUDE (durations, regenerations) FROM event_groups")
+    cursor = con.execute(
+        "SELECT * EXCLUDE (durations, regen_request_ids, regen_ms), lines - probe_lines AS organic_lines "
+        "FROM event_groups"
+    )
     names = [column[0] for column in cursor.description]
     groups = [dict(zip(names, row)) for row in cursor.fetchall()]
     # fetchall, not fetchone: a result left unfinished blocks the connection's next statement
