@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from staging_validation.acceptance.policy import campaign_policy
 from staging_validation.campaigns import CampaignState
 from staging_validation.plan import STRESS_MULTIPLIER, HourPlan, Phase
 from staging_validation.probes.identity import determinism_check, identity_check
@@ -69,10 +70,12 @@ def run_hour_probes(state: CampaignState, plan: HourPlan) -> list[ProbeResult]:
 
 
 async def _final_checks(state: CampaignState) -> list[ProbeResult]:
+    # As many requests per user as gate 3 judges, so a stricter policy still gets its samples.
+    requests_per_user = campaign_policy(state).gates.relationship_determinism.consecutive_requests
     async with TargetClient(target_profile(state), base_url=state.settings.get("base_url")) as client:
         return [
             await identity_check(client, state.timing),
-            await determinism_check(client, state.timing),
+            await determinism_check(client, state.timing, requests_per_user=requests_per_user),
         ]
 
 

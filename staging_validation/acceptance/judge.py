@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from staging_validation.acceptance.decision import Decision, EarlyStop, coverage, decide, judged_hours
 from staging_validation.acceptance.gates import GateResult, evaluate_gates
 from staging_validation.acceptance.monitor import Alert
-from staging_validation.acceptance.policy import Policy, load_policy
+from staging_validation.acceptance.policy import Policy, campaign_policy
 from staging_validation.acceptance.report import CampaignEvidence
 from staging_validation.campaigns import (
     HOURLY_ASSET_PROBE_RECORDS,
@@ -64,7 +64,7 @@ def judge_campaign(data_root: str | Path, campaign_id: str, policy: Policy | Non
     """Gates and decision of a stored campaign (ConfigError if the id is invalid or unknown), judged with
     `policy`, else the campaign's own policy file, else the shipped default."""
     state = load_campaign_state(data_root, campaign_id)
-    policy = policy or load_policy(state.settings.get("policy") or None)
+    policy = policy or campaign_policy(state)
     records, events = load_campaign_tables(data_root, state)
     gates = evaluate_gates(records, events, policy)
     decision, observed, share = decide_campaign(state, gates, events["hour"].astype(int), policy)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pydantic
 
+from staging_validation.campaigns import CampaignState
 from staging_validation.config_files import StrictModel, load_yaml_model
 
 DEFAULT_POLICY_PATH = Path(__file__).with_name("policy.yaml")
@@ -119,3 +120,8 @@ class Policy(StrictModel):
 
 def load_policy(path: str | Path | None = None) -> Policy:
     return load_yaml_model(DEFAULT_POLICY_PATH if path is None else path, Policy)
+
+
+def campaign_policy(state: CampaignState) -> Policy:
+    """The policy a campaign was launched with (the shipped one unless its settings name a file)."""
+    return load_policy(state.settings.get("policy") or None)

@@ -14,7 +14,7 @@ from staging_validation.acceptance.judge import decide_campaign, load_campaign_t
 from staging_validation.acceptance.gates import GateResult, evaluate_gates, identity_merges
 from staging_validation.acceptance.monitor import Alert
 from staging_validation.acceptance.notify import Message, NotificationSettings, Notifier, compose_decision_message
-from staging_validation.acceptance.policy import load_policy
+from staging_validation.acceptance.policy import campaign_policy
 from staging_validation.acceptance.report import CampaignEvidence, write_campaign_outputs
 from staging_validation.campaign.partitions import (
     campaign_hour_partitions,
@@ -158,7 +158,7 @@ def telemetry_events(context: dg.AssetExecutionContext, store: CampaignStore):
     follower = log_follower(store.data_root, state)
     problems = capture_until_hour_end(follower, state, hour, should_stop=lambda: _is_stopped(store, campaign))
     for problem in problems:
-        context.log.warning(f"telemetry capture: {problem}; the hour uses what was captured before")
+        context.log.warning(f"telemetry capture: {problem}")
     parsed = hour_telemetry(store.data_root, state, hour)
     events = parsed.events.to_pandas()
     kinds = events["kind"].value_counts().to_dict()
@@ -170,9 +170,10 @@ def telemetry_events(context: dg.AssetExecutionContext, store: CampaignStore):
             "events": dg.MetadataValue.int(len(events)),
             "events_by_kind": dg.MetadataValue.json({k: int(v) for k, v in sorted(kinds.items())}),
             "capture_problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
+            "capture_problem_count": dg.MetadataValue.int(len(problems)),
         },
     )
-    policy = load_policy(state.settings.get("policy") or None)
+    policy = campaign_policy(state)
     records = RECORD_SCHEMA.empty_table().to_pandas()
     # The rules quote evidence with its campaign hour, as the monitor sensor's windows do.
     alerts = [alert for _, alert in alerts_by_window(with_hour(events, state.timing), with_hour(records, state.timing),
@@ -283,7 +284,7 @@ CAMPAIGN_TABLES = [probe_records, telemetry_events, final_checks]
 def gate_results(context: dg.AssetExecutionContext, store: CampaignStore):
     """The five acceptance gates over every stored hour of the campaign."""
     state = store.load(context.partition_key)
-    policy = load_policy(state.settings.get("policy") or None)
+    policy = campaign_policy(state)
     records, events = load_campaign_tables(store.data_root, state)
     gates = evaluate_gates(records, events, policy)
     yield dg.Output(
@@ -313,7 +314,7 @@ def campaign_decision(context: dg.AssetExecutionContext, store: CampaignStore, g
 
     The payload describes the campaign as judged: the report is written after the state is lengthened."""
     judged = store.load(context.partition_key)
-    policy = load_policy(judged.settings.get("policy") or None)
+    policy = campaign_policy(judged)
     gates = _gate_objects(gate_results)
     decision, observed, share = decide_campaign(judged, gates, gate_results["hours_observed"], policy)
     payload = {
@@ -354,7 +355,7 @@ def acceptance_report(context: dg.AssetExecutionContext, store: CampaignStore, g
                       campaign_decision: dict) -> dg.Output[dict]:
     """STAGING_ACCEPTANCE_REPORT.md, decision.json, the metrics text and the charts, in the campaign folder."""
     state = store.load(context.partition_key)
-    policy = load_policy(state.settings.get("policy") or None)
+    policy = campaign_policy(state)
     records, events = load_campaign_tables(store.data_root, state)
     gates = _gate_objects(gate_results)
     decision = _decision_object(campaign_decision)

@@ -8,7 +8,8 @@ import click
 import dagster as dg
 from rich.console import Console
 
-from staging_validation.campaign.rehearsal import EXIT_CODES, print_outcome, rehearse
+from staging_validation.acceptance.cli import EXIT_CODES
+from staging_validation.campaign.rehearsal import print_outcome, rehearse
 from staging_validation.config_files import ConfigError
 from staging_validation.storage import default_data_root
 

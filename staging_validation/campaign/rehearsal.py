@@ -40,7 +40,6 @@ from staging_validation.simulator.process import start_simulator
 from staging_validation.simulator.profiles import load_profile
 from staging_validation.storage import campaign_dir, validate_campaign_id
 
-EXIT_CODES = {"ACCEPT": 0, "EXTEND": 3, "REJECT": 4}
 RUN_KEY_TAG = "dagster/run_key"
 SENSOR_NAME_TAG = "dagster/sensor_name"
 # Run events stay in the instance (the UI shows them); the terminal shows the progress bars.

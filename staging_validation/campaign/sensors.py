@@ -10,7 +10,7 @@ from collections.abc import Callable
 import dagster as dg
 
 from staging_validation.acceptance.notify import Notifier, NotificationSettings, compose_alert_message
-from staging_validation.acceptance.policy import load_policy
+from staging_validation.acceptance.policy import campaign_policy
 from staging_validation.campaign.jobs import campaign_hour_job, campaign_probes_job, campaign_verdict_job
 from staging_validation.campaign.partitions import campaign_hour_key
 from staging_validation.campaign.resources import CampaignStore
@@ -157,7 +157,7 @@ def monitor_campaign(store: CampaignStore, state: CampaignState) -> list[dict]:
     notifications follow (SMTP retries can outlast the sensor's timeout), and the step is committed last,
     so a step cut short is judged again. A step still under way elsewhere makes this one a no-op.
     """
-    policy = load_policy(state.settings.get("policy") or None)
+    policy = campaign_policy(state)
     monitor = CampaignMonitor(store.data_root, state, log_follower(store.data_root, state),
                               target_profile(state).telemetry, policy)
     with monitor.exclusive() as alone:
@@ -191,7 +191,11 @@ def campaign_monitor(context: dg.SensorEvaluationContext, store: CampaignStore):
     for state in readable_campaigns(context, store):
         if state.status != "active":
             continue
-        raised = monitor_campaign(store, state)
+        try:
+            raised = monitor_campaign(store, state)
+        except (ConfigError, OSError) as exc:  # one campaign's broken settings must not blind the others
+            context.log.error(f"{state.campaign}: not monitored this tick: {exc}")
+            continue
         for alert in raised:
             context.log.warning(f"{state.campaign}: {alert['severity']} {alert['rule']}: {alert['message']}")
         if raised:

@@ -193,6 +193,25 @@ def test_one_unreadable_campaign_is_logged_and_skipped_while_the_others_run(tmp_
         assert log.count("'not an id' skipped") == 1 and "only letters, digits" in log
 
 
+def test_a_campaign_whose_policy_file_is_gone_is_reported_while_the_others_are_watched(tmp_path, capfd):
+    store, _, log = watched_campaign(tmp_path, "good")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("min_samples: 50\n")
+    broken = register_campaign(store, CampaignLaunchConfig(campaign="broken", telemetry_path=str(log),
+                                                           hour_seconds=HOUR_SECONDS, policy=str(policy)))
+    policy.unlink()
+    defs = build_definitions(store.data_root)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("campaign", ["good", broken.campaign])
+        with log.open("a") as handle:
+            handle.writelines(pino("Unhandled error in chat handler", level=50, reqId=f"req-{n}") for n in range(11))
+        result = tick(campaign_monitor, instance, defs)
+    assert [event.partition for event in result.asset_events] == ["good"]
+    assert [a["rule"] for a in store.read_alerts("good")] == ["monitor.errors"]
+    log_text = capfd.readouterr().err
+    assert "broken: not monitored this tick" in log_text and str(policy) in log_text
+
+
 @pytest.mark.parametrize("configured", ["5s", "0", ""])
 def test_a_malformed_sensor_interval_is_an_error_naming_the_variable_and_value(monkeypatch, configured):
     monkeypatch.setenv(SENSOR_INTERVAL_ENV, configured)
