@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
+import queue
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,7 +103,10 @@ class _Lanes:
             worker.start()
             self.workers[f"{tag}={campaign}"] = (worker, requests)
         for _ in LANE_TAGS:
-            self.ready.get(timeout=WORKER_START_DEADLINE_S)
+            try:
+                self.ready.get(timeout=WORKER_START_DEADLINE_S)
+            except queue.Empty:
+                raise RuntimeError(f"the run workers did not start within {WORKER_START_DEADLINE_S} s") from None
 
     def submit(self, request: dg.RunRequest, sensor_name: str) -> None:
         if request.run_key in self.in_flight or self._launched_before(request.run_key):

@@ -404,7 +404,7 @@ def _ms(value: float | None) -> str:
 
 
 def _ms_text(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0f} ms"
+    return "n/a" if value is None else f"{_ms(value)} ms"
 
 
 def _share(value: float | None) -> str:

@@ -138,7 +138,9 @@ def test_outage_yields_connection_error_rows_and_the_client_recovers(simulator_f
             await identity_check(client, timing),
             await stress(client, timing, hour=2, rate_per_s=20, duration_s=0.25),
         ]
-        while _refuses_connections(simulator.port):  # bounded by the fault window (2 s)
+        recovery_deadline = client.now() + 10  # the fault window lasts 2 s
+        while _refuses_connections(simulator.port):
+            assert client.now() < recovery_deadline, "the simulator did not come back after its outage"
             await client.sleep_until(client.now() + 0.05)
         return during, await smoke_tests(client, timing)
 
