@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
-import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -158,46 +155,22 @@ def test_nothing_configured_still_leaves_the_message_in_the_outbox(tmp_path):
     assert copy["X-Delivery-Status"] == "not-configured" and "Root cause" in copy.get_content()
 
 
-class Hook(BaseHTTPRequestHandler):
-    received: list[dict] = []
-    status = 200
-
-    def do_POST(self):
-        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(Hook.status)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def webhook():
-    Hook.received, Hook.status = [], 200
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
-    server.server_close()
-
-
-def test_webhook_receives_the_message_as_json(webhook, tmp_path, monkeypatch):
-    monkeypatch.setenv("SV_TEST_WEBHOOK_URL", webhook)
+def test_webhook_receives_the_message_as_json(webhook_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("SV_TEST_WEBHOOK_URL", webhook_server.url())
     message = reject_message()
     delivery = Notifier(NotificationSettings(webhook_url_env="SV_TEST_WEBHOOK_URL"), tmp_path / "outbox").send(message)
     assert delivery.channels == {"smtp": "not-configured", "webhook": "sent"} and delivery.status == "sent"
-    assert Hook.received == [{"subject": message.subject, "body": message.body}]
+    assert webhook_server.received == [{"subject": message.subject, "body": message.body}]
 
 
-def test_webhook_error_status_is_retried_and_recorded_without_the_url(webhook, tmp_path, monkeypatch):
-    monkeypatch.setenv("SV_TEST_WEBHOOK_URL", webhook)
-    Hook.status = 500
+def test_webhook_error_status_is_retried_and_recorded_without_the_url(webhook_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("SV_TEST_WEBHOOK_URL", webhook_server.url())
+    webhook_server.status = 500
     settings = NotificationSettings(webhook_url_env="SV_TEST_WEBHOOK_URL", retries=1, retry_backoff_s=0)
     delivery = Notifier(settings, tmp_path / "outbox").send(reject_message())
-    assert len(Hook.received) == 2
+    assert len(webhook_server.received) == 2
     assert delivery.status == "failed: webhook failed: HTTPStatusError: HTTP 500 (after 2 attempts)"
-    assert webhook not in delivery.eml_path.read_text()
+    assert webhook_server.url() not in delivery.eml_path.read_text()
 
 
 def test_webhook_variable_unset_is_recorded_failed_naming_it(tmp_path, monkeypatch):

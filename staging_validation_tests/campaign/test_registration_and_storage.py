@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import pyarrow as pa
@@ -104,35 +102,11 @@ def test_launch_refuses_a_profile_whose_required_token_is_unset_naming_the_varia
     assert "launch-token-value-91" not in stored
 
 
-class FailingWebhook(BaseHTTPRequestHandler):
-    """Answers every POST with 500, as a broken chat webhook would."""
-
-    posts = 0
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers["Content-Length"]))
-        FailingWebhook.posts += 1
-        self.send_response(500)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def failing_webhook_url():
-    FailingWebhook.posts = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FailingWebhook)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+def test_webhook_url_comes_from_the_environment_and_is_never_recorded(tmp_path, monkeypatch, webhook_server):
     # The token in the path is what makes a webhook URL a secret (Slack- and Teams-style hooks).
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/T0KEN-in-the-url-5b2e"
-    server.shutdown()
-    server.server_close()
-
-
-def test_webhook_url_comes_from_the_environment_and_is_never_recorded(tmp_path, monkeypatch, failing_webhook_url):
-    monkeypatch.setenv("SV_TEST_WEBHOOK_URL", failing_webhook_url)
+    webhook_url = webhook_server.url("/hooks/T0KEN-in-the-url-5b2e")
+    webhook_server.status = 500
+    monkeypatch.setenv("SV_TEST_WEBHOOK_URL", webhook_url)
     defs = build_definitions(str(tmp_path))
     with dg.instance_for_test() as instance:
         result = launch(defs, instance, campaign="hooked",
@@ -144,11 +118,11 @@ def test_webhook_url_comes_from_the_environment_and_is_never_recorded(tmp_path, 
     settings = NotificationSettings.model_validate({**state.settings["notification"], "retry_backoff_s": 0})
     delivery = Notifier(settings, tmp_path / "outbox").send(Message(subject="decision", body="REJECT\n"))
 
-    assert FailingWebhook.posts == settings.retries + 1  # the URL was read and used
+    assert len(webhook_server.received) == settings.retries + 1  # the URL was read and used
     assert delivery.channels["webhook"].startswith("failed: HTTPStatusError: HTTP 500")
     recorded = [(tmp_path / "campaigns" / "hooked" / "campaign.json").read_text(),
                 delivery.eml_path.read_text(), delivery.status, *delivery.channels.values()]
-    assert not [text for text in recorded if "T0KEN-in-the-url-5b2e" in text or failing_webhook_url in text]
+    assert not [text for text in recorded if "T0KEN-in-the-url-5b2e" in text or webhook_url in text]
 
 
 def test_hourly_partitions_are_stored_as_parquet_per_campaign_hour_and_reject_traversal(tmp_path):
