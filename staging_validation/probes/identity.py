@@ -46,8 +46,8 @@ async def identity_check(client: TargetClient, timing: CampaignTiming) -> ProbeR
     records: list[ProbeRecord] = []
 
     async def create(case: str, identity: tuple[str, str]) -> ProbeRecord:
-        record = await client.identity_create(
-            "identity", timing, case=case, provider=identity[0], provider_user_id=identity[1]
+        record = await client.identity_for_provider(
+            "identity_create", "identity", timing, case=case, provider=identity[0], provider_user_id=identity[1]
         )
         judge(record, None if record.vi_user_id else "no identity id in the response")
         records.append(record)
@@ -64,8 +64,9 @@ async def identity_check(client: TargetClient, timing: CampaignTiming) -> ProbeR
         )
 
     if discord_id:
-        resolved = await client.identity_resolve(
-            "identity", timing, case="resolve_discord", provider=discord[0], provider_user_id=discord[1]
+        resolved = await client.identity_for_provider(
+            "identity_resolve", "identity", timing, case="resolve_discord", provider=discord[0],
+            provider_user_id=discord[1],
         )
         judge(
             resolved,

@@ -169,34 +169,6 @@ class TargetClient:
         )
         return record
 
-    async def identity_create(
-        self,
-        probe: str,
-        timing: CampaignTiming,
-        *,
-        case: str,
-        provider: str,
-        provider_user_id: str,
-        at: float | None = None,
-    ) -> ProbeRecord:
-        return await self._identity_resolution(
-            "identity_create", probe, timing, case, provider, provider_user_id, at
-        )
-
-    async def identity_resolve(
-        self,
-        probe: str,
-        timing: CampaignTiming,
-        *,
-        case: str,
-        provider: str,
-        provider_user_id: str,
-        at: float | None = None,
-    ) -> ProbeRecord:
-        return await self._identity_resolution(
-            "identity_resolve", probe, timing, case, provider, provider_user_id, at
-        )
-
     async def identity_link(
         self,
         probe: str,
@@ -292,16 +264,18 @@ class TargetClient:
             latency_ms=None,
         )
 
-    async def _identity_resolution(
+    async def identity_for_provider(
         self,
         operation: str,
         probe: str,
         timing: CampaignTiming,
+        *,
         case: str,
         provider: str,
         provider_user_id: str,
-        at: float | None,
+        at: float | None = None,
     ) -> ProbeRecord:
+        """`identity_create` or `identity_resolve`: the identity id the service gives a provider's user."""
         record, document = await self._exchange(
             probe,
             timing,
