@@ -88,34 +88,17 @@ def test_unwritable_log_path(tmp_path):
     assert_one_line_error(simulate("--port", "0", "--log", str(blocker / "s.log")), "cannot write the log")
 
 
-def test_malformed_profile_file(tmp_path):
+@pytest.mark.parametrize(("profile_text", "field", "value"), [
+    ("profiles:\n  broken:\n    faults:\n      - {name: x, at_hour: 1, set: {no_such_knob: 1}}\n",
+     "profiles.broken.faults.0.set", "no_such_knob"),
+    ("profiles:\n  broken:\n    knobs: {error_rate: 2}\n", "profiles.broken.knobs", "error_rate"),
+])
+def test_malformed_profile_file(tmp_path, profile_text, field, value):
     profiles = tmp_path / "profiles.yaml"
-    profiles.write_text(
-        "profiles:\n  broken:\n    faults:\n      - {name: x, at_hour: 1, set: {no_such_knob: 1}}\n"
-    )
-    result = simulate(
-        "--port",
-        "0",
-        "--log",
-        str(tmp_path / "s.log"),
-        "--profile-file",
-        str(profiles),
-        "--profile",
-        "broken",
-    )
-    assert_one_line_error(result, "profiles.broken.faults.0.set", "no_such_knob")
-    profiles.write_text("profiles:\n  broken:\n    knobs: {error_rate: 2}\n")
-    result = simulate(
-        "--port",
-        "0",
-        "--log",
-        str(tmp_path / "s.log"),
-        "--profile-file",
-        str(profiles),
-        "--profile",
-        "broken",
-    )
-    assert_one_line_error(result, "profiles.broken.knobs", "error_rate")
+    profiles.write_text(profile_text)
+    result = simulate("--port", "0", "--log", str(tmp_path / "s.log"), "--profile-file", str(profiles),
+                      "--profile", "broken")
+    assert_one_line_error(result, field, value)
 
 
 def test_token_env_must_be_set(tmp_path):
