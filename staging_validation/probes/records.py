@@ -8,28 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from enum import StrEnum
 
 import pyarrow as pa
-
-
-class Outcome(StrEnum):
-    OK = "ok"
-    CLIENT_ERROR = "4xx"
-    RATE_LIMITED = "rate_limited"
-    SERVER_ERROR = "5xx"
-    TIMEOUT = "timeout"
-    CONNECTION_ERROR = "connection_error"
-
-
-def outcome_for_status(status: int) -> Outcome:
-    if status == 429:
-        return Outcome.RATE_LIMITED
-    if status >= 500:
-        return Outcome.SERVER_ERROR
-    if status >= 400:
-        return Outcome.CLIENT_ERROR
-    return Outcome.OK
 
 
 @dataclasses.dataclass
@@ -41,7 +21,7 @@ class ProbeRecord:
     user: str  # the user id the request was sent as ("" when the route has no user)
     route: str
     method: str
-    outcome: str  # an Outcome value
+    outcome: str  # an Outcome value (probes.outcome)
     latency_ms: float | None  # from the *scheduled* send time to the end of the response; None if dropped
     http_status: int | None = None
     send_lag_ms: float | None = None  # actual send minus scheduled send (stress: coordinated-omission guard)

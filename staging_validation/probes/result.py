@@ -6,7 +6,8 @@ import dataclasses
 
 import numpy as np
 
-from staging_validation.probes.records import Outcome, ProbeRecord
+from staging_validation.probes.outcome import Outcome
+from staging_validation.probes.records import ProbeRecord
 
 
 @dataclasses.dataclass

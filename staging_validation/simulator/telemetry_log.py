@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from staging_validation.campaigns import CampaignTiming
-from staging_validation.telemetry.events import EventKind
+from staging_validation.telemetry.event_columns import EventKind
 
 PROBE_REQUEST_ID_PREFIX = "sv-"
 

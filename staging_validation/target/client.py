@@ -25,7 +25,8 @@ import httpx
 
 from staging_validation.campaigns import CampaignTiming
 from staging_validation.config_files import ConfigError
-from staging_validation.probes.records import Outcome, ProbeRecord, outcome_for_status
+from staging_validation.probes.outcome import Outcome, outcome_for_status
+from staging_validation.probes.records import ProbeRecord
 from staging_validation.target.profile import (
     PLACEHOLDERS,
     RequestSpec,

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from staging_validation.config_files import ConfigError, validate_model
-from staging_validation.telemetry.events import EVENT_SCHEMA, EventKind
-from staging_validation.telemetry.mapping import TelemetryMapping
+from staging_validation.telemetry.event_columns import EventKind
+from staging_validation.telemetry.events import EVENT_SCHEMA
+from staging_validation.telemetry.mapping import DEFAULT_MSG_RULES, MsgRule, TelemetryMapping
 from staging_validation.telemetry.parse import parse_log
 
 T0 = 1_795_392_000_000
@@ -202,3 +203,8 @@ def test_a_bad_mapping_is_a_config_error_naming_the_field(data, problem):
 def test_the_default_mapping_covers_every_event_kind_but_error_and_other():
     kinds = {rule.kind for rule in TelemetryMapping().rules}
     assert kinds == set(EventKind) - {EventKind.ERROR, EventKind.OTHER}
+
+
+def test_the_default_rules_pass_the_validation_they_are_built_without():
+    for rule in DEFAULT_MSG_RULES:
+        assert MsgRule.model_validate(rule.model_dump()) == rule
