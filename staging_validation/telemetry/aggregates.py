@@ -11,6 +11,8 @@ Percentiles are linear interpolation between closest ranks (DuckDB `quantile_con
 from __future__ import annotations
 
 import dataclasses
+import mmap
+import os
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -146,25 +148,34 @@ def summarize_events(events: pd.DataFrame | pa.Table, *, error_level: int = 50) 
         con.close()
 
 
-_COUNT_CHUNK_BYTES = 16 << 20  # read at a time into one buffer: bounded memory whatever the log's size
+_COUNT_WINDOW_BYTES = 16 << 20  # mapped at a time: a whole mapped log would count in the process's RSS
+_COUNT_SLICE_BYTES = 1 << 20
 
 
 def _count_lines(path: Path, result: dict) -> None:
-    """Lines of the file (an unterminated last line counts), counted while DuckDB reads the same file.
+    """Lines of the file (an unterminated last line counts): newlines compared in place on memory-mapped
+    windows, vectorized, releasing the GIL while DuckDB reads the same file.
 
-    `bytes.count` is slower per byte than numpy, but beside DuckDB's read that costs nothing measurable
-    (a 600 MB log analyses in the same time) and it spares `analyze` importing numpy."""
-    newlines, last = 0, b"\n"
-    buffer = bytearray(_COUNT_CHUNK_BYTES)
+    numpy counts about 4× faster than `bytes.count`, which matters because the count shares the CPUs with
+    DuckDB's read; it is imported here, in the counting thread, so its import overlaps that read too."""
+    import numpy as np
+
+    newlines, last = 0, 10
     try:
-        with open(path, "rb", buffering=0) as handle:
-            while size := handle.readinto(buffer):
-                newlines += buffer.count(b"\n", 0, size)
-                last = buffer[size - 1 : size]
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            for offset in range(0, size, _COUNT_WINDOW_BYTES):
+                length = min(_COUNT_WINDOW_BYTES, size - offset)
+                with mmap.mmap(handle.fileno(), length, offset=offset, access=mmap.ACCESS_READ) as window:
+                    data = np.frombuffer(window, dtype=np.uint8)
+                    for start in range(0, length, _COUNT_SLICE_BYTES):  # small temporaries
+                        newlines += int(np.count_nonzero(data[start : start + _COUNT_SLICE_BYTES] == 10))
+                    last = int(data[-1])
+                    del data  # a map cannot close while an array views it
     except OSError as exc:
         result["error"] = exc
         return
-    result["lines_total"] = newlines + (last != b"\n")
+    result["lines_total"] = newlines + (last != 10)
 
 
 def summarize_log_file(path: str | Path, mapping: TelemetryMapping | None = None) -> tuple[EventSummary, int, int]:
