@@ -48,9 +48,9 @@ _RESOLVED = "msg = '[Staging] Relationship resolved'"
 _GOVERNOR = "starts_with(msg, '[Staging] Governor pass ')"
 _REQUEST = "msg = 'request completed'"
 # The runbook's final analysis as one hand-written query: its 30 metrics in its order, plus latency
-# percentiles, from only the 13 fields they need. The lines are grouped by their raw field values first
-# (faster than 30 filtered counts over every line: 0.49 s against 0.62 s here), then the metrics are
-# summed from the few dozen groups. The anchor `analyze` is held to; its numbers are checked too.
+# percentiles, from only the 13 fields they need. The lines are grouped by their raw field values first,
+# then the metrics are summed from the few dozen groups (faster than 31 filtered counts over every line:
+# 0.49 s against 0.62 s back to back here). The anchor `analyze` is held to; its numbers are checked too.
 RUNBOOK_METRICS_SQL = f"""
 WITH line_groups AS MATERIALIZED (
   SELECT msg, status, reason, relationship_type, source, violation_type, op, level >= 50 AS error,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from staging_validation.acceptance.policy import campaign_policy
 from staging_validation.campaigns import CampaignState
+from staging_validation.config_files import validate_model
 from staging_validation.plan import STRESS_MULTIPLIER, HourPlan, Phase
 from staging_validation.probes.identity import determinism_check, identity_check
 from staging_validation.probes.prompt_set import prompt_set
@@ -38,7 +39,8 @@ def telemetry_store(data_root: str | Path, state: CampaignState) -> Path:
 
 
 def log_follower(data_root: str | Path, state: CampaignState) -> LogFollower:
-    source = TelemetrySource.model_validate(state.settings["telemetry"])
+    source = validate_model(state.settings.get("telemetry"), TelemetrySource,
+                            f"campaign {state.campaign}: settings.telemetry")
     time_path = target_profile(state).telemetry.fields.time
     return LogFollower(source, telemetry_store(data_root, state), state.timing, time_path=time_path)
 

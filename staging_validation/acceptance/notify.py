@@ -28,7 +28,8 @@ from staging_validation.acceptance.decision import Decision
 from staging_validation.acceptance.gates import GateResult
 from staging_validation.acceptance.monitor import Alert
 from staging_validation.acceptance.policy import Policy
-from staging_validation.config_files import StrictModel
+from staging_validation.campaigns import CampaignState
+from staging_validation.config_files import StrictModel, validate_model
 from staging_validation.storage import atomic_write_bytes
 
 SMTP_TIMEOUT_S = 10.0
@@ -55,6 +56,13 @@ class NotificationSettings(StrictModel):
         if self.smtp_username and not self.smtp_password_env:
             raise ValueError("smtp_password_env: name the environment variable that holds the SMTP password")
         return self
+
+
+def campaign_notification_settings(state: CampaignState) -> NotificationSettings:
+    """The notification settings a campaign was launched with; a stored value that no longer validates is a
+    ConfigError naming the campaign and the field."""
+    return validate_model(state.settings.get("notification") or {}, NotificationSettings,
+                          f"campaign {state.campaign}: settings.notification")
 
 
 @dataclasses.dataclass

@@ -13,7 +13,12 @@ from staging_validation.acceptance.decision import Decision, judged_hours
 from staging_validation.acceptance.judge import decide_campaign, load_campaign_tables
 from staging_validation.acceptance.gates import GateResult, evaluate_gates, identity_merges
 from staging_validation.acceptance.monitor import Alert
-from staging_validation.acceptance.notify import Message, NotificationSettings, Notifier, compose_decision_message
+from staging_validation.acceptance.notify import (
+    Message,
+    Notifier,
+    campaign_notification_settings,
+    compose_decision_message,
+)
 from staging_validation.acceptance.policy import campaign_policy
 from staging_validation.acceptance.report import CampaignEvidence, write_campaign_outputs
 from staging_validation.campaign.partitions import (
@@ -261,7 +266,7 @@ def hourly_report(context: dg.AssetExecutionContext, probe_records: pa.Table | N
 @dg.asset(partitions_def=campaign_partitions, io_manager_key="parquet_io_manager", group_name=VERDICT_GROUP,
           kinds={"python", "parquet"})
 def final_checks(context: dg.AssetExecutionContext, store: CampaignStore) -> dg.Output[pa.Table]:
-    """The runbook's hour-24 tests: a discord and a sovereign identity, and one user's consecutive requests."""
+    """The runbook's hour-24 tests: a discord and a sovereign identity, and consecutive requests of stable users."""
     state = store.load(context.partition_key)
     results = run_final_checks(state)
     table = records_to_table([record for result in results for record in result.records])
@@ -383,7 +388,7 @@ def decision_notification(context: dg.AssetExecutionContext, store: CampaignStor
                           acceptance_report: dict) -> dg.Output[dict]:
     """The runbook's message for the decision: email and webhook as configured, always a copy in the outbox."""
     state = store.load(context.partition_key)
-    settings = NotificationSettings.model_validate(state.settings.get("notification") or {})
+    settings = campaign_notification_settings(state)
     notifier = Notifier(settings, store.campaign_dir(state.campaign) / "outbox")
     delivery = notifier.send(Message(**acceptance_report["notification"]))
     return dg.Output(

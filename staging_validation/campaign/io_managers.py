@@ -30,19 +30,6 @@ class CampaignPathsMixin:
             return base / "campaigns" / campaign / "hours" / asset_name / parts[1]
         return base / "campaigns" / campaign / "verdict" / asset_name
 
-    def load_partitions(self, context: dg.InputContext):
-        """Many partitions at once (a campaign's hours) without one event-log entry per file."""
-        if len(context.asset_partition_keys) == 1:
-            return super().load_partitions(context)
-        missing_ok = context.definition_metadata.get("allow_missing_partitions", False)
-        loaded = {}
-        for key, path in self._get_paths_for_partitions(context).items():
-            if path.exists():
-                loaded[key] = self.load_from_path(context, path)
-            elif not missing_ok:
-                raise FileNotFoundError(f"{path}: partition {key} of {context.asset_key.to_user_string()} was never stored")
-        return loaded
-
 
 class CampaignParquetIOManager(CampaignPathsMixin, dg.UPathIOManager):
     extension = ".parquet"

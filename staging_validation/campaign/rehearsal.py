@@ -245,6 +245,8 @@ def _drive(instance: dg.DagsterInstance, defs: dg.Definitions, data_root: Path, 
                 if not success:
                     failed.append(request.run_key)
                 if first_verdict_only and request.tags[TAG_PHASE] == "verdict":
+                    if not success:  # there is no decision to end the campaign on
+                        raise RuntimeError(f"the verdict run {request.run_key} failed; its events are in the instance")
                     _close_campaign(data_root, campaign)
             if state.status == "decided" and lanes.idle:
                 return failed

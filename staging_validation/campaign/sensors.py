@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from staging_validation.acceptance.notify import Notifier, NotificationSettings, compose_alert_message
+from staging_validation.acceptance.notify import Notifier, campaign_notification_settings, compose_alert_message
 from staging_validation.acceptance.policy import campaign_policy
 from staging_validation.campaign.jobs import campaign_hour_job, campaign_probes_job, campaign_verdict_job
 from staging_validation.campaign.partitions import campaign_hour_key
@@ -153,9 +153,10 @@ def readable_campaigns(context: dg.SensorEvaluationContext, store: CampaignStore
 def monitor_campaign(store: CampaignStore, state: CampaignState) -> list[dict]:
     """One monitor step for one campaign: act on, store and send the alerts it raises.
 
-    What must not be lost goes first: the early stop (no further hour runs), then the alerts. The
-    notifications follow (SMTP retries can outlast the sensor's timeout), and the step is committed last,
-    so a step cut short is judged again. A step still under way elsewhere makes this one a no-op.
+    What must not be lost goes first: the alerts, then the early stop (a stopped campaign is not watched
+    again, so its alert must already be stored). The notifications follow (SMTP retries can outlast the
+    sensor's timeout), and the step is committed last, so a step cut short is judged again: an alert may
+    repeat, not be lost. A step still under way elsewhere makes this one a no-op.
     """
     policy = campaign_policy(state)
     monitor = CampaignMonitor(store.data_root, state, log_follower(store.data_root, state),
@@ -164,15 +165,16 @@ def monitor_campaign(store: CampaignStore, state: CampaignState) -> list[dict]:
         if not alone:
             return []
         step = monitor.step()
+        raised = [dataclasses.asdict(alert) for alert in step.alerts]
+        if raised:
+            store.append_alerts(state.campaign, raised)
         if step.early_stop is not None:
             # A critical failure ends the campaign now: no further hour runs, the clock requests the verdict.
             latest = store.load(state.campaign)
             if latest.status == "active":
                 store.save(latest.model_copy(update={"status": "stopped", "early_stop": step.early_stop}))
-        raised = [dataclasses.asdict(alert) for alert in step.alerts]
         if raised:
-            store.append_alerts(state.campaign, raised)
-            notifier = Notifier(NotificationSettings.model_validate(state.settings.get("notification") or {}),
+            notifier = Notifier(campaign_notification_settings(state),
                                 store.campaign_dir(state.campaign) / "outbox")
             for alert in step.alerts:
                 notifier.send(compose_alert_message(alert, state.campaign))

@@ -232,16 +232,23 @@ def test_gate4_zero_regen_share_counts_requests_not_lines():
     assert result.metrics["regen_requests"] == 10 and result.metrics["regen_p99_ms"] == 900.0
 
 
-def test_gate4_slow_regen_path_quotes_the_slowest_regenerations_first():
-    # Logged last, so only an order by duration puts it first.
-    slowest = events([{"kind": "governor_pass", "request_id": "req-slowest", "attempt": attempt, "max_attempts": 5,
-                       "status": status, "regen_in_ms": ms, "hour": 5}
-                      for attempt, status, ms in ((1, "violation_detected", 0.0), (2, "passed", 7000.0))])
+def test_gate4_slow_regen_path_quotes_the_slowest_requests_first():
+    # The p99 is over each request's summed regenerations: two of 4 s outrank one of 7 s. Logged last, so
+    # only an order by the request's regen path puts them first.
+    def request(request_id: str, *regen_ms: float) -> pd.DataFrame:
+        attempts = [(1, "violation_detected", 0.0)]
+        attempts += [(n + 2, "passed" if n == len(regen_ms) - 1 else "violation_detected", ms)
+                     for n, ms in enumerate(regen_ms)]
+        return events([{"kind": "governor_pass", "request_id": request_id, "attempt": attempt, "max_attempts": 5,
+                        "status": status, "regen_in_ms": ms, "hour": 5} for attempt, status, ms in attempts])
+
     result = gate(4, NO_RECORDS, pd.concat([governor_events(requests=600, zero_regen=540, regen_ms=(3001.0,)),
-                                            slowest], ignore_index=True))
+                                            request("req-one-slow", 7000.0), request("req-two-slow", 4000.0, 4000.0)],
+                                           ignore_index=True))
     assert result.rule == "gate4.regen_p99_extend"
-    assert '"request_id": "req-slowest"' in result.evidence[0]["line"]
-    assert all('"attempt": 2' in item["line"] for item in result.evidence)
+    assert ['"request_id": "req-two-slow"' in item["line"] for item in result.evidence[:3]] == [True, True, False]
+    assert '"request_id": "req-one-slow"' in result.evidence[2]["line"]
+    assert all('"attempt": 1' not in item["line"] for item in result.evidence)
 
 
 # --- gate 5 -------------------------------------------------------------------------------------

@@ -42,13 +42,6 @@ def tick(sensor, instance, defs, cursor=None):
     return sensor.evaluate_tick(context)
 
 
-def wait_for(condition, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"not true within {timeout_s} s"
-        time.sleep(0.01)
-
-
 def watched_campaign(tmp_path, campaign: str = "watched"):
     """A registered campaign whose log holds one line: (store, its state, the log path)."""
     log = tmp_path / "staging.log"
@@ -108,31 +101,35 @@ def test_an_unreadable_log_is_one_warning_not_a_failing_sensor(tmp_path):
     assert "absent.log" in alerts[0]["message"]
 
 
-def test_an_early_stop_and_its_alert_are_stored_before_a_refusing_smtp_server_is_retried(tmp_path):
+def test_an_early_stop_and_its_alert_are_stored_before_a_silent_smtp_server_is_answered(tmp_path):
     store, state, log = watched_campaign(tmp_path, "stopping")
-    with socket.socket() as reserved:  # bound but never listening: every connection to it is refused
-        reserved.bind(("127.0.0.1", 0))
-        notification = {"smtp_host": "127.0.0.1", "smtp_port": reserved.getsockname()[1], "smtp_starttls": False,
-                        "recipients": ["ops@example.com"], "retries": 1, "retry_backoff_s": 2.0}
+    with socket.socket() as silent:  # accepts connections and never greets: the send waits on it
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(20)
+        notification = {"smtp_host": "127.0.0.1", "smtp_port": silent.getsockname()[1], "smtp_starttls": False,
+                        "recipients": ["ops@example.com"], "retries": 0}
         state = state.model_copy(update={"settings": {**state.settings, "notification": notification}})
         store.save(state)
         with log.open("a") as handle:
             handle.write(pino(MISSING_PACK, level=50, reqId="req-1", hashedUserId="u1"))
-        outbox = store.campaign_dir("stopping") / "outbox"
         stepping = threading.Thread(target=monitor_campaign, args=(store, state))
         stepping.start()
-        # The outbox copy is written before the first delivery attempt, i.e. once sending has begun.
-        wait_for(lambda: any(outbox.glob("*.eml")))
-        assert stepping.is_alive(), "the notification should still be retrying"
+        connection, _ = silent.accept()  # the step is sending now, and stays there until we hang up
         assert store.load("stopping").status == "stopped"
         assert [a["rule"] for a in store.read_alerts("stopping")] == ["monitor.missing_pack"]
         # The step is not committed while it sends; an evaluation meanwhile (a tick after a timed-out
         # one) leaves the campaign to it instead of raising the same alert again.
+        monitor = CampaignMonitor(store.data_root, state, log_follower(store.data_root, state),
+                                  target_profile(state).telemetry, load_policy())
+        with monitor.exclusive() as alone:
+            assert not alone
         assert monitor_campaign(store, state) == []
+        connection.close()
         stepping.join(timeout=30)
         assert not stepping.is_alive()
-    (message,) = outbox.glob("*.eml")
-    assert "X-Delivery-Status: failed: smtp failed: ConnectionRefusedError" in message.read_text()
+    (message,) = (store.campaign_dir("stopping") / "outbox").glob("*.eml")
+    assert "X-Delivery-Status: failed: smtp failed: SMTPServerDisconnected" in message.read_text()
     assert monitor_campaign(store, state) == []  # committed: nothing is raised twice
     assert len(store.read_alerts("stopping")) == 1
 
@@ -193,13 +190,20 @@ def test_one_unreadable_campaign_is_logged_and_skipped_while_the_others_run(tmp_
         assert log.count("'not an id' skipped") == 1 and "only letters, digits" in log
 
 
-def test_a_campaign_whose_policy_file_is_gone_is_reported_while_the_others_are_watched(tmp_path, capfd):
+@pytest.mark.parametrize("breakage", ["policy file gone", "stored telemetry setting no longer valid"])
+def test_a_campaign_with_broken_settings_is_reported_while_the_others_are_watched(tmp_path, capfd, breakage):
     store, _, log = watched_campaign(tmp_path, "good")
     policy = tmp_path / "policy.yaml"
     policy.write_text("min_samples: 50\n")
     broken = register_campaign(store, CampaignLaunchConfig(campaign="broken", telemetry_path=str(log),
                                                            hour_seconds=HOUR_SECONDS, policy=str(policy)))
-    policy.unlink()
+    if breakage == "policy file gone":
+        policy.unlink()
+        named = str(policy)
+    else:
+        telemetry = {**broken.settings["telemetry"], "no_such_setting": 1}
+        store.save(broken.model_copy(update={"settings": {**broken.settings, "telemetry": telemetry}}))
+        named = "settings.telemetry"
     defs = build_definitions(store.data_root)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("campaign", ["good", broken.campaign])
@@ -209,7 +213,7 @@ def test_a_campaign_whose_policy_file_is_gone_is_reported_while_the_others_are_w
     assert [event.partition for event in result.asset_events] == ["good"]
     assert [a["rule"] for a in store.read_alerts("good")] == ["monitor.errors"]
     log_text = capfd.readouterr().err
-    assert "broken: not monitored this tick" in log_text and str(policy) in log_text
+    assert "broken: not monitored this tick" in log_text and named in log_text
 
 
 @pytest.mark.parametrize("configured", ["5s", "0", ""])

@@ -206,6 +206,10 @@ def test_a_review_or_secondary_failure_extends_by_the_policy_hours(rehearsal, pr
     # The extension itself is played once, above; here the campaign ends at its first verdict.
     run = rehearsal(profile, organic_rps=organic_rps, first_verdict_only=True)
     assert run.decisions_materialized() == [("EXTEND", first_rule)]
+    # Reported as judged: the planned hours, no extension before this decision, the one it asks for.
+    assert run.decision["extension"] == {"count": 0, "hours": EXTENSION_HOURS}
+    assert f" of {HOURS} (coverage" in run.report()
+    assert f"extending the campaign by {EXTENSION_HOURS} hours" in run.report()
     assert run.gate(gate)["status"] == status
     state = run.state()
     assert (state.extension_count, state.extension_hours) == (1, EXTENSION_HOURS)
