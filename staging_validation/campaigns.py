@@ -52,8 +52,10 @@ class CampaignTiming(StrictModel):
         now = time.time() if epoch_s is None else epoch_s
         return (now - self.start_ms / 1000) * 3600.0 / self.hour_seconds
 
-    def hour_of_ms(self, epoch_ms: int) -> int:
-        return int((epoch_ms - self.start_ms) // (self.hour_seconds * 1000))
+    def hour_of_ms(self, epoch_ms):
+        """The campaign hour of an epoch-ms time, or of each time of a pandas Series or numpy array."""
+        hour = (epoch_ms - self.start_ms) // (self.hour_seconds * 1000)
+        return int(hour) if isinstance(hour, float) else hour.astype("int64")
 
     def hour_start_s(self, hour: int) -> float:
         return self.start_ms / 1000 + hour * self.hour_seconds

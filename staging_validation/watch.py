@@ -8,7 +8,8 @@ across two steps is judged whole. Each (rule, window) alerts once.
 
 A step stores nothing: its caller stores the alerts (and the early stop they call for) and sends them,
 then `commit`s the step. A step cut short before its commit is therefore judged again — an alert may be
-raised twice, never lost.
+raised twice, not lost (except a capture warning about lines lost to rotation: the capture's own cursor
+has already moved past them).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def _epoch_ms(frame: pd.DataFrame) -> pd.Series:
 
 def with_hour(frame: pd.DataFrame, timing: CampaignTiming) -> pd.DataFrame:
     """The frame with its campaign `hour` column, derived from each row's time."""
-    hours = _epoch_ms(frame).map(timing.hour_of_ms) if len(frame) else []
+    hours = timing.hour_of_ms(_epoch_ms(frame)) if len(frame) else []
     return frame.assign(hour=pd.Series(hours, index=frame.index, dtype="int64"))
 
 
@@ -182,9 +183,9 @@ class CampaignMonitor:
                 raised.append(alert)
         stop = None
         if any(alert.severity == "critical" for alert in raised):
-            found = early_stop(records, events, self.policy)
-            if found is not None:
-                stop = json.loads(json.dumps(dataclasses.asdict(found), default=str))
+            critical = early_stop(records, events, self.policy)
+            if critical is not None:
+                stop = json.loads(json.dumps(dataclasses.asdict(critical), default=str))
         open_windows = self._open_windows(events_table, timing.scale(self.policy.monitor.window_seconds) * 1000)
         return MonitorStep(raised, stop, cursor, open_windows)
 

@@ -173,10 +173,7 @@ class TelemetryLog:
             requests_by_status = dict(self._requests_by_status)
             error_lines = self._error_lines
             organic = (self._organic_ambiguous, self._organic_ambiguity_checks)
-        # Vectorised: a day-long run holds millions of lines. Same arithmetic as CampaignTiming.hour_of_ms.
-        hours = ((times - timing.start_ms).astype(np.float64) // (timing.hour_seconds * 1000)).astype(
-            np.int64
-        )
+        hours = timing.hour_of_ms(times)  # vectorised: a day-long run holds millions of lines
         events: Counter = Counter()
         events_by_hour: dict[str, Counter] = {}
         unparsed_by_hour: Counter = Counter()
