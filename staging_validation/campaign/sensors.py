@@ -158,9 +158,11 @@ def monitor_campaign(store: CampaignStore, state: CampaignState) -> list[dict]:
     sensor's timeout), and the step is committed last, so a step cut short is judged again: an alert may
     repeat, not be lost. A step still under way elsewhere makes this one a no-op.
     """
+    # Every setting is read before the step: a bad one must stop it before it stores anything.
     policy = campaign_policy(state)
     monitor = CampaignMonitor(store.data_root, state, log_follower(store.data_root, state),
                               target_profile(state).telemetry, policy)
+    notifier = Notifier(campaign_notification_settings(state), store.campaign_dir(state.campaign) / "outbox")
     with monitor.exclusive() as alone:
         if not alone:
             return []
@@ -173,11 +175,8 @@ def monitor_campaign(store: CampaignStore, state: CampaignState) -> list[dict]:
             latest = store.load(state.campaign)
             if latest.status == "active":
                 store.save(latest.model_copy(update={"status": "stopped", "early_stop": step.early_stop}))
-        if raised:
-            notifier = Notifier(campaign_notification_settings(state),
-                                store.campaign_dir(state.campaign) / "outbox")
-            for alert in step.alerts:
-                notifier.send(compose_alert_message(alert, state.campaign))
+        for alert in step.alerts:
+            notifier.send(compose_alert_message(alert, state.campaign))
         monitor.commit(step)
     return raised
 

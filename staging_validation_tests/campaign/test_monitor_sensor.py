@@ -190,7 +190,8 @@ def test_one_unreadable_campaign_is_logged_and_skipped_while_the_others_run(tmp_
         assert log.count("'not an id' skipped") == 1 and "only letters, digits" in log
 
 
-@pytest.mark.parametrize("breakage", ["policy file gone", "stored telemetry setting no longer valid"])
+@pytest.mark.parametrize("breakage", ["policy file gone", "stored telemetry setting no longer valid",
+                                      "stored notification setting no longer valid"])
 def test_a_campaign_with_broken_settings_is_reported_while_the_others_are_watched(tmp_path, capfd, breakage):
     store, _, log = watched_campaign(tmp_path, "good")
     policy = tmp_path / "policy.yaml"
@@ -201,9 +202,10 @@ def test_a_campaign_with_broken_settings_is_reported_while_the_others_are_watche
         policy.unlink()
         named = str(policy)
     else:
-        telemetry = {**broken.settings["telemetry"], "no_such_setting": 1}
-        store.save(broken.model_copy(update={"settings": {**broken.settings, "telemetry": telemetry}}))
-        named = "settings.telemetry"
+        section = breakage.split()[1]
+        changed = {**broken.settings[section], "webhook_url": "http://127.0.0.1/hook"}  # a key since removed
+        store.save(broken.model_copy(update={"settings": {**broken.settings, section: changed}}))
+        named = f"settings.{section}"
     defs = build_definitions(store.data_root)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("campaign", ["good", broken.campaign])
@@ -212,6 +214,7 @@ def test_a_campaign_with_broken_settings_is_reported_while_the_others_are_watche
         result = tick(campaign_monitor, instance, defs)
     assert [event.partition for event in result.asset_events] == ["good"]
     assert [a["rule"] for a in store.read_alerts("good")] == ["monitor.errors"]
+    assert store.read_alerts("broken") == []  # refused before its step stored anything
     log_text = capfd.readouterr().err
     assert "broken: not monitored this tick" in log_text and named in log_text
 
