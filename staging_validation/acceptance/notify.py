@@ -49,6 +49,10 @@ class NotificationSettings(StrictModel):
     retries: int = pydantic.Field(default=2, ge=0, le=10)
     retry_backoff_s: float = pydantic.Field(default=2.0, ge=0)
 
+    def webhook_url(self) -> str | None:
+        """The URL from the variable `webhook_url_env` names; None when none is named or it is unset."""
+        return (os.environ.get(self.webhook_url_env) or None) if self.webhook_url_env else None
+
     @pydantic.model_validator(mode="after")
     def _complete(self) -> NotificationSettings:
         if self.smtp_host and not self.recipients:
@@ -223,8 +227,8 @@ class Notifier:
             client.send_message(email, to_addrs=settings.recipients)
 
     def _send_webhook(self, message: Message) -> str:
-        url = os.environ.get(self.settings.webhook_url_env or "")
-        if not url:
+        url = self.settings.webhook_url()
+        if url is None:
             return f"failed: webhook URL variable {self.settings.webhook_url_env!r} is not set"
 
         def post() -> None:

@@ -1,5 +1,4 @@
 
-import os
 import time
 
 import dagster as dg
@@ -97,9 +96,9 @@ def register_campaign(store: CampaignStore, config: CampaignLaunchConfig, now_ms
     load_policy(settings["policy"])
     TelemetrySource.model_validate(settings["telemetry"])
     notification = NotificationSettings.model_validate(settings["notification"])
-    webhook_variable = notification.webhook_url_env
-    if webhook_variable and not os.environ.get(webhook_variable):
-        raise ConfigError(f"notification.webhook_url_env: environment variable {webhook_variable} is not set or empty")
+    if notification.webhook_url_env and notification.webhook_url() is None:
+        raise ConfigError(f"notification.webhook_url_env: environment variable {notification.webhook_url_env} "
+                          "is not set or empty")
     started = now_ms if now_ms is not None else int(time.time() * 1000)
     state = CampaignState(
         campaign=campaign,
