@@ -25,7 +25,7 @@ QUICK_MEGABYTES = 20
 def ingest_hour(raw_path: str, parquet_path: str) -> dict:
     import pyarrow.parquet as pq
 
-    from staging_validation.telemetry.mapping import TelemetryMapping
+    from staging_validation.schemas.telemetry_mapping import TelemetryMapping
     from staging_validation.telemetry.parse import parse_log
 
     parsed = parse_log(raw_path, TelemetryMapping())

@@ -52,9 +52,9 @@ class TickBench:
     """A working copy of a base log, captured once; every tick starts from that captured state."""
 
     def __init__(self, base: Path, truth: dict, label: str):
-        from staging_validation.campaigns import CampaignTiming
+        from staging_validation.schemas.timing import CampaignTiming
         from staging_validation.telemetry.capture import LogFollower, TelemetrySource
-        from staging_validation.telemetry.mapping import TelemetryMapping
+        from staging_validation.schemas.telemetry_mapping import TelemetryMapping
 
         self.base_size = base.stat().st_size
         self.work = OUT_DIR / f"monitor-{label}.log"

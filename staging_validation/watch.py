@@ -30,17 +30,13 @@ import pyarrow.parquet as pq
 from staging_validation.acceptance.decision import early_stop
 from staging_validation.acceptance.monitor import Alert, monitor_alerts
 from staging_validation.acceptance.policy import Policy
-from staging_validation.campaigns import (
-    HOURLY_ASSET_PROBE_RECORDS,
-    CampaignState,
-    CampaignTiming,
-    hourly_asset_dir,
-)
-from staging_validation.probes.records import RECORD_SCHEMA
+from staging_validation.campaigns import HOURLY_ASSET_PROBE_RECORDS, CampaignState, hourly_asset_dir
+from staging_validation.schemas.timing import CampaignTiming
+from staging_validation.schemas.probe_records import RECORD_SCHEMA
 from staging_validation.storage import atomic_write_bytes, atomic_write_text, campaign_dir
 from staging_validation.telemetry.capture import CaptureError, LogFollower
-from staging_validation.telemetry.events import EVENT_SCHEMA
-from staging_validation.telemetry.mapping import TelemetryMapping
+from staging_validation.schemas.events import EVENT_SCHEMA
+from staging_validation.schemas.telemetry_mapping import TelemetryMapping
 from staging_validation.telemetry.parse import parse_log
 
 MONITOR_STATE_DIR = "monitor"

@@ -15,7 +15,7 @@ import pandas as pd
 from staging_validation.acceptance.gates import GateResult, event_evidence, identity_merges, merge_evidence
 from staging_validation.acceptance.policy import Policy
 from staging_validation.campaigns import CampaignState
-from staging_validation.telemetry.event_columns import EventKind
+from staging_validation.schemas.event_columns import EventKind
 
 
 @dataclasses.dataclass

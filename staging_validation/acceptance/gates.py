@@ -14,10 +14,10 @@ from typing import Literal
 import pandas as pd
 
 from staging_validation.acceptance.policy import GATE_KEYS, Policy
-from staging_validation.probes.outcome import Outcome
+from staging_validation.schemas.outcome import Outcome
 from staging_validation.probes.prompt_set import ambiguity_confusion
 from staging_validation.telemetry.aggregates import final_metrics
-from staging_validation.telemetry.event_columns import EventKind
+from staging_validation.schemas.event_columns import EventKind
 
 Status = Literal["PASS", "REVIEW", "FAIL", "NO_DATA"]
 EVIDENCE_ROWS = 3

@@ -24,9 +24,9 @@ from staging_validation.campaigns import (
     load_campaign_state,
     load_hourly_table,
 )
-from staging_validation.probes.records import RECORD_SCHEMA
+from staging_validation.schemas.probe_records import RECORD_SCHEMA
 from staging_validation.storage import campaign_dir
-from staging_validation.telemetry.events import EVENT_SCHEMA
+from staging_validation.schemas.events import EVENT_SCHEMA
 
 # The hour-24 identity and determinism tests, stored once per campaign by the verdict assets.
 FINAL_CHECKS_PATH = Path("verdict") / "final_checks.parquet"

@@ -15,8 +15,8 @@ import pandas as pd
 
 from staging_validation.acceptance.gates import event_evidence, identity_merges, merge_evidence, record_evidence
 from staging_validation.acceptance.policy import Policy
-from staging_validation.probes.outcome import Outcome
-from staging_validation.telemetry.event_columns import EventKind
+from staging_validation.schemas.outcome import Outcome
+from staging_validation.schemas.event_columns import EventKind
 
 UNREACHABLE = (Outcome.CONNECTION_ERROR.value, Outcome.TIMEOUT.value)
 

@@ -13,6 +13,7 @@ import pydantic
 
 from staging_validation.campaigns import CampaignState
 from staging_validation.config_files import StrictModel, load_yaml_model
+from staging_validation.probes.identity import DEFAULT_CONSECUTIVE_REQUESTS
 
 DEFAULT_POLICY_PATH = Path(__file__).with_name("policy.yaml")
 
@@ -53,7 +54,7 @@ class AmbiguityGate(StrictModel):
 class DeterminismGate(StrictModel):
     name: str = "Relationship determinism"
     critical: bool = True
-    consecutive_requests: int = pydantic.Field(default=5, ge=2)
+    consecutive_requests: int = pydantic.Field(default=DEFAULT_CONSECUTIVE_REQUESTS, ge=2)
 
 
 class GovernorGate(StrictModel):

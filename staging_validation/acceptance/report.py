@@ -21,7 +21,7 @@ from staging_validation.acceptance.notify import Message
 from staging_validation.campaigns import CampaignState
 from staging_validation.storage import atomic_write_bytes, atomic_write_text
 from staging_validation.telemetry.aggregates import final_metrics, render_final_metrics_text
-from staging_validation.telemetry.event_columns import EventKind
+from staging_validation.schemas.event_columns import EventKind
 
 REPORT_NAME = "STAGING_ACCEPTANCE_REPORT.md"
 DECISION_NAME = "decision.json"

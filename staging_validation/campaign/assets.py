@@ -35,14 +35,14 @@ from staging_validation.hour_runner import (
     run_hour_probes,
 )
 from staging_validation.plan import SNAPSHOT_EVERY_CAMPAIGN_S, plan_for_hour
-from staging_validation.probes.records import RECORD_SCHEMA, records_to_table
+from staging_validation.schemas.probe_records import RECORD_SCHEMA, records_to_table
 from staging_validation.telemetry.aggregates import hourly_report as summarize_hour
 from staging_validation.telemetry.aggregates import (
     metrics_snapshot,
     render_hourly_log_line,
     render_metrics_log_line,
 )
-from staging_validation.telemetry.events import EVENT_SCHEMA
+from staging_validation.schemas.events import EVENT_SCHEMA
 from staging_validation.watch import alerts_by_window, with_hour
 
 HOURLY_GROUP = "campaign_hours"

@@ -1,6 +1,8 @@
 import dagster as dg
 
-from staging_validation.campaigns import MAX_CAMPAIGN_HOURS, hour_key
+from staging_validation.campaigns import MAX_CAMPAIGN_HOURS
+
+from staging_validation.schemas.timing import hour_key
 
 campaign_partitions = dg.DynamicPartitionsDefinition(name="campaign")
 

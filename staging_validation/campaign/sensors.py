@@ -14,7 +14,8 @@ from staging_validation.acceptance.policy import campaign_policy
 from staging_validation.campaign.jobs import campaign_hour_job, campaign_probes_job, campaign_verdict_job
 from staging_validation.campaign.partitions import campaign_hour_key
 from staging_validation.campaign.resources import CampaignStore
-from staging_validation.campaigns import CampaignState, hour_key
+from staging_validation.campaigns import CampaignState
+from staging_validation.schemas.timing import hour_key
 from staging_validation.config_files import ConfigError
 from staging_validation.hour_runner import log_follower, target_profile
 from staging_validation.plan import plan_for_hour

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from staging_validation.campaigns import CampaignTiming
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.config_files import ConfigError
 from staging_validation.probes.identity import determinism_check, identity_check
 from staging_validation.probes.prompt_set import load_prompt_set, prompt_set

@@ -12,9 +12,8 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 
-from staging_validation.acceptance.policy import DeterminismGate
-from staging_validation.campaigns import CampaignTiming
-from staging_validation.probes.records import ProbeRecord
+from staging_validation.schemas.timing import CampaignTiming
+from staging_validation.schemas.probe_records import ProbeRecord
 from staging_validation.probes.result import ProbeResult, failure_line, judge
 from staging_validation.target.client import TargetClient
 
@@ -137,11 +136,16 @@ def _judge_consistency(records: list[ProbeRecord]) -> set[tuple]:
     return {_context(r) for r in records if r.relationship_type}
 
 
+# Gate 3's default sample per user (the policy's `consecutive_requests` defaults to it): the runbook's
+# "pick one user, run 5 requests".
+DEFAULT_CONSECUTIVE_REQUESTS = 5
+
+
 async def determinism_check(
     client: TargetClient,
     timing: CampaignTiming,
     users: Sequence[str] = DETERMINISM_USERS,
-    requests_per_user: int = DeterminismGate().consecutive_requests,
+    requests_per_user: int = DEFAULT_CONSECUTIVE_REQUESTS,
 ) -> ProbeResult:
     """Each user sends `requests_per_user` consecutive requests (users in parallel); each must always get
     one context. Gate 3 counts a user only with the policy's `consecutive_requests`, so pass that.

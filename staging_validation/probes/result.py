@@ -6,8 +6,8 @@ import dataclasses
 
 import numpy as np
 
-from staging_validation.probes.outcome import Outcome
-from staging_validation.probes.records import ProbeRecord
+from staging_validation.schemas.outcome import Outcome
+from staging_validation.schemas.probe_records import ProbeRecord
 
 
 @dataclasses.dataclass

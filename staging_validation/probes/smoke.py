@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
-from staging_validation.campaigns import CampaignTiming
-from staging_validation.probes.records import ProbeRecord
+from staging_validation.schemas.timing import CampaignTiming
+from staging_validation.schemas.probe_records import ProbeRecord
 from staging_validation.probes.result import ProbeResult, failure_line, judge
 from staging_validation.target.client import TargetClient
 

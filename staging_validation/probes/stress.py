@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 
-from staging_validation.campaigns import CampaignTiming
-from staging_validation.probes.outcome import Outcome
-from staging_validation.probes.records import ProbeRecord
+from staging_validation.schemas.timing import CampaignTiming
+from staging_validation.schemas.outcome import Outcome
+from staging_validation.schemas.probe_records import ProbeRecord
 from staging_validation.probes.result import ProbeResult, judge, latency_percentiles, outcome_counts
 from staging_validation.target.client import TargetClient
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from staging_validation.campaigns import CampaignTiming
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.config_files import ConfigError
 from staging_validation.simulator.app import build_app
 from staging_validation.simulator.engine import ALTERNATE, DOCUMENTED, StagingService

@@ -17,7 +17,7 @@ import re
 import time
 import uuid
 
-from staging_validation.campaigns import CampaignTiming
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.simulator.profiles import Knobs, MsRange, ResolvedProfile
 from staging_validation.simulator.telemetry_log import (
     LEVEL_ERROR,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from staging_validation.campaigns import CampaignTiming
-from staging_validation.telemetry.event_columns import EventKind
+from staging_validation.schemas.timing import CampaignTiming
+from staging_validation.schemas.event_columns import EventKind
 
 PROBE_REQUEST_ID_PREFIX = "sv-"
 

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from staging_validation.config_files import StrictModel, load_yaml_model
-from staging_validation.telemetry.mapping import TelemetryMapping
+from staging_validation.schemas.telemetry_mapping import TelemetryMapping
 
 SHIPPED_PROFILES_DIR = Path(__file__).resolve().parent
 DOCUMENTED_PROFILE = SHIPPED_PROFILES_DIR / "documented.yaml"

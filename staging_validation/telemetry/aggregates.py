@@ -18,10 +18,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from staging_validation.probes.outcome import Outcome
+from staging_validation.schemas.outcome import Outcome
 from staging_validation.telemetry.classify import classification_sql, connect, reader_sql
-from staging_validation.telemetry.event_columns import EventKind
-from staging_validation.telemetry.mapping import TelemetryMapping
+from staging_validation.schemas.event_columns import EventKind
+from staging_validation.schemas.telemetry_mapping import TelemetryMapping
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -138,7 +138,7 @@ def _as_table(frame: pd.DataFrame | pa.Table, columns: tuple[str, ...], schema: 
 
 def summarize_events(events: pd.DataFrame | pa.Table, *, error_level: int = 50) -> EventSummary:
     """The aggregate of stored events (EVENT_SCHEMA columns; extra columns are ignored)."""
-    from staging_validation.telemetry.events import EVENT_SCHEMA  # Arrow, as in _as_table
+    from staging_validation.schemas.events import EVENT_SCHEMA  # Arrow, as in _as_table
 
     con = connect()
     try:
@@ -315,7 +315,7 @@ def _probe_metrics(records: pd.DataFrame | pa.Table | None) -> dict:
     """Probe records (RECORD_SCHEMA) by outcome and probe, with latency from the intended send time."""
     requests, by_outcome, by_probe, dropped, failed, latency = 0, {}, {}, 0, 0, None
     if records is not None and len(records):
-        from staging_validation.probes.records import RECORD_SCHEMA  # Arrow, as in _as_table
+        from staging_validation.schemas.probe_records import RECORD_SCHEMA  # Arrow, as in _as_table
 
         con = connect()
         try:

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import pydantic
 
-from staging_validation.campaigns import CampaignTiming, hour_key
+from staging_validation.schemas.timing import CampaignTiming, hour_key
 from staging_validation.config_files import StrictModel
 from staging_validation.storage import atomic_write_text
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import duckdb
 
-from staging_validation.telemetry.event_columns import EVENT_COLUMNS, EventKind
-from staging_validation.telemetry.mapping import TelemetryMapping
+from staging_validation.schemas.event_columns import EVENT_COLUMNS, EventKind
+from staging_validation.schemas.telemetry_mapping import TelemetryMapping
 
 # Bounded resources: the readers stream; these cap what an aggregation or a large hour may hold.
 DUCKDB_MEMORY_LIMIT = "256MB"

@@ -21,7 +21,7 @@ from staging_validation.telemetry.aggregates import (
     render_final_metrics_text,
     summarize_log_file,
 )
-from staging_validation.telemetry.mapping import TelemetryMapping
+from staging_validation.schemas.telemetry_mapping import TelemetryMapping
 
 
 class TelemetryOnlyProfile(StrictModel):

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from staging_validation.telemetry.classify import classification_sql, connect, reader_sql
-from staging_validation.telemetry.events import EVENT_SCHEMA
-from staging_validation.telemetry.mapping import TelemetryMapping
+from staging_validation.schemas.events import EVENT_SCHEMA
+from staging_validation.schemas.telemetry_mapping import TelemetryMapping
 
 UNPARSED_SAMPLE_LIMIT = 10
 UNPARSED_SAMPLE_CHARS = 300

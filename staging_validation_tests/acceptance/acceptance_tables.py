@@ -10,8 +10,8 @@ import json
 import pandas as pd
 import pyarrow as pa
 
-from staging_validation.probes.records import RECORD_SCHEMA
-from staging_validation.telemetry.events import EVENT_SCHEMA
+from staging_validation.schemas.probe_records import RECORD_SCHEMA
+from staging_validation.schemas.events import EVENT_SCHEMA
 
 START = pd.Timestamp("2026-11-20T00:00:00Z")
 RECORD_DEFAULTS = {"probe": "smoke", "case": "normal", "user": "u1", "route": "/v1/chat", "method": "POST",

@@ -19,15 +19,14 @@ from staging_validation.campaigns import (
     HOURLY_ASSET_PROBE_RECORDS,
     HOURLY_ASSET_TELEMETRY_EVENTS,
     CampaignState,
-    CampaignTiming,
-    hour_key,
     hourly_asset_dir,
     save_campaign_state,
 )
+from staging_validation.schemas.timing import CampaignTiming, hour_key
 from staging_validation.cli import main
-from staging_validation.probes.records import RECORD_SCHEMA
+from staging_validation.schemas.probe_records import RECORD_SCHEMA
 from staging_validation.storage import campaign_dir
-from staging_validation.telemetry.events import EVENT_SCHEMA
+from staging_validation.schemas.events import EVENT_SCHEMA
 from staging_validation_tests.acceptance.acceptance_tables import (
     START,
     events,

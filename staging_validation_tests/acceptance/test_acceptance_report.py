@@ -12,7 +12,8 @@ from staging_validation.acceptance.monitor import Alert
 from staging_validation.acceptance.notify import compose_decision_message
 from staging_validation.acceptance.policy import Policy
 from staging_validation.acceptance.report import CHARTS, CampaignEvidence, write_campaign_outputs
-from staging_validation.campaigns import CampaignState, CampaignTiming
+from staging_validation.campaigns import CampaignState
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation_tests.acceptance.acceptance_tables import START, events, healthy_campaign, records
 
 POLICY = Policy()

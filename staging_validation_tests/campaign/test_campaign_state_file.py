@@ -5,12 +5,18 @@ from __future__ import annotations
 import pytest
 
 from staging_validation.campaigns import (
+
     CampaignState,
-    CampaignTiming,
+
     load_campaign_state,
+
     save_campaign_state,
+
     state_path,
+
 )
+
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.config_files import ConfigError
 from staging_validation.hour_runner import telemetry_store
 

@@ -7,7 +7,8 @@ import dagster as dg
 import pytest
 
 from staging_validation.campaign.sensors import due_run_requests
-from staging_validation.campaigns import CampaignState, CampaignTiming
+from staging_validation.campaigns import CampaignState
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.plan import Phase, phase_for_hour
 
 START_MS = 1_700_000_000_000

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from staging_validation.campaigns import CampaignTiming
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.simulator.process import start_simulator
 from staging_validation.target.profile import ALTERNATE_PROFILE, DOCUMENTED_PROFILE, load_target_profile
 

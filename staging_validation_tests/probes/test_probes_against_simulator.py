@@ -11,8 +11,8 @@ import pytest
 
 from staging_validation.probes.identity import determinism_check, identity_check
 from staging_validation.probes.prompt_set import prompt_set
-from staging_validation.probes.outcome import Outcome
-from staging_validation.probes.records import records_to_table
+from staging_validation.schemas.outcome import Outcome
+from staging_validation.schemas.probe_records import records_to_table
 from staging_validation.probes.runner import run_probe
 from staging_validation.probes.smoke import deploy_verification, smoke_loop, smoke_tests
 from staging_validation.probes.stress import stress

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from staging_validation.probes.identity import identity_check
-from staging_validation.probes.outcome import Outcome
-from staging_validation.probes.records import records_to_table
+from staging_validation.schemas.outcome import Outcome
+from staging_validation.schemas.probe_records import records_to_table
 from staging_validation.probes.runner import run_probe
 from staging_validation.probes.smoke import deploy_verification
 from staging_validation.probes.stress import stress

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from staging_validation.probes.outcome import Outcome
+from staging_validation.schemas.outcome import Outcome
 from staging_validation.probes.runner import run_probe
 from staging_validation.probes.stress import stress
 from staging_validation.target.profile import HttpSettings, load_target_profile

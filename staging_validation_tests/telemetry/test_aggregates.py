@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from staging_validation.probes.records import ProbeRecord, records_to_table
+from staging_validation.schemas.probe_records import ProbeRecord, records_to_table
 from staging_validation.target.profile import DOCUMENTED_PROFILE
 from staging_validation.telemetry.aggregates import (
     final_metrics,

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from staging_validation.campaigns import CampaignTiming
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.telemetry.capture import LogFollower, TelemetrySource, raw_dir
 from staging_validation.telemetry.parse import parse_log
 

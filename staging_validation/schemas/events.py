@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from staging_validation.telemetry.event_columns import EVENT_COLUMNS, NOT_NULL_COLUMNS
+from staging_validation.schemas.event_columns import EVENT_COLUMNS, NOT_NULL_COLUMNS
 
 _ARROW_TYPES = {
     "TIMESTAMPTZ": pa.timestamp("ms", tz="UTC"),

@@ -15,7 +15,7 @@ import duckdb
 import pydantic
 
 from staging_validation.config_files import StrictModel
-from staging_validation.telemetry.event_columns import EventKind
+from staging_validation.schemas.event_columns import EventKind
 
 _PATH_SEGMENT = re.compile(r'^[^."\\]+$')
 
