@@ -26,6 +26,7 @@ relative to the file that names it); every key defaults to the runbook's prompts
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from pathlib import Path
@@ -245,6 +246,22 @@ class ProbePrompts(StrictModel):
     prompt_set: str | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class ProbedRoute:
+    route: str  # the template, e.g. "/v1/identity/providers/{vi_user_id}"
+    operations: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.route} ({', '.join(self.operations)})"
+
+    def matches(self, path: str) -> bool:
+        """Whether a request path (query string allowed) is this route; a placeholder is one path segment."""
+        pattern = "".join("[^/?]+" if index % 2 else re.escape(part)
+                          for index, part in enumerate(PLACEHOLDER_PATTERN.split(self.route)))
+        return re.fullmatch(pattern + r"(\?.*)?", path) is not None
+
+
 class TargetProfile(StrictModel):
     name: str = "unnamed"
     base_url: str = pydantic.Field(pattern=r"^https?://[^\s/]+")
@@ -282,6 +299,15 @@ class TargetProfile(StrictModel):
             if isinstance(value, NotExposed):
                 return f"{'.'.join(walked)}: {value.not_exposed}"
         return None
+
+    def probed_routes(self) -> list[ProbedRoute]:
+        """Each exposed route template with the operations using it (several may share one route)."""
+        routes: dict[str, list[str]] = {}
+        for operation in type(self.requests).model_fields:
+            spec = getattr(self.requests, operation)
+            if isinstance(spec, RequestSpec):
+                routes.setdefault(spec.route, []).append(operation)
+        return [ProbedRoute(route, tuple(operations)) for route, operations in routes.items()]
 
     def not_exposed_anywhere(self, path: str) -> list[str]:
         """Every not-exposed declaration at or below the dotted profile path."""
