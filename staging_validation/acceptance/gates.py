@@ -585,7 +585,8 @@ def stress_result(records: pd.DataFrame, policy: Policy) -> StressResult | None:
     shares = (f"{limited} of {len(sent)} sent requests rate-limited ({percent_text(limited_share)}), "
               f"{errors} answered with another error ({percent_text(error_share)})")
     dropped_text = f"; {int(not_sent.sum())} not sent by the validator (not counted)" if not_sent.any() else ""
-    if not len(sent):
+    valid: bool | None
+    if limited_share is None or error_share is None:
         valid, reason = None, f"No stress request was sent ({len(rows)} planned, all dropped by the validator)."
     elif limited_share > limits.rate_limited_share_max or error_share > limits.error_share_max:
         valid = False

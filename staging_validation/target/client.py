@@ -253,14 +253,14 @@ class TargetClient:
     def _spec(self, operation: str) -> RequestSpec | NotExposed:
         return getattr(self.profile.requests, operation)
 
-    def _readable(self, record: ProbeRecord, path: str) -> str | None:
-        """The JSON path the profile gives at `path` (e.g. `extract.identity_id`), or None when it is not
-        exposed, which the record then names."""
+    def _readable(self, record: ProbeRecord, path: str) -> Any:
+        """What the profile gives at `path` (a JSON path, a list of alternatives or a rule, e.g. for
+        `extract.identity_id`), or None when it is not exposed, which the record then names."""
         missing = self.profile.not_exposed(path)
         if missing is not None:
             note_not_exposed(record, missing)
             return None
-        value = self.profile
+        value: Any = self.profile
         for segment in path.split("."):
             value = getattr(value, segment)
         return value
