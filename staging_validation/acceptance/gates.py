@@ -12,15 +12,15 @@ unmeasured). Requests the validator never sent (`NOT_SENT` outcomes) are never e
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 
 from staging_validation.acceptance.policy import GATE_KEYS, Policy
-from staging_validation.schemas.outcome import NOT_SENT, Outcome
 from staging_validation.probes.prompt_set import ambiguity_confusion
-from staging_validation.telemetry.aggregates import final_metrics
 from staging_validation.schemas.event_columns import EventKind
+from staging_validation.schemas.outcome import NOT_SENT, Outcome
+from staging_validation.telemetry.aggregates import final_metrics
 
 Status = Literal["PASS", "REVIEW", "FAIL", "NO_DATA"]
 EVIDENCE_ROWS = 3
@@ -64,7 +64,7 @@ def evaluate_gates(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) 
 # --- shared helpers -----------------------------------------------------------------------------
 
 
-def _number(value: object) -> float | int | None:
+def _number(value: Any) -> Any:
     """A JSON-safe number: numpy scalars become Python numbers, NaN becomes None."""
     if value is None or pd.isna(value):
         return None
@@ -160,7 +160,7 @@ def _continuity_pack(events: pd.DataFrame, policy: Policy) -> GateResult:
     thresholds = {"missing_packs_max": 0, "fallbacks_max": 0,
                   "build_p50_ms_review_above": config.build_p50_review_ms,
                   "size_p50_bytes_review_above": config.size_p50_review_bytes}
-    common = dict(metrics=metrics, thresholds=thresholds, samples=samples)
+    common: dict[str, Any] = dict(metrics=metrics, thresholds=thresholds, samples=samples)
 
     if len(missing) or len(fallbacks):
         failing = pd.concat([missing, fallbacks])
@@ -233,7 +233,7 @@ def _ambiguity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> G
     thresholds = {"rate_review_at_or_above": config.rate_review, "rate_extend_above": config.rate_extend,
                   "false_positive_rate_review_above": config.false_positive_review,
                   "false_negative_rate_review_above": config.false_negative_review}
-    common = dict(metrics=metrics, thresholds=thresholds, samples=len(counted))
+    common: dict[str, Any] = dict(metrics=metrics, thresholds=thresholds, samples=len(counted))
     measured = (f"{len(ambiguous)} of {len(counted)} {denominator} flagged ambiguous"
                 + (f" ({percent_text(rate)})" if rate is not None else ""))
 
@@ -243,7 +243,8 @@ def _ambiguity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> G
                        not confusion.labelled else
                        f"prompt set: {len(false_positives)} of {len(confusion.normal)} normal prompts flagged, "
                        f"{len(false_negatives)} of {len(confusion.ambiguous)} ambiguous prompts not flagged")
-    if rate_measured and rate > config.rate_extend:
+    judged_rate = rate if rate_measured else None
+    if judged_rate is not None and judged_rate > config.rate_extend:
         return _result(2, policy, status="REVIEW", rule="gate2.rate_extend", forces_extend=True,
                        reason=(f"{measured}, above {percent_text(config.rate_extend)} (first at "
                                f"{_first_time(ambiguous)}): more data needed, not a rejection."),
@@ -261,7 +262,7 @@ def _ambiguity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> G
         reviews.append(("gate2.false_negative_review", false_negatives,
                         f"{len(false_negatives)} of {len(confusion.ambiguous)} ambiguous prompts not flagged "
                         f"({percent_text(fn_rate)} > {percent_text(config.false_negative_review)})"))
-    if rate_measured and rate >= config.rate_review:
+    if judged_rate is not None and judged_rate >= config.rate_review:
         reviews.append(("gate2.rate_review", None,
                         f"{measured}, within the review band {percent_text(config.rate_review)}–"
                         f"{percent_text(config.rate_extend)}"))
@@ -335,7 +336,7 @@ def _relationship_determinism(records: pd.DataFrame, events: pd.DataFrame, polic
                "probe_requests_without_context": len(answered) - len(probe_rows),
                "not_exposed": context_unexposed}
     thresholds = {"consecutive_requests": config.consecutive_requests, "unexplained_changes_max": 0}
-    common = dict(metrics=metrics, thresholds=thresholds, samples=len(probe_rows) + len(resolutions))
+    common: dict[str, Any] = dict(metrics=metrics, thresholds=thresholds, samples=len(probe_rows) + len(resolutions))
 
     failures = []  # (rule, sentence, evidence): the probe's check first, then telemetry
     if len(disagreeing_users):
@@ -406,7 +407,7 @@ def _governor(events: pd.DataFrame, policy: Policy) -> GateResult:
     thresholds = {"zero_regen_pass_above": config.zero_regen_pass_above,
                   "zero_regen_fail_below": config.zero_regen_fail_below,
                   "regen_p99_ms_extend_above": config.regen_p99_extend_ms}
-    common = dict(metrics=metrics, thresholds=thresholds, samples=requests_passed)
+    common: dict[str, Any] = dict(metrics=metrics, thresholds=thresholds, samples=requests_passed)
     passes = _of_kind(events, EventKind.GOVERNOR_PASS)
     measured = f"{zero_regen} of {requests_passed} requests passed on 0 regenerations"
     if share is not None:
@@ -504,7 +505,7 @@ def _identity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> Ga
     metrics = {"probe_checks": len(judged), "probe_checks_failed": len(failed), "merges": len(merges),
                "telemetry_identity_ops": len(ops), "checks_seen": checks_seen, "not_exposed": unexposed}
     thresholds = {"merges_max": 0, "failed_checks_max": 0, "required_checks": list(IDENTITY_CHECKS)}
-    common = dict(metrics=metrics, thresholds=thresholds, samples=len(judged) + len(ops))
+    common: dict[str, Any] = dict(metrics=metrics, thresholds=thresholds, samples=len(judged) + len(ops))
 
     if len(merges):
         first = merges.sort_values("time").iloc[0]

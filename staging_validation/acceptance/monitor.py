@@ -17,8 +17,8 @@ import pandas as pd
 
 from staging_validation.acceptance.gates import event_evidence, identity_merges, merge_evidence, record_evidence
 from staging_validation.acceptance.policy import Policy
-from staging_validation.schemas.outcome import Outcome
 from staging_validation.schemas.event_columns import EventKind
+from staging_validation.schemas.outcome import Outcome
 
 UNREACHABLE = (Outcome.CONNECTION_ERROR.value, Outcome.TIMEOUT.value)
 

@@ -114,6 +114,9 @@ class StressValidity(StrictModel):
     error_share_max: float = pydantic.Field(default=0.10, ge=0, le=1)
 
 
+GateConfig = ContinuityPackGate | AmbiguityGate | DeterminismGate | GovernorGate | IdentityGate
+
+
 class Policy(StrictModel):
     min_samples: int = pydantic.Field(default=50, ge=1)
     coverage_minimum: float = pydantic.Field(default=0.9, gt=0, le=1)
@@ -125,7 +128,7 @@ class Policy(StrictModel):
     release_date: dt.date | None = None
     redeploy_date: dt.date | None = None
 
-    def gate(self, number: int) -> pydantic.BaseModel:
+    def gate(self, number: int) -> GateConfig:
         return getattr(self.gates, GATE_KEYS[number])
 
 

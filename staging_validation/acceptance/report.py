@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -28,11 +29,11 @@ from staging_validation.acceptance.notify import Message
 from staging_validation.acceptance.policy import Policy, campaign_policy
 from staging_validation.campaigns import CampaignState
 from staging_validation.config_files import ConfigError
-from staging_validation.schemas.outcome import NOT_SENT
-from staging_validation.target.profile import ProbedRoute, load_target_profile
-from staging_validation.storage import atomic_write_bytes, atomic_write_text
-from staging_validation.telemetry.aggregates import final_metrics, render_final_metrics_text
 from staging_validation.schemas.event_columns import EventKind
+from staging_validation.schemas.outcome import NOT_SENT
+from staging_validation.storage import atomic_write_bytes, atomic_write_text
+from staging_validation.target.profile import ProbedRoute, load_target_profile
+from staging_validation.telemetry.aggregates import final_metrics, render_final_metrics_text
 
 REPORT_NAME = "STAGING_ACCEPTANCE_REPORT.md"
 DECISION_NAME = "decision.json"
@@ -227,7 +228,7 @@ def _fmt(value: object, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
-def _table(header: list[str], rows: list[list[object]]) -> list[str]:
+def _table(header: list[str], rows: Sequence[Sequence[object]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell).replace("|", "\\|").replace("\n", " ") for cell in row) + " |"
               for row in rows]
@@ -235,7 +236,13 @@ def _table(header: list[str], rows: list[list[object]]) -> list[str]:
 
 
 def _gate_measurements(gate: GateResult) -> list[list[str]]:
-    """Metric / target / actual rows for one gate."""
+    """Metric / target / actual rows for one gate, and what the target profile declares not exposed."""
+    unexposed = gate.metrics.get("not_exposed") or []
+    return _measured_rows(gate) + [["Not exposed by the target (profile)", "—", "; ".join(unexposed)]
+                                   for _ in unexposed[:1]]
+
+
+def _measured_rows(gate: GateResult) -> list[list[str]]:
     m, t = gate.metrics, gate.thresholds
     min_samples = t["min_samples"]
     if gate.gate == 1:

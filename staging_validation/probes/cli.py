@@ -16,7 +16,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.config_files import ConfigError
 from staging_validation.probes.identity import determinism_check, identity_check
 from staging_validation.probes.prompt_set import load_prompt_set, prompt_set
@@ -24,6 +23,7 @@ from staging_validation.probes.result import ProbeResult
 from staging_validation.probes.runner import run_probe
 from staging_validation.probes.smoke import deploy_verification, smoke_tests
 from staging_validation.probes.stress import stress
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.target.profile import load_target_profile
 
 RECORD_ROWS_SHOWN = 50  # a stress run has thousands of rows; the table shows the first ones

@@ -15,9 +15,9 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 
-from staging_validation.schemas.timing import CampaignTiming
-from staging_validation.schemas.probe_records import ProbeRecord
 from staging_validation.probes.result import ProbeResult, failure_line, judge, unverified_lines
+from staging_validation.schemas.probe_records import ProbeRecord
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.target.client import TargetClient
 
 DETERMINISM_USERS = tuple(f"sv-determinism-{n:02d}" for n in range(1, 11))

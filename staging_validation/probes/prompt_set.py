@@ -17,10 +17,10 @@ from typing import Literal
 import pandas as pd
 import pydantic
 
-from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.config_files import StrictModel, load_yaml_model
-from staging_validation.schemas.probe_records import ProbeRecord, records_to_table
 from staging_validation.probes.result import ProbeResult, failure_line, judge, unverified_lines
+from staging_validation.schemas.probe_records import ProbeRecord, records_to_table
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.target.client import TargetClient
 
 DEFAULT_PROMPT_SET = Path(__file__).resolve().parent / "prompt_set.yaml"

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 
-from staging_validation.schemas.timing import CampaignTiming
-from staging_validation.schemas.probe_records import ProbeRecord
 from staging_validation.probes.result import ProbeResult, failure_line, judge, unverified_lines
+from staging_validation.schemas.probe_records import ProbeRecord
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.target.client import HEALTH_FEATURES, TargetClient
 
 SMOKE_LOOP_INTERVAL_S = 300  # runbook: every 5 minutes during the first hour
@@ -25,13 +25,12 @@ async def _smoke_round(
 ) -> list[ProbeRecord]:
     """The four smoke tests, all scheduled at the same moment."""
     at = client.now() if at is None else at
-    common = {"user": SMOKE_USER, "at": at}
-    prompts, profile = client.profile.prompts.smoke, client.profile
+    prompts, profile, user = client.profile.prompts.smoke, client.profile, SMOKE_USER
     normal, ambiguous, relationship, stream = await asyncio.gather(
-        client.chat(probe, timing, case="normal", message=prompts.normal, **common),
-        client.chat(probe, timing, case="ambiguous", message=prompts.ambiguous, **common),
-        client.chat(probe, timing, case="relationship", message=prompts.relationship, **common),
-        client.stream(probe, timing, case="stream", message=prompts.stream, **common),
+        client.chat(probe, timing, case="normal", message=prompts.normal, user=user, at=at),
+        client.chat(probe, timing, case="ambiguous", message=prompts.ambiguous, user=user, at=at),
+        client.chat(probe, timing, case="relationship", message=prompts.relationship, user=user, at=at),
+        client.stream(probe, timing, case="stream", message=prompts.stream, user=user, at=at),
     )
     answer_paths = [p for p in ("record_id", "answer") if profile.not_exposed(f"extract.{p}") is None]
     judge(normal, _normal_answer_problem(normal, answer_paths),

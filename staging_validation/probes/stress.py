@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 
-from staging_validation.schemas.timing import CampaignTiming
+from staging_validation.probes.result import ProbeResult, judge, latency_by_route, latency_percentiles, outcome_counts
 from staging_validation.schemas.outcome import Outcome
 from staging_validation.schemas.probe_records import ProbeRecord
-from staging_validation.probes.result import ProbeResult, judge, latency_by_route, latency_percentiles, outcome_counts
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.target.client import TargetClient
 
 STRESS_USERS = 50

@@ -27,10 +27,10 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.config_files import ConfigError
 from staging_validation.schemas.outcome import Outcome, outcome_for_status
 from staging_validation.schemas.probe_records import ProbeRecord
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.target.profile import (
     PLACEHOLDERS,
     HealthFeaturePaths,

@@ -10,14 +10,14 @@ import pytest
 from staging_validation.acceptance.decision import decide
 from staging_validation.acceptance.gates import evaluate_gates, stress_result
 from staging_validation.acceptance.monitor import monitor_alerts
-from staging_validation.acceptance.policy import Policy
 from staging_validation.acceptance.notify import Message
+from staging_validation.acceptance.policy import Policy
 from staging_validation.acceptance.report import CampaignEvidence, hourly_series, render_report
 from staging_validation.campaigns import CampaignState
-from staging_validation.schemas.timing import CampaignTiming
-from staging_validation.telemetry.aggregates import final_metrics
 from staging_validation.schemas.outcome import Outcome
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.target.profile import load_target_profile
+from staging_validation.telemetry.aggregates import final_metrics
 from staging_validation_tests.acceptance.acceptance_tables import events, healthy_campaign, identity_rows, records
 
 POLICY = Policy()
@@ -130,3 +130,13 @@ def test_the_report_shows_latency_per_probed_route_and_the_stress_validity():
     assert "| /v1/chat (chat) |" in text and "favicon" not in text
     assert "**INVALID.** Stress result INVALID: 387 of 487 sent requests rate-limited (79.47 %)" in text
     assert "The validator dropped 32 stress request(s)" in text
+
+
+def test_the_report_names_what_a_gate_could_not_see_because_it_is_not_exposed():
+    from staging_validation.acceptance.report import _gate_measurements
+
+    unexposed = "extract.relationship: answers carry no relationship context"
+    rows = records([{"probe": "determinism", "case": f"request_{n}", "user": "d1", "not_exposed": unexposed}
+                    for n in range(5)])
+    gate3 = evaluate_gates(rows, events([]), POLICY)[2]
+    assert ["Not exposed by the target (profile)", "—", unexposed] in _gate_measurements(gate3)

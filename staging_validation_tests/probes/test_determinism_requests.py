@@ -9,9 +9,9 @@ import pandas as pd
 
 from staging_validation.acceptance.gates import evaluate_gates
 from staging_validation.acceptance.policy import Policy
-from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.probes.identity import determinism_check
 from staging_validation.schemas.probe_records import ProbeRecord, records_to_table
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.target.profile import load_target_profile
 from staging_validation_tests.acceptance.acceptance_tables import events
 

@@ -13,11 +13,11 @@ import pytest
 from staging_validation.acceptance.gates import stress_result
 from staging_validation.acceptance.policy import Policy
 from staging_validation.probes.identity import identity_check
-from staging_validation.schemas.outcome import Outcome
-from staging_validation.schemas.probe_records import records_to_table
 from staging_validation.probes.runner import run_probe
 from staging_validation.probes.smoke import deploy_verification
 from staging_validation.probes.stress import stress
+from staging_validation.schemas.outcome import Outcome
+from staging_validation.schemas.probe_records import records_to_table
 from staging_validation.simulator.process import start_simulator
 from staging_validation.target.client import RETRY_AFTER_DEFAULT_S, RETRY_AFTER_MAX_S, TargetClient
 from staging_validation.target.profile import DOCUMENTED_PROFILE, load_target_profile

@@ -9,9 +9,9 @@ import threading
 import numpy as np
 import pytest
 
-from staging_validation.schemas.outcome import Outcome
 from staging_validation.probes.runner import run_probe
 from staging_validation.probes.stress import stress
+from staging_validation.schemas.outcome import Outcome
 from staging_validation.target.profile import HttpSettings, load_target_profile
 from staging_validation_tests.probes.conftest import campaign_at
 
@@ -45,7 +45,7 @@ def test_holds_100_requests_per_second_with_latency_from_intended_send_times(tar
     # The simulator served exactly these requests, each under our request id.
     ours = {r.request_id for r in records}
     completed = [
-        line for line in map(json.loads, filter(lambda l: l.startswith("{"), simulator.log_lines()))
+        line for line in map(json.loads, filter(lambda text: text.startswith("{"), simulator.log_lines()))
         if line.get("msg") == "request completed" and line.get("reqId") in ours
     ]  # fmt: skip
     assert len(completed) == 300
