@@ -28,19 +28,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from staging_validation.acceptance.decision import early_stop
-from staging_validation.acceptance.monitor import Alert, monitor_alerts
+from staging_validation.acceptance.alert_rules import Alert, window_alerts
 from staging_validation.acceptance.policy import Policy
-from staging_validation.campaigns import HOURLY_ASSET_PROBE_RECORDS, CampaignState, hourly_asset_dir
+from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS, CampaignLayout
+from staging_validation.lifecycle import CampaignState, EarlyStop
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.schemas.probe_records import RECORD_SCHEMA
-from staging_validation.storage import atomic_write_bytes, atomic_write_text, campaign_dir
+from staging_validation.storage import atomic_write_bytes, atomic_write_text
 from staging_validation.telemetry.capture import CaptureError, LogFollower
 from staging_validation.schemas.events import EVENT_SCHEMA
 from staging_validation.schemas.telemetry_mapping import TelemetryMapping
 from staging_validation.telemetry.parse import parse_log
-
-MONITOR_STATE_DIR = "monitor"
-
 
 def _epoch_ms(frame: pd.DataFrame) -> pd.Series:
     return frame["time"].astype("datetime64[ms, UTC]").astype("int64")
@@ -63,7 +61,7 @@ def alerts_by_window(
     for window in sorted(set(event_windows.tolist()) | set(record_windows.tolist())):
         window_events = events[event_windows == window] if len(events) else events
         window_records = records[record_windows == window] if len(records) else records
-        for alert in monitor_alerts(window_events, window_records, policy):
+        for alert in window_alerts(window_events, window_records, policy):
             found.append((int(window), alert))
     return found
 
@@ -80,7 +78,7 @@ class MonitorCursor:
 @dataclasses.dataclass
 class MonitorStep:
     alerts: list[Alert]  # raised for the first time
-    early_stop: dict | None  # the early stop a critical alert calls for (acceptance.decision.EarlyStop)
+    early_stop: EarlyStop | None  # the early stop a critical alert calls for
     cursor: MonitorCursor  # where the next step starts, once committed
     open_windows: pa.Table  # events of the windows that may still receive lines
 
@@ -95,8 +93,9 @@ class CampaignMonitor:
         self.follower = follower
         self.mapping = mapping
         self.policy = policy
-        self.folder = campaign_dir(data_root, state.campaign) / MONITOR_STATE_DIR
-        self.cursor_path = self.folder / "cursor.json"
+        self.layout = CampaignLayout.of(data_root, state.campaign)
+        self.folder = Path(self.layout.monitor_dir)
+        self.cursor_path = Path(self.layout.monitor_cursor_file)
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[bool]:
@@ -138,7 +137,7 @@ class CampaignMonitor:
 
     def _new_records(self, cursor: MonitorCursor) -> pd.DataFrame:
         frames = []
-        folder = hourly_asset_dir(self.data_root, self.state.campaign, HOURLY_ASSET_PROBE_RECORDS)
+        folder = Path(self.layout.hours_dir(HOURLY_ASSET_PROBE_RECORDS))
         for path in sorted(folder.glob("*.parquet")):
             mtime = path.stat().st_mtime
             if cursor.record_mtimes.get(path.name) == mtime:
@@ -179,9 +178,7 @@ class CampaignMonitor:
                 raised.append(alert)
         stop = None
         if any(alert.severity == "critical" for alert in raised):
-            critical = early_stop(records, events, self.policy)
-            if critical is not None:
-                stop = json.loads(json.dumps(dataclasses.asdict(critical), default=str))
+            stop = early_stop(records, events, self.policy)
         open_windows = self._open_windows(events_table, timing.scale(self.policy.monitor.window_seconds) * 1000)
         return MonitorStep(raised, stop, cursor, open_windows)
 

@@ -22,24 +22,19 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from staging_validation.campaign.jobs import start_campaign
-from staging_validation.campaign.sensors import (
-    TAG_HOUR,
-    TAG_HOUR_LANE,
-    TAG_PHASE,
-    TAG_PROBE_LANE,
-    campaign_clock,
-    campaign_monitor,
-)
-from staging_validation.campaigns import (
+from staging_validation.campaign.run_tags import TAG_HOUR, TAG_HOUR_LANE, TAG_PHASE, TAG_PROBE_LANE
+from staging_validation.campaign.sensors import campaign_clock, campaign_monitor
+from staging_validation.layout import CampaignLayout
+from staging_validation.lifecycle import (
     MAX_CAMPAIGN_HOURS,
     CampaignState,
+    close_campaign,
     load_campaign_state,
-    save_campaign_state,
 )
 from staging_validation.definitions import build_definitions
 from staging_validation.simulator.process import start_simulator
 from staging_validation.simulator.profiles import load_profile
-from staging_validation.storage import campaign_dir, validate_campaign_id
+from staging_validation.storage import validate_campaign_id
 
 RUN_KEY_TAG = "dagster/run_key"
 SENSOR_NAME_TAG = "dagster/sensor_name"
@@ -198,10 +193,9 @@ def rehearse(
             failed = _drive(instance, defs, data_root, campaign, lanes, console, first_verdict_only)
         finally:
             simulator.stop()
-    folder = campaign_dir(data_root, campaign)
-    decision = json.loads((folder / "decision.json").read_text(encoding="utf-8"))
-    return RehearsalOutcome(campaign, decision, decision.get("gates", []),
-                            folder / "STAGING_ACCEPTANCE_REPORT.md", failed)
+    layout = CampaignLayout.of(data_root, campaign)
+    decision = json.loads(layout.decision_file.read_text(encoding="utf-8"))
+    return RehearsalOutcome(campaign, decision, decision.get("gates", []), Path(layout.report_file), failed)
 
 
 def _drive(instance: dg.DagsterInstance, defs: dg.Definitions, data_root: Path, campaign: str, lanes: _Lanes,
@@ -247,8 +241,8 @@ def _drive(instance: dg.DagsterInstance, defs: dg.Definitions, data_root: Path, 
                 if first_verdict_only and request.tags[TAG_PHASE] == "verdict":
                     if not success:  # there is no decision to end the campaign on
                         raise RuntimeError(f"the verdict run {request.run_key} failed; its events are in the instance")
-                    _close_campaign(data_root, campaign)
-            if state.status == "decided" and lanes.idle:
+                    close_campaign(data_root, campaign)
+            if state.status.final and lanes.idle:
                 return failed
             if time.time() > deadline:
                 raise RuntimeError(f"campaign {campaign} reached no decision in time; its runs are in the instance")
@@ -258,13 +252,6 @@ def _drive(instance: dg.DagsterInstance, defs: dg.Definitions, data_root: Path, 
 
 def _after_the_planned_hours(request: dg.RunRequest, state: CampaignState) -> bool:
     return request.tags[TAG_PHASE] != "verdict" and int(request.tags[TAG_HOUR]) >= state.planned_hours
-
-
-def _close_campaign(data_root: Path, campaign: str) -> None:
-    """Marks the campaign decided on the verdict just made, so the clock requests no extension hours."""
-    state = load_campaign_state(data_root, campaign)
-    if state.status != "decided":
-        save_campaign_state(data_root, state.model_copy(update={"status": "decided"}))
 
 
 def print_outcome(console: Console, outcome: RehearsalOutcome) -> None:

@@ -9,12 +9,13 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from staging_validation.acceptance.notify import Notifier, campaign_notification_settings, compose_alert_message
+from staging_validation.acceptance.notify import Notifier, compose_alert_message
 from staging_validation.acceptance.policy import campaign_policy
 from staging_validation.campaign.jobs import campaign_hour_job, campaign_probes_job, campaign_verdict_job
 from staging_validation.campaign.partitions import campaign_hour_key
 from staging_validation.campaign.resources import CampaignStore
-from staging_validation.campaigns import CampaignState
+from staging_validation.campaign.run_tags import TAG_CAMPAIGN, TAG_HOUR, TAG_HOUR_LANE, TAG_PHASE, TAG_PROBE_LANE
+from staging_validation.lifecycle import CampaignState, IllegalTransition, mark_running, stop_early
 from staging_validation.schemas.timing import hour_key
 from staging_validation.config_files import ConfigError
 from staging_validation.hour_runner import log_follower, target_profile
@@ -39,14 +40,6 @@ def sensor_interval_s() -> int:
 
 SENSOR_INTERVAL_S = sensor_interval_s()
 
-TAG_CAMPAIGN = "staging-validation/campaign"
-TAG_HOUR = "staging-validation/hour"
-TAG_PHASE = "staging-validation/phase"
-# dagster.yaml allows one run per value of each lane tag: per campaign, one probe run at a time and one
-# hour (ingestion or verdict) run at a time. Probes get their own lane so they start when their hour
-# starts, never queued behind the previous hour's ingestion.
-TAG_PROBE_LANE = "staging-validation/probe-lane"
-TAG_HOUR_LANE = "staging-validation/hour-lane"
 FINISHED_STATUSES = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
@@ -87,11 +80,11 @@ def due_run_requests(states: list[CampaignState], cursor: dict, probe_run_done: 
     """
     requests = []
     for state in states:
-        if state.status == "decided":
+        if state.status.final:
             continue
         progress = cursor.setdefault(state.campaign, {"next_probe_hour": 0, "next_ingest_hour": 0, "verdicts": []})
         now_hour = math.floor(state.timing.campaign_seconds(now_s) / 3600)
-        if state.status == "active":
+        if state.status.collecting:
             last_hour = state.total_hours - 1
             if progress["next_probe_hour"] <= now_hour <= last_hour:
                 requests.append(_hour_request(state, campaign_probes_job.name, probe_run_key(state.campaign, now_hour),
@@ -110,7 +103,7 @@ def due_run_requests(states: list[CampaignState], cursor: dict, probe_run_done: 
                                           TAG_HOUR_LANE, hour))
             progress["next_ingest_hour"] = hour + 1
         round_complete = progress["next_ingest_hour"] > last_ingest and (
-            state.status != "active" or progress["next_ingest_hour"] >= state.total_hours
+            not state.status.collecting or progress["next_ingest_hour"] >= state.total_hours
         )
         if round_complete and round_name not in progress["verdicts"]:
             progress["verdicts"].append(round_name)
@@ -163,7 +156,7 @@ def monitor_campaign(store: CampaignStore, state: CampaignState) -> list[dict]:
     policy = campaign_policy(state)
     monitor = CampaignMonitor(store.data_root, state, log_follower(store.data_root, state),
                               target_profile(state).telemetry, policy)
-    notifier = Notifier(campaign_notification_settings(state), store.campaign_dir(state.campaign) / "outbox")
+    notifier = Notifier(state.settings.notification, store.layout(state.campaign).outbox_dir)
     with monitor.exclusive() as alone:
         if not alone:
             return []
@@ -173,9 +166,10 @@ def monitor_campaign(store: CampaignStore, state: CampaignState) -> list[dict]:
             store.append_alerts(state.campaign, raised)
         if step.early_stop is not None:
             # A critical failure ends the campaign now: no further hour runs, the clock requests the verdict.
-            latest = store.load(state.campaign)
-            if latest.status == "active":
-                store.save(latest.model_copy(update={"status": "stopped", "early_stop": step.early_stop}))
+            try:
+                stop_early(store.data_root, state.campaign, step.early_stop)
+            except IllegalTransition:
+                pass  # decided meanwhile: a verdict already ended it
         for alert in step.alerts:
             notifier.send(compose_alert_message(alert, state.campaign))
         monitor.commit(step)
@@ -191,7 +185,7 @@ def monitor_campaign(store: CampaignStore, state: CampaignState) -> list[dict]:
 def campaign_monitor(context: dg.SensorEvaluationContext, store: CampaignStore):
     observations = []
     for state in readable_campaigns(context, store):
-        if state.status != "active":
+        if not state.status.collecting:
             continue
         try:
             raised = monitor_campaign(store, state)

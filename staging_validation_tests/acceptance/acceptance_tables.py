@@ -1,6 +1,6 @@
 """Build probe-record and telemetry-event tables from a few dicts, filling the schema's defaults.
 
-The shapes are exactly what `campaigns.load_hourly_table` returns: the shared schema plus `hour`.
+The shapes are exactly what `acceptance.judge.load_hourly_table` returns: the shared schema plus `hour`.
 """
 
 from __future__ import annotations

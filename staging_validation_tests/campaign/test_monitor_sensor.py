@@ -21,7 +21,7 @@ from staging_validation.campaign.sensors import (
     monitor_campaign,
     sensor_interval_s,
 )
-from staging_validation.campaigns import load_campaign_state
+from staging_validation.lifecycle import load_campaign_state
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.config_files import ConfigError
 from staging_validation.definitions import build_definitions

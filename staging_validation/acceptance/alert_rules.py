@@ -1,4 +1,4 @@
-"""The runbook's monitor loop as a pure function over one window of new telemetry and probe rows.
+"""The alert rules (the runbook's monitor.sh) as a pure function over one window of new telemetry and probe rows.
 
 Rules (thresholds from the policy's `monitor` section): more than 10 error lines → warning; any missing
 ContinuityPack → critical; more than 5 requests at or over 2000 ms → warning; an identity merge seen by a
@@ -41,7 +41,7 @@ def _severity(critical: bool) -> Severity:
     return "critical" if critical else "warning"
 
 
-def monitor_alerts(events_window: pd.DataFrame, records_window: pd.DataFrame, policy: Policy) -> list[Alert]:
+def window_alerts(events_window: pd.DataFrame, records_window: pd.DataFrame, policy: Policy) -> list[Alert]:
     rules = policy.monitor
     alerts = []
 
