@@ -52,7 +52,7 @@ from staging_validation.telemetry.aggregates import (
     render_metrics_log_line,
 )
 from staging_validation.schemas.events import EVENT_SCHEMA
-from staging_validation.watch import alerts_by_window, with_hour
+from staging_validation.watch.windows import alerts_by_window, with_hour
 
 HOURLY_GROUP = "campaign_hours"
 VERDICT_GROUP = "campaign_verdict"

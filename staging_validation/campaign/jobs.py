@@ -123,6 +123,7 @@ def register_campaign_op(context: dg.OpExecutionContext, config: CampaignLaunchC
     return state.campaign
 
 
-@dg.job(description="Launch a validation campaign from the launchpad.")
+# Not retried: a launch that failed is a config error to fix, or a registration already made.
+@dg.job(description="Launch a validation campaign from the launchpad.", tags={"dagster/max_retries": "0"})
 def start_campaign():
     register_campaign_op()

@@ -8,4 +8,7 @@ TAG_PHASE = "staging-validation/phase"
 # starts, never queued behind the previous hour's ingestion.
 TAG_PROBE_LANE = "staging-validation/probe-lane"
 TAG_HOUR_LANE = "staging-validation/hour-lane"
+# One notification run at a time per campaign, so its alerts go out in the order they were raised.
+TAG_NOTIFICATION_LANE = "staging-validation/notification-lane"
 VERDICT_PHASE = "verdict"
+ALERTS_PHASE = "alerts"
