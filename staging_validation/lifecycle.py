@@ -221,9 +221,9 @@ class CampaignState(StrictModel):
         return self.early_stop is not None or self.timing.campaign_seconds(now_s) >= self.total_hours * 3600
 
     def round_to_judge(self, requested: str | None = None, now_s: float | None = None) -> RoundSpec:
-        """The round a verdict run judges: the one it names (a recorded round, or the current one), else
-        the current round once due, else the latest recorded round (re-judging during an extension
-        re-judges the round that asked for it). ConfigError when no round is due yet."""
+        """The round a verdict run judges: the one it names (a recorded round, or the current one once
+        due), else the current round once due, else the latest recorded round (re-judging during an
+        extension re-judges the round that asked for it). ConfigError when no such round is due."""
         current = self.current_round()
         if requested is None and self.status.final and self.rounds:
             requested = self.rounds[-1].round_id  # an ended campaign has no round after its last
@@ -241,6 +241,9 @@ class CampaignState(StrictModel):
                              extension_count=recorded.extension_count,
                              early_stop=self.early_stop if recorded.round_id == EARLY_ROUND else None)
         if requested == current.round_id:
+            if not self.current_round_due(now_s):
+                raise ConfigError(f"campaign {self.campaign}: verdict round {requested} is not due yet (it "
+                                  f"judges hours 0-{current.judged_hours - 1})")
             return current
         known = ", ".join([r.round_id for r in self.rounds] + [current.round_id])
         raise ConfigError(f"campaign {self.campaign}: no verdict round {requested!r} (rounds: {known})")

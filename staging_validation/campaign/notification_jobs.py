@@ -105,7 +105,12 @@ def campaign_run_failures(context: dg.RunFailureSensorContext, store: CampaignSt
         return dg.SkipReason(f"run {run.run_id} belongs to no campaign")
     if run.tags.get(WILL_RETRY_TAG) == "true":
         return dg.SkipReason(f"run {run.run_id} failed and will be retried")
-    alert = validator_run_failed_alert(run, context.failure_event.message or "", int(time.time() * 1000))
+    # The failed steps' own errors say why; the run's failure event only lists the steps.
+    causes = [f"{event.step_key}: {event.step_failure_data.error.message.strip()}"
+              for event in context.get_step_failure_events()
+              if event.step_failure_data is not None and event.step_failure_data.error is not None]
+    alert = validator_run_failed_alert(run, "; ".join(causes) or context.failure_event.message or "",
+                                       int(time.time() * 1000))
     try:
         store.load(campaign)  # registered and readable: never create a folder for a tag's value
         raised, batch = store_alerts(store, campaign, [alert])

@@ -15,37 +15,16 @@ import yaml
 from click.testing import CliRunner
 
 from staging_validation.acceptance.judge import judge_campaign
-from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS, HOURLY_ASSET_TELEMETRY_EVENTS, CampaignLayout
-from staging_validation.lifecycle import CampaignState
-from staging_validation.schemas.timing import CampaignTiming, hour_key
 from staging_validation.cli import main
+from staging_validation.layout import CampaignLayout
 from staging_validation.schemas.probe_records import RECORD_SCHEMA
-from staging_validation.storage import atomic_write_text
-from staging_validation.schemas.events import EVENT_SCHEMA
 from staging_validation_tests.acceptance.acceptance_tables import (
-    START,
     events,
     healthy_campaign,
     identity_rows,
     records,
+    store_campaign,
 )
-
-
-def store_campaign(data_root: Path, campaign: str, record_frame: pd.DataFrame, event_frame: pd.DataFrame,
-                   **state_fields) -> None:
-    """campaign.json (as the lifecycle would have left it) plus one Parquet file per hour and asset, as the
-    Dagster IO manager writes them."""
-    state = CampaignState(campaign=campaign, created_at_ms=0,
-                          timing=CampaignTiming(start_ms=int(START.value // 1_000_000), hour_seconds=3600),
-                          **state_fields)
-    layout = CampaignLayout.of(data_root, campaign)
-    atomic_write_text(layout.state_file, state.model_dump_json())
-    for asset, frame, schema in ((HOURLY_ASSET_PROBE_RECORDS, record_frame, RECORD_SCHEMA),
-                                 (HOURLY_ASSET_TELEMETRY_EVENTS, event_frame, EVENT_SCHEMA)):
-        layout.hours_dir(asset).mkdir(parents=True, exist_ok=True)
-        for hour, rows in frame.groupby("hour"):
-            table = pa.Table.from_pandas(rows.drop(columns="hour"), schema=schema, preserve_index=False)
-            pq.write_table(table, layout.hour_file(asset, int(hour)))
 
 
 @pytest.fixture(scope="module")
