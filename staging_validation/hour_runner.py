@@ -21,6 +21,7 @@ from staging_validation.probes.stress import stress
 from staging_validation.probes.result import ProbeResult
 from staging_validation.layout import CampaignLayout
 from staging_validation.lifecycle import CampaignState
+from staging_validation.storage import local_path
 from staging_validation.target.client import TargetClient
 from staging_validation.target.profile import TargetProfile, load_target_profile
 from staging_validation.telemetry.capture import CaptureError, LogFollower, raw_hour_path
@@ -34,7 +35,7 @@ def target_profile(state: CampaignState) -> TargetProfile:
 
 
 def telemetry_store(data_root: str | Path, state: CampaignState) -> Path:
-    return Path(CampaignLayout.of(data_root, state.campaign).telemetry_dir)
+    return local_path(CampaignLayout.of(data_root, state.campaign).telemetry_dir)
 
 
 def log_follower(data_root: str | Path, state: CampaignState) -> LogFollower:

@@ -30,7 +30,6 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pydantic
@@ -39,7 +38,7 @@ from upath import UPath
 from staging_validation.config_files import ConfigError, StrictModel, validate_model
 from staging_validation.layout import CampaignLayout
 from staging_validation.schemas.timing import CampaignTiming
-from staging_validation.storage import atomic_write_text, is_local, validate_campaign_id
+from staging_validation.storage import atomic_write_text, local_path, validate_campaign_id
 from staging_validation.telemetry.capture import TelemetrySource
 
 MAX_CAMPAIGN_HOURS = 96  # 24 planned hours plus the longest extension the policy allows (72)
@@ -273,9 +272,7 @@ def load_campaign_state(data_root: str | os.PathLike | UPath, campaign_id: str) 
 
 @contextlib.contextmanager
 def _locked(layout: CampaignLayout) -> Iterator[None]:
-    if not is_local(layout.data_root):
-        raise ConfigError(f"{layout.state_file}: campaign state can only be changed on a local data root")
-    lock_path = Path(layout.state_lock_file)
+    lock_path = local_path(layout.state_lock_file)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

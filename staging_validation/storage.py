@@ -73,13 +73,22 @@ def is_local(path: DataPath) -> bool:
     return not isinstance(path, UPath) or path.protocol in ("", "file", "local")
 
 
+def local_path(path: str | os.PathLike | UPath) -> Path:
+    """The local `Path` of what must live on the local disk (locks, cursors, the outbox); a ConfigError
+    naming the path if it is on another filesystem."""
+    data_path = as_data_path(path)
+    if isinstance(data_path, Path):
+        return data_path
+    raise ConfigError(f"{data_path}: must be on the local filesystem (locks and the live campaign files are)")
+
+
 def atomic_write_bytes(path: str | os.PathLike | UPath, payload: bytes) -> None:
-    path = as_data_path(path)
-    if not is_local(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(payload)
+    data_path = as_data_path(path)
+    if not isinstance(data_path, Path):
+        data_path.parent.mkdir(parents=True, exist_ok=True)
+        data_path.write_bytes(payload)
         return
-    path = Path(path)
+    path = data_path
     path.parent.mkdir(parents=True, exist_ok=True)
     # Not mkstemp: it creates 0600 files, which nobody but this account could read.
     tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"

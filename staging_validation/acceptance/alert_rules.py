@@ -3,7 +3,8 @@
 Rules (thresholds from the policy's `monitor` section): more than 10 error lines → warning; any missing
 ContinuityPack → critical; more than 5 requests at or over 2000 ms → warning; an identity merge seen by a
 probe or in telemetry → critical. Two more that a person watching would not miss: probe requests that
-could not reach the target (a gap in the campaign) and 429 responses (the deployment throttles users). The caller feeds each 5-minute window once, so nothing is counted twice.
+could not reach the target (a gap in the campaign) and 429 responses (the deployment throttles users).
+The caller (`watch.windows`) feeds each 5-minute window once, so nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import pandas as pd
 
 from staging_validation.acceptance.gates import event_evidence, identity_merges, merge_evidence, record_evidence
 from staging_validation.acceptance.policy import Policy
-from staging_validation.schemas.outcome import Outcome
 from staging_validation.schemas.event_columns import EventKind
+from staging_validation.schemas.outcome import Outcome
 
 UNREACHABLE = (Outcome.CONNECTION_ERROR.value, Outcome.TIMEOUT.value)
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import httpx
 
+from staging_validation.acceptance.alert_rules import Alert
 from staging_validation.acceptance.decision import Decision
 from staging_validation.acceptance.gates import GateResult
-from staging_validation.acceptance.alert_rules import Alert
 from staging_validation.acceptance.policy import Policy
 from staging_validation.lifecycle import Delivery, NotificationSettings
 from staging_validation.storage import atomic_write_bytes
@@ -175,7 +175,7 @@ class Notifier:
 
     def _send_smtp(self, email: EmailMessage) -> None:
         settings = self.settings
-        with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SMTP_TIMEOUT_S) as client:
+        with smtplib.SMTP(settings.smtp_host or "", settings.smtp_port, timeout=SMTP_TIMEOUT_S) as client:
             if settings.smtp_starttls:
                 client.starttls(context=ssl.create_default_context())
             if settings.smtp_username:

@@ -11,10 +11,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from staging_validation.acceptance.decision import Decision
-from staging_validation.acceptance.judge import decide_round, load_campaign_tables
-from staging_validation.acceptance.gates import GateResult, evaluate_gates, identity_merges
 from staging_validation.acceptance.alert_rules import Alert
+from staging_validation.acceptance.decision import Decision
+from staging_validation.acceptance.gates import GateResult, evaluate_gates, identity_merges
+from staging_validation.acceptance.judge import decide_round, load_campaign_tables
 from staging_validation.acceptance.notify import Message, Notifier, compose_decision_message
 from staging_validation.acceptance.policy import campaign_policy
 from staging_validation.acceptance.report import CampaignEvidence, write_campaign_outputs
@@ -43,15 +43,15 @@ from staging_validation.lifecycle import (
     stop_early,
 )
 from staging_validation.plan import SNAPSHOT_EVERY_CAMPAIGN_S, plan_for_hour
+from staging_validation.schemas.events import EVENT_SCHEMA
 from staging_validation.schemas.probe_records import RECORD_SCHEMA, records_to_table
-from staging_validation.storage import atomic_write_bytes
+from staging_validation.storage import atomic_write_bytes, local_path
 from staging_validation.telemetry.aggregates import hourly_report as summarize_hour
 from staging_validation.telemetry.aggregates import (
     metrics_snapshot,
     render_hourly_log_line,
     render_metrics_log_line,
 )
-from staging_validation.schemas.events import EVENT_SCHEMA
 from staging_validation.watch.windows import alerts_by_window, with_hour
 
 HOURLY_GROUP = "campaign_hours"
@@ -447,7 +447,7 @@ def decision_notification(context: dg.AssetExecutionContext, store: CampaignStor
     delivery = recorded.notified
     sent_now = delivery is None
     if delivery is None:
-        notifier = Notifier(state.settings.notification, store.layout(state.campaign).outbox_dir)
+        notifier = Notifier(state.settings.notification, local_path(store.layout(state.campaign).outbox_dir))
         delivery = notifier.send(Message(**acceptance_report["notification"]))
         delivery = record_notification(store.data_root, state.campaign, round_id, delivery).notified
         assert delivery is not None

@@ -5,6 +5,8 @@ runs, so a slow mail server never holds a tick (nor the watch of any other campa
 """
 
 
+import contextlib
+
 import dagster as dg
 
 from staging_validation.acceptance.policy import campaign_policy
@@ -42,10 +44,8 @@ def watch_campaign(store: CampaignStore, state: CampaignState) -> tuple[list[dic
         raised, batch = store_alerts(store, state.campaign, step.alerts) if step.alerts else ([], None)
         if step.early_stop is not None:
             # A critical failure ends the campaign now: no further hour runs, the clock requests the verdict.
-            try:
+            with contextlib.suppress(IllegalTransition):  # a verdict ended it meanwhile
                 stop_early(store.data_root, state.campaign, step.early_stop)
-            except IllegalTransition:
-                pass  # a verdict ended it meanwhile
         watch.commit(step)
     return raised, batch
 

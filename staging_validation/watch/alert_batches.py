@@ -18,7 +18,7 @@ from staging_validation.acceptance.notify import Notifier, compose_alert_message
 from staging_validation.config_files import ConfigError
 from staging_validation.layout import CampaignLayout
 from staging_validation.lifecycle import Delivery, NotificationSettings
-from staging_validation.storage import atomic_write_text
+from staging_validation.storage import atomic_write_text, local_path
 
 
 def store_alert_batch(layout: CampaignLayout, alerts: list[Alert]) -> str:
@@ -65,7 +65,7 @@ def deliver_alert_batch(layout: CampaignLayout, settings: NotificationSettings, 
     """Send every alert of the batch not delivered yet; returns the deliveries of the whole batch in order."""
     alerts = batch_alerts(layout, batch)
     delivered = batch_deliveries(layout, batch)
-    notifier = Notifier(settings, layout.outbox_dir)
+    notifier = Notifier(settings, local_path(layout.outbox_dir))
     for index, alert in enumerate(alerts):
         if index in delivered:
             continue

@@ -26,16 +26,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from staging_validation.acceptance.decision import early_stop
 from staging_validation.acceptance.alert_rules import Alert
+from staging_validation.acceptance.decision import early_stop
 from staging_validation.acceptance.policy import Policy
 from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS, CampaignLayout
 from staging_validation.lifecycle import CampaignState, EarlyStop
-from staging_validation.schemas.probe_records import RECORD_SCHEMA
-from staging_validation.storage import atomic_write_bytes
-from staging_validation.telemetry.capture import CaptureError, LogFollower
 from staging_validation.schemas.events import EVENT_SCHEMA
+from staging_validation.schemas.probe_records import RECORD_SCHEMA
 from staging_validation.schemas.telemetry_mapping import TelemetryMapping
+from staging_validation.storage import atomic_write_bytes, local_path
+from staging_validation.telemetry.capture import CaptureError, LogFollower
 from staging_validation.telemetry.parse import parse_log
 from staging_validation.watch.cursor import WatchCursor, load_watch_cursor, save_watch_cursor
 from staging_validation.watch.windows import alerts_by_window, epoch_ms, with_hour
@@ -60,8 +60,8 @@ class TelemetryWatch:
         self.mapping = mapping
         self.policy = policy
         self.layout = CampaignLayout.of(data_root, state.campaign)
-        self.folder = Path(self.layout.monitor_dir)
-        self.cursor_path = Path(self.layout.monitor_cursor_file)
+        self.folder = local_path(self.layout.monitor_dir)
+        self.cursor_path = local_path(self.layout.monitor_cursor_file)
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[bool]:
@@ -98,7 +98,7 @@ class TelemetryWatch:
 
     def _new_records(self, cursor: WatchCursor) -> pd.DataFrame:
         frames = []
-        folder = Path(self.layout.hours_dir(HOURLY_ASSET_PROBE_RECORDS))
+        folder = local_path(self.layout.hours_dir(HOURLY_ASSET_PROBE_RECORDS))
         for path in sorted(folder.glob("*.parquet")):
             mtime = path.stat().st_mtime
             if cursor.record_mtimes.get(path.name) == mtime:
@@ -112,7 +112,7 @@ class TelemetryWatch:
     def step(self) -> WatchStep:
         """Capture what is new, judge it: the alerts not raised before, and the early stop they call for."""
         cursor = load_watch_cursor(self.cursor_path, self.state.campaign)
-        found = []
+        found: list[tuple[object, Alert]] = []  # (the window or problem it is keyed by, the alert)
         now_ms = int(time.time() * 1000)
         try:
             chunk = self.follower.poll()

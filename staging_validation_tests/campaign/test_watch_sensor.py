@@ -14,11 +14,11 @@ from staging_validation.campaign.jobs import CampaignLaunchConfig, register_camp
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaign.sensors import SENSOR_INTERVAL_ENV, campaign_clock, sensor_interval_s
 from staging_validation.campaign.watch_sensor import campaign_watch, watch_campaign
-from staging_validation.lifecycle import load_campaign_state
-from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.config_files import ConfigError
 from staging_validation.definitions import build_definitions
 from staging_validation.hour_runner import log_follower, target_profile
+from staging_validation.lifecycle import load_campaign_state
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.storage import atomic_write_text
 from staging_validation.watch.alert_batches import deliver_alert_batch
 from staging_validation.watch.telemetry_watch import TelemetryWatch
