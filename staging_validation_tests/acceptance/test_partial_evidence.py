@@ -7,13 +7,13 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from staging_validation.acceptance.alert_rules import window_alerts
 from staging_validation.acceptance.decision import decide
 from staging_validation.acceptance.gates import evaluate_gates, stress_result
-from staging_validation.acceptance.monitor import monitor_alerts
 from staging_validation.acceptance.notify import Message
 from staging_validation.acceptance.policy import Policy
 from staging_validation.acceptance.report import CampaignEvidence, hourly_series, render_report
-from staging_validation.campaigns import CampaignState
+from staging_validation.lifecycle import CampaignState
 from staging_validation.schemas.outcome import Outcome
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.target.profile import load_target_profile
@@ -78,10 +78,10 @@ def stress_rows(ok: int, limited: int, dropped: int, *, legacy: bool = False, **
 
 @pytest.mark.parametrize("legacy", [False, True])
 def test_the_validators_drops_are_never_target_unreachable(legacy):
-    alerts = monitor_alerts(events([]), records(stress_rows(0, 0, 32, legacy=legacy)), POLICY)
+    alerts = window_alerts(events([]), records(stress_rows(0, 0, 32, legacy=legacy)), POLICY)
     assert [a.rule for a in alerts] == []
     sent_timeout = records([{"probe": "smoke", "outcome": "timeout", "http_status": None}])
-    assert [a.rule for a in monitor_alerts(events([]), sent_timeout, POLICY)] == ["monitor.target_unreachable"]
+    assert [a.rule for a in window_alerts(events([]), sent_timeout, POLICY)] == ["monitor.target_unreachable"]
 
 
 def test_identity_rows_never_sent_do_not_fail_gate5():

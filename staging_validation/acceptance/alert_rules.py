@@ -1,11 +1,11 @@
-"""The runbook's monitor loop as a pure function over one window of new telemetry and probe rows.
+"""The alert rules (the runbook's monitor.sh) as a pure function over one window of new telemetry and probe rows.
 
 Rules (thresholds from the policy's `monitor` section): more than 10 error lines → warning; any missing
 ContinuityPack → critical; more than 5 requests at or over 2000 ms → warning; an identity merge seen by a
 probe or in telemetry → critical. Two more that a person watching would not miss: probe requests that
 could not reach the target (a gap in the campaign) and 429 responses (the deployment throttles users); a
-request the validator never sent (outcome `dropped` or `not_exposed`) counts in neither. The caller feeds
-each 5-minute window once, so nothing is counted twice.
+request the validator never sent (outcome `dropped` or `not_exposed`) counts in neither. The caller
+(`watch.windows`) feeds each 5-minute window once, so nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _severity(critical: bool) -> Severity:
     return "critical" if critical else "warning"
 
 
-def monitor_alerts(events_window: pd.DataFrame, records_window: pd.DataFrame, policy: Policy) -> list[Alert]:
+def window_alerts(events_window: pd.DataFrame, records_window: pd.DataFrame, policy: Policy) -> list[Alert]:
     rules = policy.monitor
     alerts = []
 
