@@ -70,7 +70,7 @@ class CampaignEvidence:
     def probed_routes(self) -> list[ProbedRoute]:
         """The target profile's routes (the probed ones), or none when the profile cannot be read any more."""
         try:
-            return load_target_profile(self.state.settings.get("target_profile") or None).probed_routes()
+            return load_target_profile(self.state.settings.target_profile).probed_routes()
         except ConfigError:
             return []
 
