@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pydantic
 
-from staging_validation.lifecycle import CampaignState
 from staging_validation.config_files import StrictModel, load_yaml_model
+from staging_validation.lifecycle import CampaignState
 from staging_validation.probes.identity import DEFAULT_CONSECUTIVE_REQUESTS
 
 DEFAULT_POLICY_PATH = Path(__file__).with_name("policy.yaml")
