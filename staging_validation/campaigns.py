@@ -39,7 +39,9 @@ class CampaignState(StrictModel):
     created_at_ms: int
     timing: CampaignTiming
     planned_hours: int = pydantic.Field(default=24, ge=1, le=MAX_CAMPAIGN_HOURS)
-    status: str = "active"  # active | stopped (early stop, awaiting its verdict) | decided
+    # registered (its collector has not started: the clock is not running yet) | active | stopped (early
+    # stop, awaiting its verdict) | decided
+    status: str = "active"
     extension_count: int = 0
     extension_hours: int = 0  # hours added by extensions so far
     # Set when a critical failure ends the campaign before its planned end: the gate, the rule, the hour,

@@ -2,7 +2,7 @@ import dagster as dg
 
 from staging_validation.campaign.assets import HOURLY_ASSETS, VERDICT_ASSETS, monitor_alerts_asset
 from staging_validation.campaign.io_managers import JsonIOManagerFactory, ParquetIOManagerFactory
-from staging_validation.campaign.jobs import campaign_hour_job, campaign_probes_job, campaign_verdict_job, start_campaign
+from staging_validation.campaign.jobs import campaign_collector, campaign_hour_job, campaign_verdict_job, start_campaign
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaign.sensors import campaign_clock, campaign_monitor
 from staging_validation.storage import default_data_root
@@ -12,7 +12,7 @@ def build_definitions(data_root: str | None = None) -> dg.Definitions:
     root = str(data_root or default_data_root())
     return dg.Definitions(
         assets=[*HOURLY_ASSETS, *VERDICT_ASSETS, monitor_alerts_asset],
-        jobs=[start_campaign, campaign_probes_job, campaign_hour_job, campaign_verdict_job],
+        jobs=[start_campaign, campaign_collector, campaign_hour_job, campaign_verdict_job],
         sensors=[campaign_clock, campaign_monitor],
         resources={
             "store": CampaignStore(data_root=root),

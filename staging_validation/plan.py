@@ -7,6 +7,11 @@ from enum import StrEnum
 
 SNAPSHOT_EVERY_CAMPAIGN_S = 30 * 60  # metrics-snapshot.sh every 30 minutes
 STRESS_MULTIPLIER = 2.0  # stress-test.sh: "double the load for 1 hour"
+# The shortest campaign hour the plan fits in. Measured with `rehearse --profile healthy --hours 6
+# --hour-seconds S` beside two CPU-bound processes (docs/ARCHITECTURE.md, "Runs of a campaign"): an
+# hour's identity watch plus its prompt set take about 0.5 s on the built-in simulator, so 1 s hours
+# already leave the prompt set half the hour; below it a step would routinely overrun its hour.
+MIN_HOUR_SECONDS = 1.0
 
 
 class Phase(StrEnum):
@@ -18,11 +23,31 @@ class Phase(StrEnum):
     EXTENSION = "extension"  # hours added by an EXTEND decision: passive watch
 
 
+class ProbeStep(StrEnum):
+    """One probe of an hour's plan; the collector records each one, once per hour, as it happens."""
+
+    IDENTITY_WATCH = "identity"  # every hour: two fresh identities must not merge (caught in its hour)
+    DEPLOY_VERIFICATION = "deploy"
+    SMOKE_LOOP = "smoke_loop"
+    PROMPT_SET = "prompt_set"
+    STRESS = "stress"
+
+
+_PHASE_STEP = {Phase.DEPLOY: ProbeStep.DEPLOY_VERIFICATION, Phase.SMOKE_LOOP: ProbeStep.SMOKE_LOOP,
+               Phase.PROMPT_SET: ProbeStep.PROMPT_SET, Phase.STRESS: ProbeStep.STRESS}
+
+
 @dataclasses.dataclass(frozen=True)
 class HourPlan:
     hour: int
     phase: Phase
     runs_smoke_tests: bool
+
+    @property
+    def steps(self) -> tuple[ProbeStep, ...]:
+        """The hour's probe steps in the order they run: the identity watch first, then the phase's probe."""
+        phase_step = _PHASE_STEP.get(self.phase)
+        return (ProbeStep.IDENTITY_WATCH,) if phase_step is None else (ProbeStep.IDENTITY_WATCH, phase_step)
 
 
 def phase_for_hour(hour: int, planned_hours: int = 24) -> Phase:

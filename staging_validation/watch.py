@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 from staging_validation.acceptance.decision import early_stop
 from staging_validation.acceptance.monitor import Alert, monitor_alerts
 from staging_validation.acceptance.policy import Policy
-from staging_validation.campaigns import HOURLY_ASSET_PROBE_RECORDS, CampaignState, hourly_asset_dir
+from staging_validation.campaigns import CampaignState
+from staging_validation.collection.recorded_steps import probe_steps_dir
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.schemas.probe_records import RECORD_SCHEMA
 from staging_validation.storage import atomic_write_bytes, atomic_write_text, campaign_dir
@@ -71,7 +72,7 @@ def alerts_by_window(
 @dataclasses.dataclass
 class MonitorCursor:
     raw_offsets: dict[str, int] = dataclasses.field(default_factory=dict)  # raw hour file -> bytes read
-    record_mtimes: dict[str, float] = dataclasses.field(default_factory=dict)  # probe partition -> mtime seen
+    record_mtimes: dict[str, float] = dataclasses.field(default_factory=dict)  # recorded probe step file -> mtime seen
     alerted: list[str] = dataclasses.field(default_factory=list)  # "<rule>@<window>" already raised
     # The open-window buffer that goes with these offsets: each commit writes a new one, then the cursor.
     open_windows: str = "open_windows.parquet"
@@ -137,13 +138,14 @@ class CampaignMonitor:
         return pa.concat_tables(tables) if tables else EVENT_SCHEMA.empty_table()
 
     def _new_records(self, cursor: MonitorCursor) -> pd.DataFrame:
+        """The probe steps recorded since the last step (each step file is written once)."""
         frames = []
-        folder = hourly_asset_dir(self.data_root, self.state.campaign, HOURLY_ASSET_PROBE_RECORDS)
-        for path in sorted(folder.glob("*.parquet")):
-            mtime = path.stat().st_mtime
-            if cursor.record_mtimes.get(path.name) == mtime:
+        folder = probe_steps_dir(self.data_root, self.state.campaign)
+        for path in sorted(folder.glob("*/*.parquet")):
+            name = f"{path.parent.name}/{path.name}"
+            if name in cursor.record_mtimes:
                 continue
-            cursor.record_mtimes[path.name] = mtime
+            cursor.record_mtimes[name] = path.stat().st_mtime
             frames.append(pq.read_table(path, schema=RECORD_SCHEMA).to_pandas())
         if not frames:
             return RECORD_SCHEMA.empty_table().to_pandas()

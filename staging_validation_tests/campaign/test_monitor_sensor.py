@@ -25,7 +25,7 @@ from staging_validation.campaigns import load_campaign_state
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.config_files import ConfigError
 from staging_validation.definitions import build_definitions
-from staging_validation.hour_runner import log_follower, target_profile
+from staging_validation.campaign_target import log_follower, target_profile
 from staging_validation.watch import CampaignMonitor, with_hour
 
 HOUR_SECONDS = 600.0  # long hours: the whole test happens inside hour 0
