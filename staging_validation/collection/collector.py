@@ -78,6 +78,18 @@ def stop_after_failed_deploy(data_root: str | Path, campaign: str, deploy: Probe
     }}))
 
 
+def start_campaign_clock(data_root: str | Path, campaign: str) -> CampaignState:
+    """A registered campaign starts now that its collector is ready: hour 0 begins this instant. A
+    campaign already started is returned as it is."""
+    state = load_campaign_state(data_root, campaign)
+    if state.status != "registered":
+        return state
+    started = state.model_copy(update={"status": "active", "timing": state.timing.model_copy(
+        update={"start_ms": _now_ms()})})
+    save_campaign_state(data_root, started)
+    return started
+
+
 class Collector:
     """`log` receives one line per recorded step."""
 
@@ -141,17 +153,6 @@ class Collector:
                 if step not in recorded:
                     self._not_run(hour, step, "no collector was running during the hour")
 
-    def _start_campaign_clock(self) -> CampaignState:
-        """A registered campaign starts now that its collector is ready: hour 0 begins this instant."""
-        state = self._state()
-        if state.status != "registered":
-            return state
-        started = state.model_copy(update={"status": "active", "timing": state.timing.model_copy(
-            update={"start_ms": _now_ms()})})
-        save_campaign_state(self.data_root, started)
-        self.log(f"campaign clock started: hour 0 begins at {started.timing.start.isoformat()}")
-        return started
-
     async def _wait_for_hour(self, client: TargetClient, hour: int) -> bool:
         """Wait for the hour's start; False, at once, when the round has no such hour or the campaign stops."""
         while True:
@@ -166,7 +167,8 @@ class Collector:
 
     async def collect(self) -> CollectionSummary:
         """Every hour of the current verdict round, from the current one to the last, then return."""
-        state = self._start_campaign_clock()
+        state = start_campaign_clock(self.data_root, self.campaign)
+        self.log(f"campaign clock: hour 0 began at {state.timing.start.isoformat()}")
         current = max(0, math.floor(state.timing.campaign_seconds() / 3600))
         self._record_missed_hours(state, current)
         hours: list[asyncio.Task] = []

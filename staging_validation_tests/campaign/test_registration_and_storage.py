@@ -37,7 +37,7 @@ def test_start_campaign_registers_the_campaign_and_its_partition(tmp_path):
         assert result.success
         assert instance.get_dynamic_partitions(campaign_partitions.name) == ["night-1"]
         state = load_campaign_state(tmp_path, "night-1")
-        assert (state.planned_hours, state.timing.hour_seconds, state.status) == (12, 60, "active")
+        assert (state.planned_hours, state.timing.hour_seconds, state.status) == (12, 60, "registered")
         assert state.settings["telemetry"] == {"path": "/nonexistent/log"}
         # A second launch with the same id would mix two campaigns' data: refused, first one intact.
         again = launch(defs, instance, campaign="night-1")
