@@ -7,11 +7,6 @@ from enum import StrEnum
 
 SNAPSHOT_EVERY_CAMPAIGN_S = 30 * 60  # metrics-snapshot.sh every 30 minutes
 STRESS_MULTIPLIER = 2.0  # stress-test.sh: "double the load for 1 hour"
-# The shortest campaign hour the plan fits in. Measured with `rehearse --profile healthy --hours 6
-# --hour-seconds S` beside two CPU-bound processes (docs/ARCHITECTURE.md, "Runs of a campaign"): an
-# hour's identity watch plus its prompt set take about 0.5 s on the built-in simulator, so 1 s hours
-# already leave the prompt set half the hour; below it a step would routinely overrun its hour.
-MIN_HOUR_SECONDS = 1.0
 
 
 class Phase(StrEnum):
@@ -24,7 +19,7 @@ class Phase(StrEnum):
 
 
 class ProbeStep(StrEnum):
-    """One probe of an hour's plan; the collector records each one, once per hour, as it happens."""
+    """One probe of an hour's plan; the collector starts an hour's steps together and records each, once."""
 
     IDENTITY_WATCH = "identity"  # every hour: two fresh identities must not merge (caught in its hour)
     DEPLOY_VERIFICATION = "deploy"
@@ -45,7 +40,7 @@ class HourPlan:
 
     @property
     def steps(self) -> tuple[ProbeStep, ...]:
-        """The hour's probe steps in the order they run: the identity watch first, then the phase's probe."""
+        """The hour's probe steps: the identity watch, and the phase's probe if it has one."""
         phase_step = _PHASE_STEP.get(self.phase)
         return (ProbeStep.IDENTITY_WATCH,) if phase_step is None else (ProbeStep.IDENTITY_WATCH, phase_step)
 

@@ -1,11 +1,11 @@
 """The collector: runs a campaign's planned probe steps on the campaign clock and records each one as it
 ends (no Dagster import).
 
-One collector serves one campaign for a whole verdict round, in one process: each hour's steps start
-at the hour's start from a timer of its own (an hour whose previous step overran still starts on time),
-so when a probe runs depends on the campaign clock only, never on how fast a run is launched. Steps run
-in plan order within their hour. A step that starts late runs late and its rows keep their true send
-times; a step whose hour is over before it could start is recorded as not run, with the reason, and is
+One collector serves one campaign for a whole verdict round, in one process. It starts the campaign
+clock when it is ready (hour 0 begins then); each hour's steps start together at the hour's start from a
+timer of their own (an hour whose previous step overran still starts on time), so when a probe runs
+depends on the campaign clock only, never on how fast a run is launched. A step that starts late (a
+collector started again mid-hour) runs late and its rows keep their true send times; a step whose hour is over before it could start is recorded as not run, with the reason, and is
 never run after its hour. A collector started again after a crash skips what is recorded and records
 the steps of the hours it missed as not run.
 """
@@ -117,33 +117,35 @@ class Collector:
         self._record(StepOutcome(hour=hour, step=step, status=StepStatus.NOT_RUN, ended_ms=_now_ms(), reason=reason))
 
     async def _collect_hour(self, client: TargetClient, hour: int) -> None:
+        """The hour's steps, all started at the hour's start: none waits for another to end."""
         state = self._state()
         await client.sleep_until(state.timing.hour_start_s(hour))
-        for step in plan_for_hour(hour, state.planned_hours).steps:
-            state = self._state()
-            if state.status != "active":
-                return  # an early stop ends the plan: later steps are not planned any more
-            if step in hour_outcomes(self.data_root, self.campaign, hour):
-                self.summary.already_recorded += 1
-                continue
-            hour_end = state.timing.hour_start_s(hour + 1)
-            if client.now() >= hour_end:
-                self._not_run(hour, step, "the hour ended before the step could start (an earlier step of the "
-                                          "hour ran until its end)")
-                continue
-            started = _now_ms()
-            try:
-                result = await _run_step(client, state, hour, step)
-            except Exception as exc:  # a probe that raises is the validator's fault, never the target's
-                self._not_run(hour, step, f"the probe raised {type(exc).__name__}: {exc}")
-                continue
-            self._record(StepOutcome(
-                hour=hour, step=step, status=StepStatus.RAN, started_ms=started, ended_ms=_now_ms(),
-                passed=result.passed, failures=result.failures,
-                summary=json.loads(json.dumps(result.summary, default=str)),
-            ), result)
-            if step is ProbeStep.DEPLOY_VERIFICATION and not result.passed:
-                stop_after_failed_deploy(self.data_root, self.campaign, result)
+        steps = plan_for_hour(hour, state.planned_hours).steps
+        await asyncio.gather(*(self._collect_step(client, hour, step) for step in steps))
+
+    async def _collect_step(self, client: TargetClient, hour: int, step: ProbeStep) -> None:
+        state = self._state()
+        if state.status != "active":
+            return  # an early stop ends the plan: later steps are not planned any more
+        if step in hour_outcomes(self.data_root, self.campaign, hour):
+            self.summary.already_recorded += 1
+            return
+        if client.now() >= state.timing.hour_start_s(hour + 1):
+            self._not_run(hour, step, "the hour ended before the step could start")
+            return
+        started = _now_ms()
+        try:
+            result = await _run_step(client, state, hour, step)
+        except Exception as exc:  # a probe that raises is the validator's fault, never the target's
+            self._not_run(hour, step, f"the probe raised {type(exc).__name__}: {exc}")
+            return
+        self._record(StepOutcome(
+            hour=hour, step=step, status=StepStatus.RAN, started_ms=started, ended_ms=_now_ms(),
+            passed=result.passed, failures=result.failures,
+            summary=json.loads(json.dumps(result.summary, default=str)),
+        ), result)
+        if step is ProbeStep.DEPLOY_VERIFICATION and not result.passed:
+            stop_after_failed_deploy(self.data_root, self.campaign, result)
 
     def _record_missed_hours(self, state: CampaignState, current_hour: int) -> None:
         """The steps of hours that ended before this collector started: not run, and never run late."""
