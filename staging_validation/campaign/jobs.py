@@ -11,8 +11,8 @@ from staging_validation.campaign.partitions import campaign_partitions
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaigns import MAX_CAMPAIGN_HOURS, CampaignState
 from staging_validation.collection.collector import run_collector
-from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.config_files import ConfigError
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.storage import validate_campaign_id
 from staging_validation.target.client import bearer_token, resolve_base_url
 from staging_validation.target.profile import load_target_profile

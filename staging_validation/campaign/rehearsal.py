@@ -10,6 +10,7 @@ ticks the sensors every second (`STAGING_VALIDATION_SENSOR_INTERVAL_S=1`), as co
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import dagster as dg
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from staging_validation.campaign.jobs import start_campaign
@@ -110,14 +111,10 @@ def running_daemon(instance: dg.DagsterInstance, dagster_home: Path, data_root: 
 def _stop_process_group(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=DAEMON_STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)  # whatever the daemon left behind (a run it launched)
-    except ProcessLookupError:
-        pass
     process.wait()
 
 
@@ -147,7 +144,8 @@ def rehearse(
     data_root = Path(data_root)
     defs = build_definitions(str(data_root))
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance, \
-            running_daemon(instance, Path(dagster_home), data_root, data_root / "rehearsals" / f"{campaign}-daemon.log"):
+            running_daemon(instance, Path(dagster_home), data_root,
+                           data_root / "rehearsals" / f"{campaign}-daemon.log"):
         # Hour 0 a day ahead until the campaign registers and sets the real start: the profile's fault
         # windows stay closed meanwhile instead of opening on the simulator's own clock.
         simulator = start_simulator(
@@ -171,13 +169,18 @@ def rehearse(
                 failure = next((e for e in launch.all_events if e.is_failure), None)
                 raise RuntimeError(f"start_campaign failed: {failure.message if failure else 'see the run in the UI'}")
             failed = _watch(instance, data_root, campaign, console,
-                            on_clock_start=lambda state: simulator.set_campaign_start(state.timing.start_ms))
+                            on_clock_start=lambda state: _anchor(simulator, state))
         finally:
             simulator.stop()
     folder = campaign_dir(data_root, campaign)
     decision = json.loads((folder / "decision.json").read_text(encoding="utf-8"))
     return RehearsalOutcome(campaign, decision, decision.get("gates", []),
                             folder / "STAGING_ACCEPTANCE_REPORT.md", failed)
+
+
+def _anchor(simulator, state: CampaignState) -> None:
+    """The simulator's fault windows open on the campaign's hours, from the start the collector set."""
+    simulator.set_campaign_start(state.timing.start_ms)
 
 
 def _bar_name(run: dg.DagsterRun) -> str:
@@ -199,7 +202,7 @@ def _watch(instance: dg.DagsterInstance, data_root: Path, campaign: str, console
     deadline = time.time() + (MAX_CAMPAIGN_HOURS + 1) * timing.hour_seconds + 600
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
-        bars: dict[str, int] = {}
+        bars: dict[str, TaskID] = {}
         clock_started = False
         while True:
             state = load_campaign_state(data_root, campaign)

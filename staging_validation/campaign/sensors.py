@@ -15,12 +15,12 @@ from staging_validation.acceptance.policy import campaign_policy
 from staging_validation.campaign.jobs import campaign_collector, campaign_hour_job, campaign_verdict_job
 from staging_validation.campaign.partitions import campaign_hour_key
 from staging_validation.campaign.resources import CampaignStore
-from staging_validation.campaigns import CampaignState
-from staging_validation.schemas.timing import hour_key
-from staging_validation.config_files import ConfigError
 from staging_validation.campaign_target import log_follower, target_profile
+from staging_validation.campaigns import CampaignState
 from staging_validation.collection.recorded_steps import hour_outcomes
+from staging_validation.config_files import ConfigError
 from staging_validation.plan import plan_for_hour
+from staging_validation.schemas.timing import hour_key
 from staging_validation.watch import CampaignMonitor
 
 SENSOR_INTERVAL_ENV = "STAGING_VALIDATION_SENSOR_INTERVAL_S"

@@ -5,9 +5,10 @@ One collector serves one campaign for a whole verdict round, in one process. It 
 clock when it is ready (hour 0 begins then); each hour's steps start together at the hour's start from a
 timer of their own (an hour whose previous step overran still starts on time), so when a probe runs
 depends on the campaign clock only, never on how fast a run is launched. A step that starts late (a
-collector started again mid-hour) runs late and its rows keep their true send times; a step whose hour is over before it could start is recorded as not run, with the reason, and is
-never run after its hour. A collector started again after a crash skips what is recorded and records
-the steps of the hours it missed as not run.
+collector started again mid-hour) runs late and its rows keep their true send times; a step whose hour
+is over before it could start is recorded as not run, with the reason, and is never run after its hour.
+A collector started again after a crash skips what is recorded and records the steps of the hours it
+missed as not run.
 """
 
 from __future__ import annotations
@@ -183,7 +184,8 @@ class Collector:
         return self.summary
 
 
-def run_collector(data_root: str | Path, campaign: str, log: Callable[[str], None] = lambda line: None) -> CollectionSummary:
+def run_collector(data_root: str | Path, campaign: str,
+                  log: Callable[[str], None] = lambda line: None) -> CollectionSummary:
     """Collect the campaign's current verdict round: returns when its last hour's steps are recorded or
     the campaign is no longer active."""
     return asyncio.run(Collector(data_root, campaign, log).collect())

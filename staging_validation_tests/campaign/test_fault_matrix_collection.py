@@ -14,7 +14,12 @@ from staging_validation.campaign.jobs import CampaignLaunchConfig, register_camp
 from staging_validation.campaign.partitions import campaign_hour_key
 from staging_validation.campaign.rehearsal import QUIET_RUN_CONFIG
 from staging_validation.campaign.resources import CampaignStore
-from staging_validation.campaigns import HOURLY_ASSET_PROBE_RECORDS, hourly_asset_dir, load_campaign_state, save_campaign_state
+from staging_validation.campaigns import (
+    HOURLY_ASSET_PROBE_RECORDS,
+    hourly_asset_dir,
+    load_campaign_state,
+    save_campaign_state,
+)
 from staging_validation.collection.collector import run_collector
 from staging_validation.collection.recorded_steps import StepStatus, collection_by_hour, hour_outcomes, hour_records
 from staging_validation.definitions import build_definitions
@@ -24,8 +29,8 @@ HOUR_SECONDS = 3.0
 
 
 def register(data_root, simulator, campaign: str, hours: int, now_ms: int | None = None):
-    config = CampaignLaunchConfig(campaign=campaign, base_url=simulator.base_url, telemetry_path=str(simulator.log_path),
-                                  hours=hours, hour_seconds=HOUR_SECONDS, stress_baseline_rps=2.0)
+    config = CampaignLaunchConfig(campaign=campaign, base_url=simulator.base_url,
+                                  telemetry_path=str(simulator.log_path), hours=hours, hour_seconds=HOUR_SECONDS, stress_baseline_rps=2.0)
     return register_campaign(CampaignStore(data_root=str(data_root)), config, now_ms=now_ms)
 
 

@@ -14,8 +14,9 @@ START_MS = 1_700_000_000_000
 
 
 def state(status: str = "active", planned: int = 24, extension_hours: int = 0, **extra) -> CampaignState:
-    return CampaignState(campaign="c1", created_at_ms=START_MS, timing=CampaignTiming(start_ms=START_MS, hour_seconds=10),
-                         planned_hours=planned, status=status, extension_hours=extension_hours, **extra)
+    timing = CampaignTiming(start_ms=START_MS, hour_seconds=10)
+    return CampaignState(campaign="c1", created_at_ms=START_MS, timing=timing, planned_hours=planned, status=status,
+                         extension_hours=extension_hours, **extra)
 
 
 def at_hour(hours: float) -> float:
@@ -108,7 +109,8 @@ def test_verdict_follows_the_last_hour_and_an_extension_gets_a_collector_then_a_
     assert runs.due([state()], cursor, 24.5) == []
     extended = state(extension_hours=48, extension_count=1)
     assert runs.due([extended], cursor, 25.5) == ["c1:collector:72", "c1:hour:24"]
-    assert Runs({**COLLECTING, "c1:collector:72": RunProgress.SUCCEEDED}).due([extended], cursor, 72.0)[-1] == "c1:verdict:72"
+    round_collected = Runs({**COLLECTING, "c1:collector:72": RunProgress.SUCCEEDED})
+    assert round_collected.due([extended], cursor, 72.0)[-1] == "c1:verdict:72"
 
 
 def test_an_early_stop_ingests_up_to_the_stop_then_requests_the_verdict_once():
