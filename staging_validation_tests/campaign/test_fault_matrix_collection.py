@@ -30,7 +30,8 @@ HOUR_SECONDS = 3.0
 
 def register(data_root, simulator, campaign: str, hours: int, now_ms: int | None = None):
     config = CampaignLaunchConfig(campaign=campaign, base_url=simulator.base_url,
-                                  telemetry_path=str(simulator.log_path), hours=hours, hour_seconds=HOUR_SECONDS, stress_baseline_rps=2.0)
+                                  telemetry_path=str(simulator.log_path), hours=hours, hour_seconds=HOUR_SECONDS,
+                                  stress_baseline_rps=2.0)
     return register_campaign(CampaignStore(data_root=str(data_root)), config, now_ms=now_ms)
 
 

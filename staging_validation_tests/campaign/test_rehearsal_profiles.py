@@ -22,7 +22,7 @@ from rich.console import Console
 
 from staging_validation.acceptance.policy import DEFAULT_POLICY_PATH
 from staging_validation.campaign.rehearsal import RehearsalOutcome, instance_home, rehearse
-from staging_validation.campaign.sensors import TAG_CAMPAIGN, TAG_HOUR, TAG_PHASE
+from staging_validation.campaign.sensors import TAG_CAMPAIGN, TAG_HOUR
 from staging_validation.campaigns import (
     HOURLY_ASSET_PROBE_RECORDS,
     HOURLY_ASSET_TELEMETRY_EVENTS,
