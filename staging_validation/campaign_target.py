@@ -4,28 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from staging_validation.campaigns import CampaignState
-from staging_validation.config_files import validate_model
-from staging_validation.storage import campaign_dir
+from staging_validation.layout import CampaignLayout
+from staging_validation.lifecycle import CampaignState
+from staging_validation.storage import local_path
 from staging_validation.target.client import TargetClient
 from staging_validation.target.profile import TargetProfile, load_target_profile
-from staging_validation.telemetry.capture import LogFollower, TelemetrySource
+from staging_validation.telemetry.capture import LogFollower
 
 
 def target_profile(state: CampaignState) -> TargetProfile:
-    return load_target_profile(state.settings.get("target_profile") or None)
+    return load_target_profile(state.settings.target_profile)
 
 
 def target_client(state: CampaignState) -> TargetClient:
-    return TargetClient(target_profile(state), base_url=state.settings.get("base_url"))
+    return TargetClient(target_profile(state), base_url=state.settings.base_url)
 
 
 def telemetry_store(data_root: str | Path, state: CampaignState) -> Path:
-    return campaign_dir(data_root, state.campaign) / "telemetry"
+    return local_path(CampaignLayout.of(data_root, state.campaign).telemetry_dir)
 
 
 def log_follower(data_root: str | Path, state: CampaignState) -> LogFollower:
-    source = validate_model(state.settings.get("telemetry"), TelemetrySource,
-                            f"campaign {state.campaign}: settings.telemetry")
     time_path = target_profile(state).telemetry.fields.time
-    return LogFollower(source, telemetry_store(data_root, state), state.timing, time_path=time_path)
+    return LogFollower(state.settings.telemetry, telemetry_store(data_root, state), state.timing, time_path=time_path)

@@ -6,7 +6,7 @@ import asyncio
 
 from staging_validation.acceptance.policy import campaign_policy
 from staging_validation.campaign_target import target_client
-from staging_validation.campaigns import CampaignState
+from staging_validation.lifecycle import CampaignState
 from staging_validation.probes.identity import determinism_check, identity_check
 from staging_validation.probes.result import ProbeResult
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from staging_validation.campaign_target import target_profile, telemetry_store
-from staging_validation.campaigns import CampaignState
+from staging_validation.lifecycle import CampaignState
 from staging_validation.telemetry.capture import CaptureError, LogFollower, raw_hour_path
 from staging_validation.telemetry.parse import ParsedTelemetry, parse_log
 

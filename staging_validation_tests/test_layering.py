@@ -10,9 +10,9 @@ import staging_validation
 PACKAGE = Path(staging_validation.__file__).parent
 # Lower index = lower layer. A module may import its own layer or any layer below it, never above.
 LAYERS = [
-    {"config_files", "storage", "schemas"},
+    {"config_files", "storage", "schemas", "layout"},
     {"simulator", "target"},
-    {"probes", "telemetry", "campaigns", "campaign_target"},
+    {"probes", "telemetry", "lifecycle", "campaign_target"},
     {"acceptance"},
     {"plan", "collection", "hour_capture", "final_checks", "watch"},
     {"campaign", "definitions", "cli"},

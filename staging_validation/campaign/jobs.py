@@ -4,19 +4,17 @@ import time
 import dagster as dg
 import pydantic
 
-from staging_validation.acceptance.notify import NotificationSettings
 from staging_validation.acceptance.policy import load_policy
 from staging_validation.campaign.assets import HOURLY_ASSETS, VERDICT_ASSETS
 from staging_validation.campaign.partitions import campaign_partitions
 from staging_validation.campaign.resources import CampaignStore
-from staging_validation.campaigns import MAX_CAMPAIGN_HOURS, CampaignState
 from staging_validation.collection.collector import run_collector
-from staging_validation.config_files import ConfigError
+from staging_validation.config_files import ConfigError, validate_model
+from staging_validation.lifecycle import MAX_CAMPAIGN_HOURS, CampaignSettings, CampaignState, register_campaign_state
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.storage import validate_campaign_id
 from staging_validation.target.client import bearer_token, resolve_base_url
 from staging_validation.target.profile import load_target_profile
-from staging_validation.telemetry.capture import TelemetrySource
 
 
 class CollectorConfig(dg.Config):
@@ -95,10 +93,11 @@ class CampaignLaunchConfig(dg.Config):
         default=False, description="End the campaign at its first verdict: an EXTEND is decided and notified, "
         "its extension hours are not run (rehearsals).")
 
-    def settings(self) -> dict:
+    def settings(self) -> CampaignSettings:
+        """The campaign's typed settings; ConfigError naming the field that does not validate."""
         telemetry = {"command": self.telemetry_command} if self.telemetry_command else {"path": self.telemetry_path}
         notification = {k: v for k, v in self.notification.model_dump().items() if v not in ("", None)}
-        return {
+        return validate_model({
             "target_profile": self.target_profile or None,
             "base_url": self.base_url or None,
             "telemetry": telemetry,
@@ -106,23 +105,22 @@ class CampaignLaunchConfig(dg.Config):
             "stress_baseline_rps": self.stress_baseline_rps,
             "notification": notification,
             "first_verdict_only": self.first_verdict_only,
-        }
+        }, CampaignSettings, "launch config")
 
 
 def register_campaign(store: CampaignStore, config: CampaignLaunchConfig, now_ms: int | None = None) -> CampaignState:
     """Validate every input a campaign will use, then write its registration; raises ConfigError."""
     campaign = validate_campaign_id(config.campaign)
-    if (store.campaign_dir(campaign) / "campaign.json").exists():
+    if store.layout(campaign).state_file.exists():
         raise ConfigError(f"campaign {campaign!r}: already registered; choose a new id")
     settings = config.settings()
-    profile = load_target_profile(settings["target_profile"])
+    profile = load_target_profile(settings.target_profile)
     # The hourly probe runs build their client from these; a bad URL or a missing token would fail
     # every one of them, so the launch refuses instead.
-    resolve_base_url(profile, settings["base_url"])
+    resolve_base_url(profile, settings.base_url)
     bearer_token(profile)
-    load_policy(settings["policy"])
-    TelemetrySource.model_validate(settings["telemetry"])
-    notification = NotificationSettings.model_validate(settings["notification"])
+    load_policy(settings.policy)
+    notification = settings.notification
     if notification.webhook_url_env and notification.webhook_url() is None:
         raise ConfigError(f"notification.webhook_url_env: environment variable {notification.webhook_url_env} "
                           "is not set or empty")
@@ -133,12 +131,10 @@ def register_campaign(store: CampaignStore, config: CampaignLaunchConfig, now_ms
         # Provisional: hour 0 begins when the campaign's collector starts (it sets the start), so the first
         # hour never depends on how long the run launch took.
         timing=CampaignTiming(start_ms=started, hour_seconds=config.hour_seconds),
-        status="registered",
         planned_hours=config.hours,
         settings=settings,
     )
-    store.save(state)
-    return state
+    return register_campaign_state(store.data_root, state)
 
 
 @dg.op(description="Validate the launch config, register the campaign; campaign_clock then requests its collector.")
@@ -155,6 +151,7 @@ def register_campaign_op(context: dg.OpExecutionContext, config: CampaignLaunchC
     return state.campaign
 
 
-@dg.job(description="Launch a validation campaign from the launchpad.")
+# Not retried: a launch that failed is a config error to fix, or a registration already made.
+@dg.job(description="Launch a validation campaign from the launchpad.", tags={"dagster/max_retries": "0"})
 def start_campaign():
     register_campaign_op()

@@ -1,10 +1,10 @@
 """A whole campaign against the built-in simulator, run by the real `dagster-daemon`.
 
 The rehearsal starts the simulator and a `dagster-daemon` of its own on the instance in `dagster_home`
-(the same `dagster.yaml`: queued run coordinator, lane limits, run monitoring), registers the campaign
-with `start_campaign`, and from then on only watches: the daemon's `campaign_clock` and `campaign_monitor`
-sensors request the runs, its run coordinator queues and launches them, exactly as for a live campaign,
-so the UI shows the rehearsed campaign like any other. The one difference from a deployment: the daemon
+(the same `dagster.yaml`: queued run coordinator, lane limits, run retries and monitoring), registers the
+campaign with `start_campaign`, and from then on only watches: the daemon's sensors request the runs,
+its run coordinator queues and launches them, exactly as for a live campaign, so the UI shows the
+rehearsed campaign like any other. The one difference from a deployment: the daemon
 ticks the sensors every second (`STAGING_VALIDATION_SENSOR_INTERVAL_S=1`), as compressed hours need.
 """
 
@@ -29,20 +29,21 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from staging_validation.campaign.jobs import start_campaign
-from staging_validation.campaign.sensors import (
-    PHASE_COLLECTOR,
-    PHASE_VERDICT,
-    SENSOR_INTERVAL_ENV,
+from staging_validation.campaign.run_tags import (
+    COLLECTOR_PHASE,
     TAG_CAMPAIGN,
     TAG_HOUR,
     TAG_PHASE,
     TAG_ROUND,
+    VERDICT_PHASE,
 )
-from staging_validation.campaigns import MAX_CAMPAIGN_HOURS, CampaignState, load_campaign_state
+from staging_validation.campaign.sensors import SENSOR_INTERVAL_ENV
+from staging_validation.layout import CampaignLayout
+from staging_validation.lifecycle import MAX_CAMPAIGN_HOURS, CampaignState, CampaignStatus, load_campaign_state
 from staging_validation.definitions import build_definitions
 from staging_validation.simulator.process import start_simulator
 from staging_validation.simulator.profiles import load_profile
-from staging_validation.storage import DATA_ROOT_ENV, campaign_dir, validate_campaign_id
+from staging_validation.storage import DATA_ROOT_ENV, validate_campaign_id
 
 # Run events stay in the instance (the UI shows them); the terminal shows the progress bars.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -172,10 +173,9 @@ def rehearse(
                             on_clock_start=lambda state: _anchor(simulator, state))
         finally:
             simulator.stop()
-    folder = campaign_dir(data_root, campaign)
-    decision = json.loads((folder / "decision.json").read_text(encoding="utf-8"))
-    return RehearsalOutcome(campaign, decision, decision.get("gates", []),
-                            folder / "STAGING_ACCEPTANCE_REPORT.md", failed)
+    layout = CampaignLayout.of(data_root, campaign)
+    decision = json.loads(layout.decision_file.read_text(encoding="utf-8"))
+    return RehearsalOutcome(campaign, decision, decision.get("gates", []), Path(layout.report_file), failed)
 
 
 def _anchor(simulator, state: CampaignState) -> None:
@@ -185,10 +185,12 @@ def _anchor(simulator, state: CampaignState) -> None:
 
 def _bar_name(run: dg.DagsterRun) -> str:
     phase = run.tags.get(TAG_PHASE, "")
-    if phase == PHASE_COLLECTOR:
+    if phase == COLLECTOR_PHASE:
         return f"collector (round of {run.tags.get(TAG_ROUND)} hours)"
-    if phase == PHASE_VERDICT:
-        return f"verdict {run.tags.get(TAG_ROUND)}"
+    if phase == VERDICT_PHASE:
+        return f"verdict {run.tags.get(TAG_HOUR)}"
+    if TAG_HOUR not in run.tags:
+        return f"{run.job_name} {run.run_id[:8]}"  # alert notifications
     return f"hour {run.tags.get(TAG_HOUR)} {phase}"
 
 
@@ -206,7 +208,7 @@ def _watch(instance: dg.DagsterInstance, data_root: Path, campaign: str, console
         clock_started = False
         while True:
             state = load_campaign_state(data_root, campaign)
-            if not clock_started and state.status != "registered":
+            if not clock_started and state.status is not CampaignStatus.REGISTERED:
                 on_clock_start(state)
                 clock_started = True
             runs = [r.dagster_run for r in instance.get_run_records(dg.RunsFilter(tags={TAG_CAMPAIGN: campaign}))]
@@ -220,7 +222,7 @@ def _watch(instance: dg.DagsterInstance, data_root: Path, campaign: str, console
                           dg.DagsterRunStatus.CANCELED: "[red]canceled"}.get(run.status, run.status.value.lower())
                 progress.update(bars[key], status=status, completed=1 if run.is_finished else 0)
             going = [run for run in runs if not run.is_finished and run.tags.get("dagster/run_key")]
-            if state.status == "decided" and not going:
+            if state.status.final and not going:
                 return sorted(run.tags["dagster/run_key"] for run in runs
                               if run.status is not dg.DagsterRunStatus.SUCCESS and run.tags.get("dagster/run_key"))
             if time.time() > deadline:

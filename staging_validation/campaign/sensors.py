@@ -1,7 +1,6 @@
-"""The campaign clock (requests hour runs and verdicts when due) and the background monitor."""
+"""The campaign clock: requests each campaign's collector, its hour runs and verdicts when due."""
 
 
-import dataclasses
 import json
 import math
 import os
@@ -10,18 +9,24 @@ from enum import StrEnum
 
 import dagster as dg
 
-from staging_validation.acceptance.notify import Notifier, campaign_notification_settings, compose_alert_message
-from staging_validation.acceptance.policy import campaign_policy
 from staging_validation.campaign.jobs import campaign_collector, campaign_hour_job, campaign_verdict_job
 from staging_validation.campaign.partitions import campaign_hour_key
 from staging_validation.campaign.resources import CampaignStore
-from staging_validation.campaign_target import log_follower, target_profile
-from staging_validation.campaigns import CampaignState
+from staging_validation.campaign.run_tags import (
+    COLLECTOR_PHASE,
+    TAG_CAMPAIGN,
+    TAG_COLLECTOR_LANE,
+    TAG_HOUR,
+    TAG_HOUR_LANE,
+    TAG_PHASE,
+    TAG_ROUND,
+    VERDICT_PHASE,
+)
 from staging_validation.collection.recorded_steps import hour_outcomes
 from staging_validation.config_files import ConfigError
+from staging_validation.lifecycle import CampaignState, CampaignStatus
 from staging_validation.plan import plan_for_hour
 from staging_validation.schemas.timing import hour_key
-from staging_validation.watch import CampaignMonitor
 
 SENSOR_INTERVAL_ENV = "STAGING_VALIDATION_SENSOR_INTERVAL_S"
 
@@ -41,16 +46,6 @@ def sensor_interval_s() -> int:
 
 SENSOR_INTERVAL_S = sensor_interval_s()
 
-TAG_CAMPAIGN = "staging-validation/campaign"
-TAG_HOUR = "staging-validation/hour"
-TAG_PHASE = "staging-validation/phase"
-TAG_ROUND = "staging-validation/round"  # a collector's verdict round: the campaign's total hours then
-PHASE_COLLECTOR = "collector"
-PHASE_VERDICT = "verdict"
-# dagster.yaml allows one run per value of each lane tag: per campaign, one collector at a time and one
-# hour (ingestion or verdict) run at a time, in order.
-TAG_COLLECTOR_LANE = "staging-validation/collector-lane"
-TAG_HOUR_LANE = "staging-validation/hour-lane"
 # A collector that dies (killed, crashed) is requested again while its round lasts, this many times at most.
 MAX_COLLECTOR_ATTEMPTS = 5
 RUN_MONITORING_SLACK_S = 600
@@ -89,13 +84,14 @@ def _hour_request(state: CampaignState, hour: int) -> dg.RunRequest:
 
 
 def _collector_request(state: CampaignState, round_name: str, attempt: int, now_hour: int) -> dg.RunRequest:
-    hours_left = state.total_hours - (max(now_hour, 0) if state.status == "active" else 0)
+    started = state.status is not CampaignStatus.REGISTERED
+    hours_left = state.total_hours - (max(now_hour, 0) if started else 0)
     remaining_s = hours_left * state.timing.hour_seconds
     return dg.RunRequest(
         run_key=collector_run_key(state.campaign, round_name, attempt),
         job_name=campaign_collector.name,
         run_config={"ops": {"collect_probe_steps": {"config": {"campaign": state.campaign}}}},
-        tags={**_run_tags(state, TAG_COLLECTOR_LANE, PHASE_COLLECTOR, remaining_s), TAG_ROUND: round_name},
+        tags={**_run_tags(state, TAG_COLLECTOR_LANE, COLLECTOR_PHASE, remaining_s), TAG_ROUND: round_name},
     )
 
 
@@ -129,16 +125,16 @@ def due_run_requests(states: list[CampaignState], cursor: dict, run_progress: Ca
     """
     requests = []
     for state in states:
-        if state.status == "decided":
+        if state.status.final:
             continue
         progress = cursor.setdefault(state.campaign, {"next_ingest_hour": 0, "verdicts": []})
         now_hour = math.floor(state.timing.campaign_seconds(now_s) / 3600)
         round_name = str(state.total_hours)
         collector, collector_at_work = _collector_due(state, round_name, now_hour, run_progress)
-        if state.status == "registered":  # its collector starts the campaign clock: nothing else is due
+        if state.status is CampaignStatus.REGISTERED:  # its collector starts the campaign clock: nothing else is due
             requests += [collector] if collector else []
             continue
-        if state.status == "active":
+        if state.status.collecting:
             if collector is not None and now_hour < state.total_hours:
                 requests.append(collector)
             last_ingest = min(now_hour - 1, state.total_hours - 1)
@@ -152,7 +148,7 @@ def due_run_requests(states: list[CampaignState], cursor: dict, run_progress: Ca
             requests.append(_hour_request(state, hour))
             progress["next_ingest_hour"] = hour + 1
         round_complete = progress["next_ingest_hour"] > last_ingest and (
-            state.status != "active" or progress["next_ingest_hour"] >= state.total_hours
+            not state.status.collecting or progress["next_ingest_hour"] >= state.total_hours
         )
         if round_complete and round_name not in progress["verdicts"]:
             progress["verdicts"].append(round_name)
@@ -160,8 +156,8 @@ def due_run_requests(states: list[CampaignState], cursor: dict, run_progress: Ca
                 run_key=f"{state.campaign}:verdict:{round_name}",
                 job_name=campaign_verdict_job.name,
                 partition_key=state.campaign,
-                tags={**_run_tags(state, TAG_HOUR_LANE, PHASE_VERDICT, state.timing.hour_seconds * 2),
-                      TAG_ROUND: round_name},
+                tags={**_run_tags(state, TAG_HOUR_LANE, VERDICT_PHASE, state.timing.hour_seconds * 2),
+                      TAG_HOUR: round_name},
             ))
     return requests
 
@@ -205,68 +201,3 @@ def readable_campaigns(context: dg.SensorEvaluationContext, store: CampaignStore
     for problem in skipped:
         context.log.warning(problem)
     return states
-
-
-def monitor_campaign(store: CampaignStore, state: CampaignState) -> list[dict]:
-    """One monitor step for one campaign: act on, store and send the alerts it raises.
-
-    What must not be lost goes first: the alerts, then the early stop (a stopped campaign is not watched
-    again, so its alert must already be stored). The notifications follow (SMTP retries can outlast the
-    sensor's timeout), and the step is committed last, so a step cut short is judged again: an alert may
-    repeat, not be lost. A step still under way elsewhere makes this one a no-op.
-    """
-    # Every setting is read before the step: a bad one must stop it before it stores anything.
-    policy = campaign_policy(state)
-    monitor = CampaignMonitor(store.data_root, state, log_follower(store.data_root, state),
-                              target_profile(state).telemetry, policy)
-    notifier = Notifier(campaign_notification_settings(state), store.campaign_dir(state.campaign) / "outbox")
-    with monitor.exclusive() as alone:
-        if not alone:
-            return []
-        step = monitor.step()
-        raised = [dataclasses.asdict(alert) for alert in step.alerts]
-        if raised:
-            store.append_alerts(state.campaign, raised)
-        if step.early_stop is not None:
-            # A critical failure ends the campaign now: no further hour runs, the clock requests the verdict.
-            latest = store.load(state.campaign)
-            if latest.status == "active":
-                store.save(latest.model_copy(update={"status": "stopped", "early_stop": step.early_stop}))
-        for alert in step.alerts:
-            notifier.send(compose_alert_message(alert, state.campaign))
-        monitor.commit(step)
-    return raised
-
-
-@dg.sensor(
-    name="campaign_monitor",
-    minimum_interval_seconds=SENSOR_INTERVAL_S,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="monitor.sh: errors, missing packs, slow requests and identity merges over new telemetry only.",
-)
-def campaign_monitor(context: dg.SensorEvaluationContext, store: CampaignStore):
-    observations = []
-    for state in readable_campaigns(context, store):
-        if state.status != "active":
-            continue
-        try:
-            raised = monitor_campaign(store, state)
-        except (ConfigError, OSError) as exc:  # one campaign's broken settings must not blind the others
-            context.log.error(f"{state.campaign}: not monitored this tick: {exc}")
-            continue
-        for alert in raised:
-            context.log.warning(f"{state.campaign}: {alert['severity']} {alert['rule']}: {alert['message']}")
-        if raised:
-            observations.append(dg.AssetObservation(
-                asset_key="monitor_alerts",
-                partition=state.campaign,
-                metadata={
-                    "alerts": dg.MetadataValue.int(len(raised)),
-                    "critical": dg.MetadataValue.int(sum(a["severity"] == "critical" for a in raised)),
-                    "list": dg.MetadataValue.md("\n".join(
-                        f"- **{a['severity']}** `{a['rule']}`: {a['message']}" for a in raised)),
-                },
-            ))
-    if not observations:
-        return dg.SkipReason("no new alerts")
-    return dg.SensorResult(asset_events=observations)

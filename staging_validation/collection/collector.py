@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from staging_validation.campaign_target import target_client
-from staging_validation.campaigns import CampaignState, load_campaign_state, save_campaign_state
+from staging_validation.lifecycle import CampaignState, CampaignStatus, EarlyStop, load_campaign_state, mark_running, stop_early
 from staging_validation.collection.recorded_steps import StepOutcome, StepStatus, hour_outcomes, record_step
 from staging_validation.plan import STRESS_MULTIPLIER, ProbeStep, plan_for_hour
 from staging_validation.probes.identity import identity_check
@@ -34,7 +34,6 @@ from staging_validation.probes.smoke import deploy_verification, smoke_loop
 from staging_validation.probes.stress import stress
 from staging_validation.target.client import TargetClient
 
-DEFAULT_STRESS_BASELINE_RPS = 5.0
 STATE_POLL_S = 1.0  # how often a waiting collector looks for an early stop
 
 
@@ -61,34 +60,24 @@ async def _run_step(client: TargetClient, state: CampaignState, hour: int, step:
         return await smoke_loop(client, timing, hour)
     if step is ProbeStep.PROMPT_SET:
         return await prompt_set(client, timing, hour)
-    rate = float(state.settings.get("stress_baseline_rps", DEFAULT_STRESS_BASELINE_RPS)) * STRESS_MULTIPLIER
+    rate = state.settings.stress_baseline_rps * STRESS_MULTIPLIER
     return await stress(client, timing, hour, rate)
 
 
 def stop_after_failed_deploy(data_root: str | Path, campaign: str, deploy: ProbeResult) -> None:
     """The runbook: "Tests should pass 4/4. If not, something is broken. Stop." """
-    state = load_campaign_state(data_root, campaign)
-    if state.status != "active":
-        return
     failed = [r for r in deploy.records if r.passed is False]
     first = min((r.time for r in failed), default=pd.Timestamp.now(tz="UTC"))
-    save_campaign_state(data_root, state.model_copy(update={"status": "stopped", "early_stop": {
-        "gate": 0, "rule": "early_stop.deploy_verification_failed", "first_seen": str(first), "hour": 0,
-        "reason": "deploy verification failed: " + "; ".join(deploy.failures),
-        "evidence": [{"time": str(r.time), "row": f"{r.case} {r.route} -> {r.outcome}: {r.error}"} for r in failed[:5]],
-    }}))
+    stop_early(data_root, campaign, EarlyStop(
+        gate=0, rule="early_stop.deploy_verification_failed", first_seen=str(first), hour=0,
+        reason="deploy verification failed: " + "; ".join(deploy.failures),
+        evidence=[{"time": str(r.time), "row": f"{r.case} {r.route} -> {r.outcome}: {r.error}"} for r in failed[:5]],
+    ))
 
 
-def start_campaign_clock(data_root: str | Path, campaign: str) -> CampaignState:
-    """A registered campaign starts now that its collector is ready: hour 0 begins this instant. A
-    campaign already started is returned as it is."""
-    state = load_campaign_state(data_root, campaign)
-    if state.status != "registered":
-        return state
-    started = state.model_copy(update={"status": "active", "timing": state.timing.model_copy(
-        update={"start_ms": _now_ms()})})
-    save_campaign_state(data_root, started)
-    return started
+def _collecting(state: CampaignState) -> bool:
+    """Its clock runs and its hours are collected (not registered, stopped or ended)."""
+    return state.status in (CampaignStatus.RUNNING, CampaignStatus.EXTENDED)
 
 
 class Collector:
@@ -126,7 +115,7 @@ class Collector:
 
     async def _collect_step(self, client: TargetClient, hour: int, step: ProbeStep) -> None:
         state = self._state()
-        if state.status != "active":
+        if not _collecting(state):
             return  # an early stop ends the plan: later steps are not planned any more
         if step in hour_outcomes(self.data_root, self.campaign, hour):
             self.summary.already_recorded += 1
@@ -160,7 +149,7 @@ class Collector:
         """Wait for the hour's start; False, at once, when the round has no such hour or the campaign stops."""
         while True:
             state = self._state()
-            if state.status != "active" or hour >= state.total_hours:
+            if not _collecting(state) or hour >= state.total_hours:
                 return False
             start = state.timing.hour_start_s(hour)
             if client.now() >= start:
@@ -170,7 +159,7 @@ class Collector:
 
     async def collect(self) -> CollectionSummary:
         """Every hour of the current verdict round, from the current one to the last, then return."""
-        state = start_campaign_clock(self.data_root, self.campaign)
+        state = mark_running(self.data_root, self.campaign)  # the campaign clock starts once we are ready
         self.log(f"campaign clock: hour 0 began at {state.timing.start.isoformat()}")
         current = max(0, math.floor(state.timing.campaign_seconds() / 3600))
         self._record_missed_hours(state, current)

@@ -23,12 +23,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pydantic
 
-from staging_validation.campaigns import CampaignState
 from staging_validation.config_files import ConfigError, StrictModel
+from staging_validation.layout import CampaignLayout
+from staging_validation.lifecycle import CampaignState
 from staging_validation.plan import ProbeStep, plan_for_hour
 from staging_validation.schemas.probe_records import RECORD_SCHEMA, ProbeRecord, records_to_table
-from staging_validation.schemas.timing import hour_key
-from staging_validation.storage import campaign_dir
+from staging_validation.storage import local_path
 
 OUTCOME_METADATA_KEY = b"staging_validation.step_outcome"
 
@@ -51,11 +51,16 @@ class StepOutcome(StrictModel):
 
 
 def probe_steps_dir(data_root: str | Path, campaign: str) -> Path:
-    return campaign_dir(data_root, campaign) / "probes"
+    """Local: recording needs a local filesystem's fsync and hard links."""
+    return local_path(CampaignLayout.of(data_root, campaign).probe_steps_dir)
+
+
+def _hour_dir(data_root: str | Path, campaign: str, hour: int) -> Path:
+    return local_path(CampaignLayout.of(data_root, campaign).probe_steps_hour_dir(hour))
 
 
 def step_path(data_root: str | Path, campaign: str, hour: int, step: ProbeStep) -> Path:
-    return probe_steps_dir(data_root, campaign) / hour_key(hour) / f"{step.value}.parquet"
+    return _hour_dir(data_root, campaign, hour) / f"{step.value}.parquet"
 
 
 def record_step(data_root: str | Path, campaign: str, outcome: StepOutcome, records: list[ProbeRecord]) -> bool:
@@ -99,7 +104,7 @@ def _read_outcome(path: Path) -> StepOutcome:
 
 def hour_outcomes(data_root: str | Path, campaign: str, hour: int) -> dict[ProbeStep, StepOutcome]:
     """The recorded steps of one hour, by step."""
-    folder = probe_steps_dir(data_root, campaign) / hour_key(hour)
+    folder = _hour_dir(data_root, campaign, hour)
     outcomes = {}
     for path in sorted(folder.glob("*.parquet")):
         outcome = _read_outcome(path)
@@ -109,7 +114,7 @@ def hour_outcomes(data_root: str | Path, campaign: str, hour: int) -> dict[Probe
 
 def hour_records(data_root: str | Path, campaign: str, hour: int) -> pa.Table:
     """Every probe row the hour's recorded steps hold (RECORD_SCHEMA), step files in name order."""
-    folder = probe_steps_dir(data_root, campaign) / hour_key(hour)
+    folder = _hour_dir(data_root, campaign, hour)
     tables = [pq.read_table(path, schema=RECORD_SCHEMA) for path in sorted(folder.glob("*.parquet"))]
     if not tables:
         return RECORD_SCHEMA.empty_table()

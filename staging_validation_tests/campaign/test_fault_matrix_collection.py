@@ -14,12 +14,8 @@ from staging_validation.campaign.jobs import CampaignLaunchConfig, register_camp
 from staging_validation.campaign.partitions import campaign_hour_key
 from staging_validation.campaign.rehearsal import QUIET_RUN_CONFIG
 from staging_validation.campaign.resources import CampaignStore
-from staging_validation.campaigns import (
-    HOURLY_ASSET_PROBE_RECORDS,
-    hourly_asset_dir,
-    load_campaign_state,
-    save_campaign_state,
-)
+from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS, CampaignLayout
+from staging_validation.lifecycle import CampaignStatus, load_campaign_state, transition
 from staging_validation.collection.collector import run_collector
 from staging_validation.collection.recorded_steps import StepStatus, collection_by_hour, hour_outcomes, hour_records
 from staging_validation.definitions import build_definitions
@@ -55,7 +51,7 @@ def test_rematerializing_a_past_probe_hour_any_number_of_times_keeps_its_rows_an
         assert defs.resolve_job_def("campaign_hour").execute_in_process(
             instance=instance, partition_key=hour_zero, run_config=QUIET_RUN_CONFIG).success
         assert time.time() >= load_campaign_state(data_root, "remat").timing.hour_start_s(1), "hour 0 is past"
-        stored = hourly_asset_dir(data_root, "remat", HOURLY_ASSET_PROBE_RECORDS) / "00.parquet"
+        stored = CampaignLayout.of(data_root, "remat").hour_file(HOURLY_ASSET_PROBE_RECORDS, 0)
         first = pq.read_table(stored)
         assert first.num_rows >= 12  # the identity watch and the deploy verification
         sent = probe_requests(simulator)
@@ -77,7 +73,7 @@ def test_hour_zero_begins_when_the_collector_is_ready_however_late_its_run_was_l
     run_collector(data_root, "late-launch")
 
     state = load_campaign_state(data_root, "late-launch")
-    assert state.status == "active" and state.timing.start_ms >= collector_started * 1000
+    assert state.status is CampaignStatus.RUNNING and state.timing.start_ms >= collector_started * 1000
     outcomes = hour_outcomes(data_root, "late-launch", 0)
     assert {step: o.status for step, o in outcomes.items()} == {
         ProbeStep.IDENTITY_WATCH: StepStatus.RAN, ProbeStep.DEPLOY_VERIFICATION: StepStatus.RAN}
@@ -91,11 +87,12 @@ def test_a_collector_that_starts_hours_late_records_them_as_not_run_and_probes_t
         tmp_path, simulator_factory):
     simulator = simulator_factory(profile="healthy", hour_seconds=HOUR_SECONDS, organic_rps=5.0)
     data_root = tmp_path / "data"
-    registered = register(data_root, simulator, "restarted", hours=3)
+    register(data_root, simulator, "restarted", hours=3)
     # The campaign ran 2.3 hours without a collector (its process was killed, the daemon was down).
     started_ms = int((time.time() - 2.3 * HOUR_SECONDS) * 1000)
-    save_campaign_state(data_root, registered.model_copy(update={
-        "status": "active", "timing": registered.timing.model_copy(update={"start_ms": started_ms})}))
+    transition(data_root, "restarted", lambda state: state.model_copy(update={
+        "status": CampaignStatus.RUNNING, "timing": state.timing.model_copy(update={"start_ms": started_ms})}),
+        "start it 2.3 hours ago")
     state = load_campaign_state(data_root, "restarted")
     collector_started = time.time()
     run_collector(data_root, "restarted")

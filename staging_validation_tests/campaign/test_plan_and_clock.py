@@ -6,14 +6,14 @@ import dagster as dg
 import pytest
 
 from staging_validation.campaign.sensors import RunProgress, due_run_requests
-from staging_validation.campaigns import CampaignState
+from staging_validation.lifecycle import CampaignState, EarlyStop
 from staging_validation.plan import Phase, ProbeStep, phase_for_hour, plan_for_hour
 from staging_validation.schemas.timing import CampaignTiming
 
 START_MS = 1_700_000_000_000
 
 
-def state(status: str = "active", planned: int = 24, extension_hours: int = 0, **extra) -> CampaignState:
+def state(status: str = "running", planned: int = 24, extension_hours: int = 0, **extra) -> CampaignState:
     timing = CampaignTiming(start_ms=START_MS, hour_seconds=10)
     return CampaignState(campaign="c1", created_at_ms=START_MS, timing=timing, planned_hours=planned, status=status,
                          extension_hours=extension_hours, **extra)
@@ -117,7 +117,8 @@ def test_an_early_stop_ingests_up_to_the_stop_then_requests_the_verdict_once():
     cursor: dict = {}
     runs = Runs(COLLECTING)
     runs.due([state()], cursor, 3.5)
-    stopped = state(status="stopped", early_stop={"hour": 3, "gate": 1, "rule": "early_stop.missing_pack"})
+    stopped = state(status="stopped", early_stop=EarlyStop(
+        hour=3, gate=1, rule="early_stop.missing_pack", first_seen="2023-11-14T22:13:50+00:00", reason="missing"))
     # The collector is finishing the stopped hour's step: its rows belong to the hour.
     assert Runs(COLLECTING, uncollected={3}).due([stopped], cursor, 3.6) == []
     assert runs.due([stopped], cursor, 3.7) == ["c1:hour:03", "c1:verdict:early"]
