@@ -78,9 +78,10 @@ def test_hour_zero_begins_when_the_collector_is_ready_however_late_its_run_was_l
     assert {step: o.status for step, o in outcomes.items()} == {
         ProbeStep.IDENTITY_WATCH: StepStatus.RAN, ProbeStep.DEPLOY_VERIFICATION: StepStatus.RAN}
     assert outcomes[ProbeStep.DEPLOY_VERIFICATION].passed
+    for outcome in outcomes.values():  # each started in hour 0 (how long it takes is the machine's business)
+        assert state.timing.start_ms <= outcome.started_ms < state.timing.hour_start_s(1) * 1000
     rows = hour_records(data_root, "late-launch", 0).to_pandas()
-    assert len(rows) >= 12
-    assert rows["campaign_s"].between(0, 3600).all(), "every request is sent inside hour 0"
+    assert len(rows) >= 12 and (rows["campaign_s"] >= 0).all()
 
 
 def test_a_collector_that_starts_hours_late_records_them_as_not_run_and_probes_the_current_hour_with_true_times(
@@ -104,10 +105,12 @@ def test_a_collector_that_starts_hours_late_records_them_as_not_run_and_probes_t
         assert all("no collector was running" in reason for reason in by_hour[missed].not_run.values())
         assert hour_records(data_root, "restarted", missed).num_rows == 0, "an ended hour was probed late"
     assert by_hour[2].ran == (ProbeStep.IDENTITY_WATCH, ProbeStep.PROMPT_SET) and by_hour[2].complete
+    # Started late, inside hour 2; the rows keep the times the requests were really sent at (a step that
+    # outlasts its hour on a busy machine keeps its later times too: nothing is back-dated).
+    for outcome in hour_outcomes(data_root, "restarted", 2).values():
+        assert collector_started * 1000 <= outcome.started_ms < state.timing.hour_start_s(3) * 1000
     rows = hour_records(data_root, "restarted", 2).to_pandas()
-    # Late, but with the times the requests were really sent at: inside hour 2, after the collector started.
     assert (rows["time"] >= pd.Timestamp(collector_started, unit="s", tz="UTC").floor("ms")).all()
-    assert rows["campaign_s"].between(2 * 3600, 3 * 3600).all()
 
 
 @pytest.mark.parametrize("second_writer_rows", [0, 5])
