@@ -38,12 +38,12 @@ from staging_validation.campaign.run_tags import (
     VERDICT_PHASE,
 )
 from staging_validation.campaign.sensors import SENSOR_INTERVAL_ENV
+from staging_validation.definitions import build_definitions
 from staging_validation.layout import CampaignLayout
 from staging_validation.lifecycle import MAX_CAMPAIGN_HOURS, CampaignState, CampaignStatus, load_campaign_state
-from staging_validation.definitions import build_definitions
 from staging_validation.simulator.process import start_simulator
 from staging_validation.simulator.profiles import load_profile
-from staging_validation.storage import DATA_ROOT_ENV, validate_campaign_id
+from staging_validation.storage import DATA_ROOT_ENV, local_path, validate_campaign_id
 
 # Run events stay in the instance (the UI shows them); the terminal shows the progress bars.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -175,7 +175,7 @@ def rehearse(
             simulator.stop()
     layout = CampaignLayout.of(data_root, campaign)
     decision = json.loads(layout.decision_file.read_text(encoding="utf-8"))
-    return RehearsalOutcome(campaign, decision, decision.get("gates", []), Path(layout.report_file), failed)
+    return RehearsalOutcome(campaign, decision, decision.get("gates", []), local_path(layout.report_file), failed)
 
 
 def _anchor(simulator, state: CampaignState) -> None:

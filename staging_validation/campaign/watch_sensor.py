@@ -18,8 +18,8 @@ from staging_validation.campaign.notification_jobs import (
 )
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaign.sensors import SENSOR_INTERVAL_S, readable_campaigns
-from staging_validation.config_files import ConfigError
 from staging_validation.campaign_target import log_follower, target_profile
+from staging_validation.config_files import ConfigError
 from staging_validation.lifecycle import CampaignState, CampaignStatus, IllegalTransition, stop_early
 from staging_validation.watch.alert_batches import undelivered_batches
 from staging_validation.watch.telemetry_watch import TelemetryWatch

@@ -24,8 +24,15 @@ from pathlib import Path
 import pandas as pd
 
 from staging_validation.campaign_target import target_client
-from staging_validation.lifecycle import CampaignState, CampaignStatus, EarlyStop, load_campaign_state, mark_running, stop_early
 from staging_validation.collection.recorded_steps import StepOutcome, StepStatus, hour_outcomes, record_step
+from staging_validation.lifecycle import (
+    CampaignState,
+    CampaignStatus,
+    EarlyStop,
+    load_campaign_state,
+    mark_running,
+    stop_early,
+)
 from staging_validation.plan import STRESS_MULTIPLIER, ProbeStep, plan_for_hour
 from staging_validation.probes.identity import identity_check
 from staging_validation.probes.prompt_set import prompt_set

@@ -14,11 +14,11 @@ from staging_validation.campaign.jobs import CampaignLaunchConfig, register_camp
 from staging_validation.campaign.partitions import campaign_hour_key
 from staging_validation.campaign.rehearsal import QUIET_RUN_CONFIG
 from staging_validation.campaign.resources import CampaignStore
-from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS, CampaignLayout
-from staging_validation.lifecycle import CampaignStatus, load_campaign_state, transition
 from staging_validation.collection.collector import run_collector
 from staging_validation.collection.recorded_steps import StepStatus, collection_by_hour, hour_outcomes, hour_records
 from staging_validation.definitions import build_definitions
+from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS, CampaignLayout
+from staging_validation.lifecycle import CampaignStatus, load_campaign_state, transition
 from staging_validation.plan import ProbeStep
 
 HOUR_SECONDS = 3.0
