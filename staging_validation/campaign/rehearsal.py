@@ -40,7 +40,7 @@ from staging_validation.campaign.run_tags import (
 from staging_validation.campaign.sensors import SENSOR_INTERVAL_ENV
 from staging_validation.definitions import build_definitions
 from staging_validation.layout import CampaignLayout
-from staging_validation.lifecycle import MAX_CAMPAIGN_HOURS, CampaignState, CampaignStatus, load_campaign_state
+from staging_validation.lifecycle import CampaignState, CampaignStatus, load_campaign_state
 from staging_validation.simulator.process import start_simulator
 from staging_validation.simulator.profiles import load_profile
 from staging_validation.storage import DATA_ROOT_ENV, local_path, validate_campaign_id
@@ -55,6 +55,7 @@ HEARTBEAT_FRESH_S = 30
 NEEDED_DAEMONS = ("SENSOR", "QUEUED_RUN_COORDINATOR", "MONITORING")
 PRE_CAMPAIGN_OFFSET_MS = 86_400_000
 POLL_S = 0.5  # how often the rehearsal reads the runs' progress from the instance
+STALL_S = 600
 
 
 @dataclasses.dataclass
@@ -198,10 +199,10 @@ def _watch(instance: dg.DagsterInstance, data_root: Path, campaign: str, console
            on_clock_start: Callable[[CampaignState], None]) -> list[str]:
     """Follow the campaign's runs until it has its final decision and none of its runs is still going;
     `on_clock_start` is called once its collector has started the campaign clock."""
-    timing = load_campaign_state(data_root, campaign).timing
-    # The longest campaign there can be, plus slack for the collector's launch and the verdicts: past
-    # it, something is stuck.
-    deadline = time.time() + (MAX_CAMPAIGN_HOURS + 1) * timing.hour_seconds + 600
+    # Stuck, not slow: nothing moved (no run changed status, the campaign did not) for this long. A busy
+    # machine launches runs late, which delays the verdict but never changes what was collected.
+    stall_s = STALL_S + 2 * load_campaign_state(data_root, campaign).timing.hour_seconds
+    last_change, last_seen = time.monotonic(), None
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         bars: dict[str, TaskID] = {}
@@ -225,8 +226,11 @@ def _watch(instance: dg.DagsterInstance, data_root: Path, campaign: str, console
             if state.status.final and not going:
                 return sorted(run.tags["dagster/run_key"] for run in runs
                               if run.status is not dg.DagsterRunStatus.SUCCESS and run.tags.get("dagster/run_key"))
-            if time.time() > deadline:
-                raise RuntimeError(f"campaign {campaign} reached no decision in time; its runs are in the instance")
+            seen = (state.status, len(state.rounds), sorted((run.run_id, run.status.value) for run in runs))
+            if seen != last_seen:
+                last_change, last_seen = time.monotonic(), seen
+            elif time.monotonic() - last_change > stall_s:
+                raise RuntimeError(f"campaign {campaign}: nothing moved for {stall_s:.0f} s; its runs are in the instance")
             time.sleep(POLL_S)  # polling interval of a deadline wait
 
 
