@@ -230,7 +230,8 @@ def _watch(instance: dg.DagsterInstance, data_root: Path, campaign: str, console
             if seen != last_seen:
                 last_change, last_seen = time.monotonic(), seen
             elif time.monotonic() - last_change > stall_s:
-                raise RuntimeError(f"campaign {campaign}: nothing moved for {stall_s:.0f} s; its runs are in the instance")
+                raise RuntimeError(f"campaign {campaign}: nothing moved for {stall_s:.0f} s; "
+                                   "its runs are in the instance")
             time.sleep(POLL_S)  # polling interval of a deadline wait
 
 
