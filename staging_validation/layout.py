@@ -4,6 +4,7 @@ Under the data root (default `data/`; a `UPath` such as `memory://…` or `s3://
 
     campaigns/<id>/campaign.json                  the lifecycle's CampaignState (`lifecycle.py`, one writer)
     campaigns/<id>/.campaign.lock                 held by every state transition (fcntl)
+    campaigns/<id>/probes/<HH>/<step>.parquet     each probe step as the collector recorded it (write-once)
     campaigns/<id>/hours/<asset>/<HH>.parquet     one file per stored hour of an hourly asset
     campaigns/<id>/verdict/<asset>.(json|parquet) the verdict assets of the latest round
     campaigns/<id>/verdict/rounds/<round>/        what a verdict round keeps for good (its final checks)
@@ -97,6 +98,15 @@ class CampaignLayout:
 
     def round_final_checks_file(self, round_id: str) -> DataPath:
         return self.round_dir(round_id) / f"{FINAL_CHECKS_ASSET}.parquet"
+
+    # --- collecting --------------------------------------------------------------------------------
+    @property
+    def probe_steps_dir(self) -> DataPath:
+        """`<HH>/<step>.parquet`: each probe step of each hour, as the collector recorded it."""
+        return self.dir / "probes"
+
+    def probe_steps_hour_dir(self, hour: int) -> DataPath:
+        return self.probe_steps_dir / hour_key(hour)
 
     # --- watching and telling ---------------------------------------------------------------------
     @property

@@ -83,14 +83,15 @@ class CampaignSettings(StrictModel):
     policy: str | None = None  # an acceptance policy YAML; None: the shipped policy
     stress_baseline_rps: float = pydantic.Field(default=5.0, gt=0)  # hour 7 sends twice this rate
     notification: NotificationSettings = NotificationSettings()
+    first_verdict_only: bool = False  # the campaign ends at its first verdict: an EXTEND's hours are not run
 
 
 # --- status and records ---------------------------------------------------------------------------
 
 
 class CampaignStatus(enum.StrEnum):
-    REGISTERED = "registered"  # launched; its hours are requested as they come due
-    RUNNING = "running"  # its first hour has started
+    REGISTERED = "registered"  # launched; its collector has not started the campaign clock yet
+    RUNNING = "running"  # its collector started the clock: hour 0 began
     EXTENDED = "extended"  # a verdict round asked for more hours, which are being run
     STOPPED = "stopped"  # a critical failure ended it early; its verdict follows
     DECIDED = "decided"  # a verdict ended it
@@ -316,12 +317,15 @@ def register_campaign_state(data_root: str | os.PathLike | UPath, state: Campaig
     return state
 
 
-def mark_running(data_root: str | os.PathLike | UPath, campaign_id: str) -> CampaignState:
-    """registered → running; any later status is left as it is."""
+def mark_running(data_root: str | os.PathLike | UPath, campaign_id: str, now_ms: int | None = None) -> CampaignState:
+    """registered → running, hour 0 beginning now (its collector calls it once ready, so the first hour
+    never depends on how long launching the collector took); any later status is left as it is."""
     def change(state: CampaignState) -> CampaignState:
         if state.status != CampaignStatus.REGISTERED:
             return state
-        return state.model_copy(update={"status": CampaignStatus.RUNNING})
+        start_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        return state.model_copy(update={"status": CampaignStatus.RUNNING,
+                                        "timing": state.timing.model_copy(update={"start_ms": start_ms})})
     return transition(data_root, campaign_id, change, "mark it running")
 
 

@@ -18,11 +18,31 @@ class Phase(StrEnum):
     EXTENSION = "extension"  # hours added by an EXTEND decision: passive watch
 
 
+class ProbeStep(StrEnum):
+    """One probe of an hour's plan; the collector starts an hour's steps together and records each, once."""
+
+    IDENTITY_WATCH = "identity"  # every hour: two fresh identities must not merge (caught in its hour)
+    DEPLOY_VERIFICATION = "deploy"
+    SMOKE_LOOP = "smoke_loop"
+    PROMPT_SET = "prompt_set"
+    STRESS = "stress"
+
+
+_PHASE_STEP = {Phase.DEPLOY: ProbeStep.DEPLOY_VERIFICATION, Phase.SMOKE_LOOP: ProbeStep.SMOKE_LOOP,
+               Phase.PROMPT_SET: ProbeStep.PROMPT_SET, Phase.STRESS: ProbeStep.STRESS}
+
+
 @dataclasses.dataclass(frozen=True)
 class HourPlan:
     hour: int
     phase: Phase
     runs_smoke_tests: bool
+
+    @property
+    def steps(self) -> tuple[ProbeStep, ...]:
+        """The hour's probe steps: the identity watch, and the phase's probe if it has one."""
+        phase_step = _PHASE_STEP.get(self.phase)
+        return (ProbeStep.IDENTITY_WATCH,) if phase_step is None else (ProbeStep.IDENTITY_WATCH, phase_step)
 
 
 def phase_for_hour(hour: int, planned_hours: int = 24) -> Phase:

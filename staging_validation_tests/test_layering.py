@@ -12,9 +12,9 @@ PACKAGE = Path(staging_validation.__file__).parent
 LAYERS = [
     {"config_files", "storage", "schemas", "layout"},
     {"simulator", "target"},
-    {"probes", "telemetry", "lifecycle"},
+    {"probes", "telemetry", "lifecycle", "campaign_target"},
     {"acceptance"},
-    {"plan", "hour_runner", "watch"},
+    {"plan", "collection", "hour_capture", "final_checks", "watch"},
     {"campaign", "definitions", "cli"},
 ]
 

@@ -25,25 +25,21 @@ from staging_validation.campaign.partitions import (
 )
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaign.run_tags import TAG_HOUR, TAG_PHASE, VERDICT_PHASE
+from staging_validation.campaign_target import log_follower
+from staging_validation.collection.recorded_steps import StepStatus, hour_outcomes, hour_records
 from staging_validation.config_files import ConfigError
-from staging_validation.hour_runner import (
-    capture_until_hour_end,
-    hour_telemetry,
-    log_follower,
-    run_final_checks,
-    run_hour_probes,
-)
+from staging_validation.final_checks import run_final_checks
+from staging_validation.hour_capture import capture_until_hour_end, hour_telemetry
 from staging_validation.lifecycle import (
     CampaignState,
-    EarlyStop,
     IllegalTransition,
     RoundSpec,
     VerdictRound,
+    close_campaign,
     record_notification,
     record_verdict,
-    stop_early,
 )
-from staging_validation.plan import SNAPSHOT_EVERY_CAMPAIGN_S, plan_for_hour
+from staging_validation.plan import SNAPSHOT_EVERY_CAMPAIGN_S, ProbeStep, plan_for_hour
 from staging_validation.schemas.events import EVENT_SCHEMA
 from staging_validation.schemas.probe_records import RECORD_SCHEMA, records_to_table
 from staging_validation.storage import atomic_write_bytes, local_path
@@ -68,33 +64,14 @@ GATE_CHECKS = {
 }
 SNAPSHOT_SCHEMA = pa.schema([("at", pa.timestamp("ms", tz="UTC")), ("line", pa.string()), ("snapshot", pa.string())])
 HOURLY_REPORT_SCHEMA = pa.schema([("hour", pa.int32()), ("line", pa.string()), ("report", pa.string())])
-# An hour whose probes never ran (it was over before its probe run could start) is a gap, not an error.
-PROBES_OF_THE_HOUR = dg.AssetIn(metadata={"allow_missing_partitions": True})
 
 
 def _float_or_none(value) -> dg.MetadataValue:
     return dg.MetadataValue.float(float(value)) if value is not None and not pd.isna(value) else dg.MetadataValue.null()
 
 
-def _records_frame(probe_records: pa.Table | None) -> pd.DataFrame:
-    return (probe_records if probe_records is not None else RECORD_SCHEMA.empty_table()).to_pandas()
-
-
 def _is_stopped(store: CampaignStore, campaign: str) -> bool:
     return not store.load(campaign).status.collecting
-
-
-def _stop_after_failed_deploy(store: CampaignStore, campaign: str, deploy) -> None:
-    """The runbook: "Tests should pass 4/4. If not, something is broken. Stop." """
-    if not store.load(campaign).status.collecting:
-        return
-    failed = [r for r in deploy.records if r.passed is False]
-    first = min((r.time for r in failed), default=pd.Timestamp.now(tz="UTC"))
-    stop_early(store.data_root, campaign, EarlyStop(
-        gate=0, rule="early_stop.deploy_verification_failed", first_seen=str(first), hour=0,
-        reason="deploy verification failed: " + "; ".join(deploy.failures),
-        evidence=[{"time": str(r.time), "row": f"{r.case} {r.route} -> {r.outcome}: {r.error}"} for r in failed[:5]],
-    ))
 
 
 # --- hourly ---------------------------------------------------------------------------------------
@@ -113,40 +90,42 @@ def _stop_after_failed_deploy(store: CampaignStore, campaign: str, deploy) -> No
     ],
 )
 def probe_records(context: dg.AssetExecutionContext, store: CampaignStore):
-    """The hour's probe requests, one row each, run while the hour is current."""
+    """The hour's probe requests, one row each, as the collector recorded them while the hour was current.
+
+    Reads the recorded steps only (never probes): re-materializing an hour gives the same table."""
     campaign, hour = split_campaign_hour(context.partition_key)
     state = store.load(campaign)
     plan = plan_for_hour(hour, state.planned_hours)
-    results = run_hour_probes(state, plan)
-    records = [record for result in results for record in result.records]
-    table = records_to_table(records)
+    table = hour_records(store.data_root, campaign, hour)
+    outcomes = hour_outcomes(store.data_root, campaign, hour)
     frame = table.to_pandas()
-    failures = [f"{result.probe}: {failure}" for result in results for failure in result.failures]
+    ran = [o for o in outcomes.values() if o.status is StepStatus.RAN]
+    failures = [f"{o.step}: {failure}" for o in ran for failure in o.failures]
     yield dg.Output(
         table,
         metadata={
             "phase": plan.phase.value,
-            "requests": dg.MetadataValue.int(len(records)),
-            "failed_probes": dg.MetadataValue.int(sum(not r.passed for r in results)),
+            "requests": dg.MetadataValue.int(table.num_rows),
+            "steps_ran": dg.MetadataValue.json(sorted(o.step.value for o in ran)),
+            "steps_not_run": dg.MetadataValue.json({o.step.value: o.reason for o in outcomes.values()
+                                                    if o.status is StepStatus.NOT_RUN}),
+            "steps_unrecorded": dg.MetadataValue.json([s.value for s in plan.steps if s not in outcomes]),
+            "failed_probes": dg.MetadataValue.int(sum(not o.passed for o in ran)),
             "connection_errors": dg.MetadataValue.int(int((frame["outcome"] == "connection_error").sum())),
             "failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures) or "none"),
-            "probed": dg.MetadataValue.bool(bool(results)),
         },
     )
-    deploy_failed = [r for r in results if r.probe == "deploy" and not r.passed]
-    if deploy_failed:
-        _stop_after_failed_deploy(store, campaign, deploy_failed[0])
-    smoke = [r for r in results if r.probe in ("deploy", "smoke")]
+    smoke = [o for o in ran if o.step in (ProbeStep.DEPLOY_VERIFICATION, ProbeStep.SMOKE_LOOP)]
     if plan.runs_smoke_tests and not smoke:
         yield dg.AssetCheckResult(check_name="smoke_tests_4_of_4", passed=False,
                                   severity=dg.AssetCheckSeverity.ERROR,
-                                  description="The hour ended before its smoke tests could run.")
+                                  description="The smoke tests were not run in their hour (a validator gap).")
     else:
         yield dg.AssetCheckResult(
             check_name="smoke_tests_4_of_4",
-            passed=all(r.passed for r in smoke),
+            passed=all(o.passed for o in smoke),
             severity=dg.AssetCheckSeverity.ERROR,
-            description=("; ".join(r.failures[0] for r in smoke if r.failures)
+            description=("; ".join(o.failures[0] for o in smoke if o.failures)
                          or ("all smoke tests passed" if smoke else f"no smoke tests in the {plan.phase} phase")),
         )
     merges = identity_merges(with_hour(frame, state.timing), EVENT_SCHEMA.empty_table().to_pandas())
@@ -217,14 +196,13 @@ def telemetry_events(context: dg.AssetExecutionContext, store: CampaignStore):
     io_manager_key="parquet_io_manager",
     group_name=HOURLY_GROUP,
     kinds={"python", "parquet"},
-    ins={"probe_records": PROBES_OF_THE_HOUR},
 )
-def metric_snapshots(context: dg.AssetExecutionContext, store: CampaignStore, probe_records: pa.Table | None,
+def metric_snapshots(context: dg.AssetExecutionContext, store: CampaignStore, probe_records: pa.Table,
                      telemetry_events: pa.Table) -> dg.Output[pa.Table]:
     """metrics-snapshot.sh every 30 campaign-minutes, computed from the hour's stored data."""
     campaign, hour = split_campaign_hour(context.partition_key)
     state = store.load(campaign)
-    records, events = _records_frame(probe_records), telemetry_events.to_pandas()
+    records, events = probe_records.to_pandas(), telemetry_events.to_pandas()
     step_s = state.timing.scale(SNAPSHOT_EVERY_CAMPAIGN_S)
     rows = []
     for index in range(round(3600 / SNAPSHOT_EVERY_CAMPAIGN_S)):
@@ -247,13 +225,12 @@ def metric_snapshots(context: dg.AssetExecutionContext, store: CampaignStore, pr
     io_manager_key="parquet_io_manager",
     group_name=HOURLY_GROUP,
     kinds={"python", "parquet"},
-    ins={"probe_records": PROBES_OF_THE_HOUR},
 )
-def hourly_report(context: dg.AssetExecutionContext, probe_records: pa.Table | None,
+def hourly_report(context: dg.AssetExecutionContext, probe_records: pa.Table,
                   telemetry_events: pa.Table) -> dg.Output[pa.Table]:
     """hourly-report.sh: the hour's numbers, also as metadata so the UI plots them across hours."""
     _, hour = split_campaign_hour(context.partition_key)
-    report = summarize_hour(_records_frame(probe_records), telemetry_events, hour=hour)
+    report = summarize_hour(probe_records.to_pandas(), telemetry_events, hour=hour)
     line = render_hourly_log_line(report)
     table = pa.Table.from_pylist(
         [{"hour": hour, "line": line, "report": json.dumps(report, sort_keys=True, default=str)}],
@@ -387,6 +364,8 @@ def campaign_decision(context: dg.AssetExecutionContext, store: CampaignStore, g
         "coverage": share,
         "extension_count": round_spec.extension_count,
     }
+    if store.load(campaign).settings.first_verdict_only:
+        close_campaign(store.data_root, campaign)  # the EXTEND is recorded and notified, its hours not run
     return dg.Output(payload, metadata={"round": round_spec.round_id, "decision": decision.decision,
                                         "rule": decision.rule, "matches_recorded": same,
                                         "coverage": dg.MetadataValue.float(round(share, 3))})
@@ -469,7 +448,5 @@ monitor_alerts_asset = dg.AssetSpec(
     description="Alerts raised while the campaign runs (observations; the list lives in alerts.jsonl).",
 )
 
-PROBE_ASSETS = [probe_records]
-INGESTION_ASSETS = [telemetry_events, metric_snapshots, hourly_report]
-HOURLY_ASSETS = PROBE_ASSETS + INGESTION_ASSETS
+HOURLY_ASSETS = [probe_records, telemetry_events, metric_snapshots, hourly_report]
 VERDICT_ASSETS = [final_checks, gate_results, campaign_decision, acceptance_report, decision_notification]

@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import click
-import dagster as dg
 from rich.console import Console
 
 from staging_validation.acceptance.cli import EXIT_CODES
@@ -35,10 +34,9 @@ def rehearse_command(profile: str, hour_seconds: float, hours: int, campaign: st
     if not os.environ.get("DAGSTER_HOME"):
         raise click.UsageError("DAGSTER_HOME is not set: run `make demo`, or export DAGSTER_HOME=<the checkout>")
     try:
-        with dg.DagsterInstance.get() as instance:
-            outcome = rehearse(instance, Path(default_data_root()), profile=profile, hours=hours,
-                               hour_seconds=hour_seconds, campaign=campaign, seed=seed,
-                               organic_rps=organic_rps, console=console, first_verdict_only=first_verdict_only)
+        outcome = rehearse(Path(os.environ["DAGSTER_HOME"]), Path(default_data_root()), profile=profile, hours=hours,
+                           hour_seconds=hour_seconds, campaign=campaign, seed=seed,
+                           organic_rps=organic_rps, console=console, first_verdict_only=first_verdict_only)
     except (ConfigError, RuntimeError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         sys.exit(1)

@@ -5,9 +5,10 @@ import dagster as dg
 import pydantic
 
 from staging_validation.acceptance.policy import load_policy
-from staging_validation.campaign.assets import INGESTION_ASSETS, PROBE_ASSETS, VERDICT_ASSETS
+from staging_validation.campaign.assets import HOURLY_ASSETS, VERDICT_ASSETS
 from staging_validation.campaign.partitions import campaign_partitions
 from staging_validation.campaign.resources import CampaignStore
+from staging_validation.collection.collector import run_collector
 from staging_validation.config_files import ConfigError, validate_model
 from staging_validation.lifecycle import MAX_CAMPAIGN_HOURS, CampaignSettings, CampaignState, register_campaign_state
 from staging_validation.schemas.timing import CampaignTiming
@@ -15,21 +16,42 @@ from staging_validation.storage import validate_campaign_id
 from staging_validation.target.client import bearer_token, resolve_base_url
 from staging_validation.target.profile import load_target_profile
 
-campaign_probes_job = dg.define_asset_job(
-    "campaign_probes",
-    selection=dg.AssetSelection.assets(*PROBE_ASSETS),
-    description="The probes of one campaign hour, run while the hour is current (requested by campaign_clock).",
-)
+
+class CollectorConfig(dg.Config):
+    campaign: str = pydantic.Field(description="The campaign whose planned probe steps this run collects.")
+
+
+@dg.op(description="Runs the campaign's probe steps on its clock for the current verdict round, recording "
+                   "each step as it ends under campaigns/<id>/probes/.")
+def collect_probe_steps(context: dg.OpExecutionContext, config: CollectorConfig, store: CampaignStore) -> None:
+    try:
+        validate_campaign_id(config.campaign)
+        summary = run_collector(store.data_root, config.campaign, log=context.log.info)
+    except ConfigError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    context.log.info(f"{config.campaign}: {summary.ran} steps ran, {summary.not_run} recorded as not run, "
+                     f"{summary.already_recorded} recorded before")
+
+
+@dg.job(description="The campaign's probe collector for one verdict round (requested by campaign_clock when the "
+                    "round is registered; it starts the campaign clock, so the probes' timing never depends on "
+                    "how fast a run is launched).", executor_def=dg.in_process_executor)
+def campaign_collector():
+    collect_probe_steps()
+
 
 campaign_hour_job = dg.define_asset_job(
     "campaign_hour",
-    selection=dg.AssetSelection.assets(*INGESTION_ASSETS),
-    description="One ended campaign hour: its telemetry, 30-minute snapshots and hourly report.",
+    selection=dg.AssetSelection.assets(*HOURLY_ASSETS),
+    executor_def=dg.in_process_executor,  # small steps: a process per step would cost more than the work
+    description="One ended campaign hour: its recorded probe steps, telemetry, 30-minute snapshots and hourly "
+                "report.",
 )
 
 campaign_verdict_job = dg.define_asset_job(
     "campaign_verdict",
     selection=dg.AssetSelection.assets(*VERDICT_ASSETS),
+    executor_def=dg.in_process_executor,
     description="Final checks, gates, decision, report and notification over every stored hour.",
 )
 
@@ -67,6 +89,9 @@ class CampaignLaunchConfig(dg.Config):
     hour_seconds: float = pydantic.Field(default=3600.0, gt=0, description="Length of a campaign hour in seconds.")
     stress_baseline_rps: float = pydantic.Field(default=5.0, gt=0, description="Hour 7 sends twice this rate.")
     notification: NotificationConfig = NotificationConfig()
+    first_verdict_only: bool = pydantic.Field(
+        default=False, description="End the campaign at its first verdict: an EXTEND is decided and notified, "
+        "its extension hours are not run (rehearsals).")
 
     def settings(self) -> CampaignSettings:
         """The campaign's typed settings; ConfigError naming the field that does not validate."""
@@ -79,6 +104,7 @@ class CampaignLaunchConfig(dg.Config):
             "policy": self.policy or None,
             "stress_baseline_rps": self.stress_baseline_rps,
             "notification": notification,
+            "first_verdict_only": self.first_verdict_only,
         }, CampaignSettings, "launch config")
 
 
@@ -102,6 +128,8 @@ def register_campaign(store: CampaignStore, config: CampaignLaunchConfig, now_ms
     state = CampaignState(
         campaign=campaign,
         created_at_ms=started,
+        # Provisional: hour 0 begins when the campaign's collector starts (it sets the start), so the first
+        # hour never depends on how long the run launch took.
         timing=CampaignTiming(start_ms=started, hour_seconds=config.hour_seconds),
         planned_hours=config.hours,
         settings=settings,
@@ -109,7 +137,7 @@ def register_campaign(store: CampaignStore, config: CampaignLaunchConfig, now_ms
     return register_campaign_state(store.data_root, state)
 
 
-@dg.op(description="Validate the launch config, register the campaign; campaign_clock then runs hour 0 at once.")
+@dg.op(description="Validate the launch config, register the campaign; campaign_clock then requests its collector.")
 def register_campaign_op(context: dg.OpExecutionContext, config: CampaignLaunchConfig, store: CampaignStore) -> str:
     try:
         state = register_campaign(store, config)

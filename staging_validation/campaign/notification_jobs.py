@@ -11,7 +11,7 @@ import time
 import dagster as dg
 
 from staging_validation.acceptance.alert_rules import Alert
-from staging_validation.campaign.jobs import campaign_hour_job, campaign_probes_job, campaign_verdict_job
+from staging_validation.campaign.jobs import campaign_collector, campaign_hour_job, campaign_verdict_job
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaign.run_tags import (
     ALERTS_PHASE,
@@ -94,7 +94,7 @@ def validator_run_failed_alert(run: dg.DagsterRun, failure_message: str, now_ms:
     name="campaign_run_failures",
     minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    monitored_jobs=[campaign_probes_job, campaign_hour_job, campaign_verdict_job],
+    monitored_jobs=[campaign_collector, campaign_hour_job, campaign_verdict_job],
     request_job=campaign_alert_notifications,
     description="Alerts (monitor.validator_run_failed) when a campaign run failed and no run retry follows.",
 )

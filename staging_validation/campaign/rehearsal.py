@@ -1,53 +1,61 @@
-"""A whole campaign against the built-in simulator, driven through the project's Dagster definitions.
+"""A whole campaign against the built-in simulator, run by the real `dagster-daemon`.
 
-The rehearsal plays the daemon's part in-process: it evaluates the same `campaign_clock` and
-`campaign_watch` sensors, executes the runs they request (the same jobs, assets and checks) in the
-persistent instance, honours run keys, and records the monitor's observations, so the UI shows the
-rehearsed campaign exactly like a live one.
+The rehearsal starts the simulator and a `dagster-daemon` of its own on the instance in `dagster_home`
+(the same `dagster.yaml`: queued run coordinator, lane limits, run retries and monitoring), registers the
+campaign with `start_campaign`, and from then on only watches: the daemon's sensors request the runs,
+its run coordinator queues and launches them, exactly as for a live campaign, so the UI shows the
+rehearsed campaign like any other. The one difference from a deployment: the daemon
+ticks the sensors every second (`STAGING_VALIDATION_SENSOR_INTERVAL_S=1`), as compressed hours need.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import multiprocessing
-import queue
+import os
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from staging_validation.campaign.jobs import start_campaign
 from staging_validation.campaign.run_tags import (
+    COLLECTOR_PHASE,
+    TAG_CAMPAIGN,
     TAG_HOUR,
-    TAG_HOUR_LANE,
-    TAG_NOTIFICATION_LANE,
     TAG_PHASE,
-    TAG_PROBE_LANE,
+    TAG_ROUND,
+    VERDICT_PHASE,
 )
-from staging_validation.campaign.sensors import campaign_clock
-from staging_validation.campaign.watch_sensor import campaign_watch
-from staging_validation.layout import CampaignLayout
-from staging_validation.lifecycle import (
-    MAX_CAMPAIGN_HOURS,
-    CampaignState,
-    close_campaign,
-    load_campaign_state,
-)
+from staging_validation.campaign.sensors import SENSOR_INTERVAL_ENV
 from staging_validation.definitions import build_definitions
+from staging_validation.layout import CampaignLayout
+from staging_validation.lifecycle import CampaignState, CampaignStatus, load_campaign_state
 from staging_validation.simulator.process import start_simulator
 from staging_validation.simulator.profiles import load_profile
-from staging_validation.storage import validate_campaign_id
+from staging_validation.storage import DATA_ROOT_ENV, local_path, validate_campaign_id
 
-RUN_KEY_TAG = "dagster/run_key"
-SENSOR_NAME_TAG = "dagster/sensor_name"
 # Run events stay in the instance (the UI shows them); the terminal shows the progress bars.
-LANE_TAGS = (TAG_PROBE_LANE, TAG_HOUR_LANE, TAG_NOTIFICATION_LANE)
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"
+DAEMON_READY_DEADLINE_S = 180
+DAEMON_STOP_GRACE_S = 20
+HEARTBEAT_FRESH_S = 30
+# The daemons a campaign needs: sensors, the run queue, run monitoring.
+NEEDED_DAEMONS = ("SENSOR", "QUEUED_RUN_COORDINATOR", "MONITORING")
+PRE_CAMPAIGN_OFFSET_MS = 86_400_000
+POLL_S = 0.5  # how often the rehearsal reads the runs' progress from the instance
+STALL_S = 600
 
 
 @dataclasses.dataclass
@@ -59,99 +67,61 @@ class RehearsalOutcome:
     failed_runs: list[str]
 
 
-WORKER_START_DEADLINE_S = 120
-PRE_CAMPAIGN_OFFSET_MS = 86_400_000
+def instance_home(folder: Path) -> Path:
+    """A DAGSTER_HOME in `folder` with the project's dagster.yaml, its storage inside `folder` (tests)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = (WORKSPACE.parent / "dagster.yaml").read_text(encoding="utf-8")
+    (folder / "dagster.yaml").write_text(config.replace("data/dagster", str(folder / "storage")), encoding="utf-8")
+    return folder
 
 
-def _lane_worker(instance_ref, data_root: str, requests: multiprocessing.Queue, results: multiprocessing.Queue,
-                 ready: multiprocessing.Queue) -> None:
-    """A lane's worker process: executes the runs it is handed, one at a time, in the shared instance.
-
-    Separate processes, as the daemon's run launcher uses: Dagster's in-process execution is not safe
-    to run from two threads of one process (its logging setup deadlocks).
-    """
-    instance = dg.DagsterInstance.from_ref(instance_ref)
-    defs = build_definitions(data_root)
-    ready.put(True)
-    while (work := requests.get()) is not None:
-        result = defs.resolve_job_def(work["job_name"]).execute_in_process(
-            instance=instance, partition_key=work["partition_key"], tags=work["tags"],
-            run_config={**QUIET_RUN_CONFIG, **work["run_config"]}, raise_on_error=False,
-        )
-        results.put((work["run_key"], result.success))
+def _fresh_heartbeats(instance: dg.DagsterInstance, since: float) -> set[str]:
+    return {daemon_type for daemon_type, beat in instance.get_daemon_heartbeats().items() if beat.timestamp >= since}
 
 
-class _Lanes:
-    """Executes requested runs like the queued coordinator with the lane limits of dagster.yaml: per lane
-    one run at a time, in request order, each lane in its own worker process."""
+@contextmanager
+def running_daemon(instance: dg.DagsterInstance, dagster_home: Path, data_root: Path, log_path: Path) -> Iterator[None]:
+    """A `dagster-daemon run` of our own on the instance, stopped (with the runs it launched) at the end.
 
-    def __init__(self, instance: dg.DagsterInstance, data_root: Path):
-        self.instance = instance
-        self.data_root = data_root
-        self.context = multiprocessing.get_context("spawn")
-        self.results = self.context.Queue()
-        self.ready = self.context.Queue()
-        self.workers: dict[str, tuple[multiprocessing.Process, multiprocessing.Queue]] = {}
-        self.in_flight: dict[str, dg.RunRequest] = {}
+    Refuses when a daemon already serves the instance (`make ui`): two daemons would both tick the
+    sensors and dequeue runs."""
+    serving = _fresh_heartbeats(instance, time.time() - HEARTBEAT_FRESH_S)
+    if serving:
+        raise RuntimeError(f"a dagster-daemon already serves the instance in {dagster_home} (`make ui`?): stop it, "
+                           "or rehearse with another DAGSTER_HOME")
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), DATA_ROOT_ENV: str(data_root), SENSOR_INTERVAL_ENV: "1"}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    with open(log_path, "wb") as output:
+        # Its own session, so the daemon, its code server and the runs they launch stop together.
+        daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(WORKSPACE)],
+                                  cwd=WORKSPACE.parent, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        deadline = time.monotonic() + DAEMON_READY_DEADLINE_S
+        while not set(NEEDED_DAEMONS) <= _fresh_heartbeats(instance, started):
+            if daemon.poll() is not None:
+                raise RuntimeError(f"dagster-daemon exited with {daemon.returncode}; its log: {log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dagster-daemon not ready within {DAEMON_READY_DEADLINE_S} s; its log: {log_path}")
+            time.sleep(POLL_S)  # polling interval of a deadline wait
+        yield
+    finally:
+        _stop_process_group(daemon)
 
-    def start_workers(self, campaign: str) -> None:
-        """Starts the campaign's lane workers and waits until they can execute runs. Before the campaign
-        starts: a worker takes seconds to import Dagster and load the definitions, which in a compressed
-        rehearsal would be whole campaign hours without probes."""
-        for tag in LANE_TAGS:
-            requests = self.context.Queue()
-            worker = self.context.Process(target=_lane_worker, daemon=True, args=(
-                self.instance.get_ref(), str(self.data_root), requests, self.results, self.ready))
-            worker.start()
-            self.workers[f"{tag}={campaign}"] = (worker, requests)
-        for _ in LANE_TAGS:
-            try:
-                self.ready.get(timeout=WORKER_START_DEADLINE_S)
-            except queue.Empty:
-                raise RuntimeError(f"the run workers did not start within {WORKER_START_DEADLINE_S} s") from None
 
-    def submit(self, request: dg.RunRequest, sensor_name: str) -> None:
-        if request.run_key in self.in_flight or self._launched_before(request.run_key):
-            return
-        lane = next(f"{tag}={request.tags[tag]}" for tag in LANE_TAGS if tag in request.tags)
-        self.in_flight[request.run_key] = request
-        self.workers[lane][1].put({
-            "job_name": request.job_name, "run_key": request.run_key, "run_config": dict(request.run_config),
-            "partition_key": None if request.partition_key is None else str(request.partition_key),
-            "tags": {**request.tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: sensor_name},
-        })
-
-    def _launched_before(self, run_key: str) -> bool:
-        return bool(self.instance.get_run_records(dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1))
-
-    def finished(self) -> list[tuple[dg.RunRequest, bool]]:
-        done = []
-        while not self.results.empty():
-            run_key, success = self.results.get()
-            done.append((self.in_flight.pop(run_key), success))
-        for lane, (worker, _) in self.workers.items():
-            if not worker.is_alive():
-                raise RuntimeError(f"the run worker of lane {lane} died with exit code {worker.exitcode}")
-        return done
-
-    @property
-    def idle(self) -> bool:
-        return not self.in_flight
-
-    def __enter__(self) -> "_Lanes":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        for _, requests in self.workers.values():
-            requests.put(None)
-        for worker, _ in self.workers.values():
-            worker.join(timeout=30)
-            if worker.is_alive():
-                worker.kill()
+def _stop_process_group(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=DAEMON_STOP_GRACE_S)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # whatever the daemon left behind (a run it launched)
+    process.wait()
 
 
 def rehearse(
-    instance: dg.DagsterInstance,
+    dagster_home: Path,
     data_root: Path,
     profile: str = "healthy",
     hours: int = 24,
@@ -165,20 +135,23 @@ def rehearse(
     policy: str | None = None,
     first_verdict_only: bool = False,
 ) -> RehearsalOutcome:
-    """`policy`: an acceptance policy YAML instead of the shipped one. `first_verdict_only`: the campaign
-    ends at its first verdict; an EXTEND is decided and notified, but its extension hours are not played."""
+    """`dagster_home`: the instance's folder (its `dagster.yaml`). `policy`: an acceptance policy YAML
+    instead of the shipped one. `first_verdict_only`: the campaign ends at its first verdict; an EXTEND
+    is decided and notified, but its extension hours are not run."""
     console = console or Console()
     campaign = validate_campaign_id(
         campaign or f"rehearsal-{profile}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
     )
     load_profile(profile)  # an unknown profile is a one-line error before anything starts
+    data_root = Path(data_root)
     defs = build_definitions(str(data_root))
-    with _Lanes(instance, Path(data_root)) as lanes:
-        lanes.start_workers(campaign)
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance, \
+            running_daemon(instance, Path(dagster_home), data_root,
+                           data_root / "rehearsals" / f"{campaign}-daemon.log"):
         # Hour 0 a day ahead until the campaign registers and sets the real start: the profile's fault
         # windows stay closed meanwhile instead of opening on the simulator's own clock.
         simulator = start_simulator(
-            Path(data_root) / "simulator" / campaign, profile=profile, seed=seed,
+            data_root / "simulator" / campaign, profile=profile, seed=seed,
             hour_seconds=hour_seconds, organic_rps=organic_rps,
             campaign_start_ms=int(time.time() * 1000) + PRE_CAMPAIGN_OFFSET_MS,
         )
@@ -188,6 +161,7 @@ def rehearse(
                 run_config={**QUIET_RUN_CONFIG, "ops": {"register_campaign_op": {"config": {
                     "campaign": campaign, "base_url": simulator.base_url, "telemetry_path": str(simulator.log_path),
                     "hours": hours, "hour_seconds": hour_seconds, "stress_baseline_rps": stress_baseline_rps,
+                    "first_verdict_only": first_verdict_only,
                     **({"notification": notification} if notification else {}),
                     **({"policy": str(policy)} if policy else {}),
                 }}}},
@@ -196,73 +170,69 @@ def rehearse(
             if not launch.success:
                 failure = next((e for e in launch.all_events if e.is_failure), None)
                 raise RuntimeError(f"start_campaign failed: {failure.message if failure else 'see the run in the UI'}")
-            state = load_campaign_state(data_root, campaign)
-            simulator.set_campaign_start(state.timing.start_ms)
-            failed = _drive(instance, defs, data_root, campaign, lanes, console, first_verdict_only)
+            failed = _watch(instance, data_root, campaign, console,
+                            on_clock_start=lambda state: _anchor(simulator, state))
         finally:
             simulator.stop()
     layout = CampaignLayout.of(data_root, campaign)
     decision = json.loads(layout.decision_file.read_text(encoding="utf-8"))
-    return RehearsalOutcome(campaign, decision, decision.get("gates", []), Path(layout.report_file), failed)
+    return RehearsalOutcome(campaign, decision, decision.get("gates", []), local_path(layout.report_file), failed)
 
 
-def _drive(instance: dg.DagsterInstance, defs: dg.Definitions, data_root: Path, campaign: str, lanes: _Lanes,
-           console: Console, first_verdict_only: bool) -> list[str]:
-    """Tick the sensors and execute what they request until the campaign has its final decision."""
-    cursors: dict[str, str | None] = {campaign_clock.name: None, campaign_watch.name: None}
-    failed: list[str] = []
-    # The longest campaign there can be, plus slack for the verdicts: past it, something is stuck.
-    hour_seconds = load_campaign_state(data_root, campaign).timing.hour_seconds
-    deadline = time.time() + (MAX_CAMPAIGN_HOURS + 1) * hour_seconds + 600
+def _anchor(simulator, state: CampaignState) -> None:
+    """The simulator's fault windows open on the campaign's hours, from the start the collector set."""
+    simulator.set_campaign_start(state.timing.start_ms)
+
+
+def _bar_name(run: dg.DagsterRun) -> str:
+    phase = run.tags.get(TAG_PHASE, "")
+    if phase == COLLECTOR_PHASE:
+        return f"collector (round of {run.tags.get(TAG_ROUND)} hours)"
+    if phase == VERDICT_PHASE:
+        return f"verdict {run.tags.get(TAG_HOUR)}"
+    if TAG_HOUR not in run.tags:
+        return f"{run.job_name} {run.run_id[:8]}"  # alert notifications
+    return f"hour {run.tags.get(TAG_HOUR)} {phase}"
+
+
+def _watch(instance: dg.DagsterInstance, data_root: Path, campaign: str, console: Console,
+           on_clock_start: Callable[[CampaignState], None]) -> list[str]:
+    """Follow the campaign's runs until it has its final decision and none of its runs is still going;
+    `on_clock_start` is called once its collector has started the campaign clock."""
+    # Stuck, not slow: nothing moved (no run changed status, the campaign did not) for this long. A busy
+    # machine launches runs late, which delays the verdict but never changes what was collected.
+    stall_s = STALL_S + 2 * load_campaign_state(data_root, campaign).timing.hour_seconds
+    last_change, last_seen = time.monotonic(), None
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
-                         TimeElapsedColumn(), console=console, transient=False) as progress:
-        # One bar per campaign hour (probes, then ingestion) and one per verdict.
-        bars: dict[str, int] = {}
-
-        def bar_for(request: dg.RunRequest) -> int:
-            hour, phase = request.tags[TAG_HOUR], request.tags[TAG_PHASE]
-            name = f"verdict {hour}" if phase == "verdict" else f"hour {hour}"
-            if name not in bars:
-                steps = 1 if phase == "verdict" or request.job_name == "campaign_hour" else 2
-                bars[name] = progress.add_task(f"{name} {phase}", total=steps, status="queued")
-            return bars[name]
-
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        bars: dict[str, TaskID] = {}
+        clock_started = False
         while True:
             state = load_campaign_state(data_root, campaign)
-            for sensor in (campaign_clock, campaign_watch):
-                context = dg.build_sensor_context(instance=instance, cursor=cursors[sensor.name],
-                                                  definitions=defs, instance_ref=instance.get_ref(),
-                                                  resources=defs.resources)
-                result = sensor.evaluate_tick(context)
-                cursors[sensor.name] = result.cursor or cursors[sensor.name]
-                for event in result.asset_events:
-                    instance.report_runless_asset_event(event)
-                for request in result.run_requests or []:
-                    if first_verdict_only and _after_the_planned_hours(request, state):
-                        continue  # an extension hour, requested while the first verdict is still running
-                    lanes.submit(request, sensor.name)
-                    if TAG_HOUR in request.tags:  # notification runs get no bar
-                        progress.update(bar_for(request), status="running")
-            for request, success in lanes.finished():
-                if TAG_HOUR in request.tags:
-                    progress.update(bar_for(request), advance=1, status="[green]done" if success else "[red]failed")
-                if not success:
-                    failed.append(request.run_key)
-                if first_verdict_only and request.tags[TAG_PHASE] == "verdict":
-                    if not success:  # there is no decision to end the campaign on
-                        raise RuntimeError(f"the verdict run {request.run_key} failed; its events are in the instance")
-                    close_campaign(data_root, campaign)
-            if state.status.final and lanes.idle:
-                return failed
-            if time.time() > deadline:
-                raise RuntimeError(f"campaign {campaign} reached no decision in time; its runs are in the instance")
-            # Pace the loop at a fraction of the monitor window so alerts stay timely in compressed time.
-            time.sleep(max(0.05, state.timing.scale(60)))
-
-
-def _after_the_planned_hours(request: dg.RunRequest, state: CampaignState) -> bool:
-    return (request.tags[TAG_PHASE] != "verdict" and TAG_HOUR in request.tags
-            and int(request.tags[TAG_HOUR]) >= state.planned_hours)
+            if not clock_started and state.status is not CampaignStatus.REGISTERED:
+                on_clock_start(state)
+                clock_started = True
+            runs = [r.dagster_run for r in instance.get_run_records(dg.RunsFilter(tags={TAG_CAMPAIGN: campaign}))]
+            for run in sorted(runs, key=lambda r: r.tags.get("dagster/run_key", "")):
+                key = run.tags.get("dagster/run_key")
+                if key is None:
+                    continue  # start_campaign
+                if key not in bars:
+                    bars[key] = progress.add_task(_bar_name(run), total=1, status="queued")
+                status = {dg.DagsterRunStatus.SUCCESS: "[green]done", dg.DagsterRunStatus.FAILURE: "[red]failed",
+                          dg.DagsterRunStatus.CANCELED: "[red]canceled"}.get(run.status, run.status.value.lower())
+                progress.update(bars[key], status=status, completed=1 if run.is_finished else 0)
+            going = [run for run in runs if not run.is_finished and run.tags.get("dagster/run_key")]
+            if state.status.final and not going:
+                return sorted(run.tags["dagster/run_key"] for run in runs
+                              if run.status is not dg.DagsterRunStatus.SUCCESS and run.tags.get("dagster/run_key"))
+            seen = (state.status, len(state.rounds), sorted((run.run_id, run.status.value) for run in runs))
+            if seen != last_seen:
+                last_change, last_seen = time.monotonic(), seen
+            elif time.monotonic() - last_change > stall_s:
+                raise RuntimeError(f"campaign {campaign}: nothing moved for {stall_s:.0f} s; "
+                                   "its runs are in the instance")
+            time.sleep(POLL_S)  # polling interval of a deadline wait
 
 
 def print_outcome(console: Console, outcome: RehearsalOutcome) -> None:

@@ -1,21 +1,32 @@
-"""The campaign clock: requests each campaign's hour runs and verdicts when due."""
+"""The campaign clock: requests each campaign's collector, its hour runs and verdicts when due."""
 
 
 import json
 import math
 import os
 from collections.abc import Callable
+from enum import StrEnum
 
 import dagster as dg
 
-from staging_validation.campaign.jobs import campaign_hour_job, campaign_probes_job, campaign_verdict_job
+from staging_validation.campaign.jobs import campaign_collector, campaign_hour_job, campaign_verdict_job
 from staging_validation.campaign.partitions import campaign_hour_key
 from staging_validation.campaign.resources import CampaignStore
-from staging_validation.campaign.run_tags import TAG_CAMPAIGN, TAG_HOUR, TAG_HOUR_LANE, TAG_PHASE, TAG_PROBE_LANE
-from staging_validation.lifecycle import CampaignState
-from staging_validation.schemas.timing import hour_key
+from staging_validation.campaign.run_tags import (
+    COLLECTOR_PHASE,
+    TAG_CAMPAIGN,
+    TAG_COLLECTOR_LANE,
+    TAG_HOUR,
+    TAG_HOUR_LANE,
+    TAG_PHASE,
+    TAG_ROUND,
+    VERDICT_PHASE,
+)
+from staging_validation.collection.recorded_steps import hour_outcomes
 from staging_validation.config_files import ConfigError
+from staging_validation.lifecycle import CampaignState, CampaignStatus
 from staging_validation.plan import plan_for_hour
+from staging_validation.schemas.timing import hour_key
 
 SENSOR_INTERVAL_ENV = "STAGING_VALIDATION_SENSOR_INTERVAL_S"
 
@@ -35,39 +46,78 @@ def sensor_interval_s() -> int:
 
 SENSOR_INTERVAL_S = sensor_interval_s()
 
-FINISHED_STATUSES = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+# A collector that dies (killed, crashed) is requested again while its round lasts, this many times at most.
+MAX_COLLECTOR_ATTEMPTS = 5
+RUN_MONITORING_SLACK_S = 600
 
 
-def probe_run_key(campaign: str, hour: int) -> str:
-    return f"{campaign}:probes:{hour_key(hour)}"
+class RunProgress(StrEnum):
+    NOT_REQUESTED = "not_requested"
+    IN_PROGRESS = "in_progress"  # queued, launching or running
+    SUCCEEDED = "succeeded"
+    ENDED_OTHERWISE = "ended_otherwise"  # failed or canceled
 
 
-def _run_tags(state: CampaignState, lane: str, phase: str, hour: str) -> dict[str, str]:
+def collector_run_key(campaign: str, round_name: str, attempt: int) -> str:
+    base = f"{campaign}:collector:{round_name}"
+    return base if attempt == 1 else f"{base}:attempt-{attempt}"
+
+
+def _run_tags(state: CampaignState, lane: str, phase: str, max_runtime_s: float) -> dict[str, str]:
     return {
         TAG_CAMPAIGN: state.campaign,
-        TAG_HOUR: hour,
         TAG_PHASE: phase,
         lane: state.campaign,
-        # Run monitoring ends a run stuck well past its hour.
-        "dagster/max_runtime": str(int(state.timing.hour_seconds * 2 + 600)),
+        # Run monitoring ends a run stuck well past its time.
+        "dagster/max_runtime": str(int(max_runtime_s + RUN_MONITORING_SLACK_S)),
     }
 
 
-def _hour_request(state: CampaignState, job_name: str, run_key: str, lane: str, hour: int) -> dg.RunRequest:
+def _hour_request(state: CampaignState, hour: int) -> dg.RunRequest:
+    phase = plan_for_hour(hour, state.planned_hours).phase.value
     return dg.RunRequest(
-        run_key=run_key,
-        job_name=job_name,
+        run_key=f"{state.campaign}:hour:{hour_key(hour)}",
+        job_name=campaign_hour_job.name,
         partition_key=campaign_hour_key(state.campaign, hour),
-        tags=_run_tags(state, lane, plan_for_hour(hour, state.planned_hours).phase.value, hour_key(hour)),
+        tags={**_run_tags(state, TAG_HOUR_LANE, phase, state.timing.hour_seconds * 2), TAG_HOUR: hour_key(hour)},
     )
 
 
-def due_run_requests(states: list[CampaignState], cursor: dict, probe_run_done: Callable[[str], bool],
+def _collector_request(state: CampaignState, round_name: str, attempt: int, now_hour: int) -> dg.RunRequest:
+    started = state.status is not CampaignStatus.REGISTERED
+    hours_left = state.total_hours - (max(now_hour, 0) if started else 0)
+    remaining_s = hours_left * state.timing.hour_seconds
+    return dg.RunRequest(
+        run_key=collector_run_key(state.campaign, round_name, attempt),
+        job_name=campaign_collector.name,
+        run_config={"ops": {"collect_probe_steps": {"config": {"campaign": state.campaign}}}},
+        tags={**_run_tags(state, TAG_COLLECTOR_LANE, COLLECTOR_PHASE, remaining_s), TAG_ROUND: round_name},
+    )
+
+
+def _collector_due(state: CampaignState, round_name: str, now_hour: int,
+                   run_progress: Callable[[str], RunProgress]) -> tuple[dg.RunRequest | None, bool]:
+    """(the collector run to request, if any; whether a collector is in progress) for an active round."""
+    for attempt in range(1, MAX_COLLECTOR_ATTEMPTS + 1):
+        progress = run_progress(collector_run_key(state.campaign, round_name, attempt))
+        if progress is RunProgress.IN_PROGRESS:
+            return None, True
+        if progress is RunProgress.SUCCEEDED:
+            return None, False  # a collector only succeeds once its round is collected
+        if progress is RunProgress.NOT_REQUESTED:
+            return _collector_request(state, round_name, attempt, now_hour), False
+    return None, False
+
+
+def due_run_requests(states: list[CampaignState], cursor: dict, run_progress: Callable[[str], RunProgress],
+                     hour_collected: Callable[[CampaignState, int], bool],
                      now_s: float | None = None) -> list[dg.RunRequest]:
     """Every run that is due and not yet requested; updates `cursor` in place.
 
-    - the probes of an hour when the hour starts (an hour already over gets none: it is a gap);
-    - the ingestion of an hour once it has ended and its probe run is done (so its records are stored);
+    - the collector of a verdict round as soon as the round is registered (the first one starts the
+      campaign clock; each waits for its hours' starts itself), again if it dies while the round lasts;
+    - the ingestion of an hour once it has ended (or the campaign stopped) and its probe steps are
+      recorded, or no collector is at work any more (what is missing is then a gap);
     - the verdict once every hour of the round is requested (same lane: it runs after them), or at
       once after an early stop, over the hours up to the stop.
     Run keys make each request happen once even if the cursor is lost; after a daemon outage the first
@@ -77,25 +127,25 @@ def due_run_requests(states: list[CampaignState], cursor: dict, probe_run_done: 
     for state in states:
         if state.status.final:
             continue
-        progress = cursor.setdefault(state.campaign, {"next_probe_hour": 0, "next_ingest_hour": 0, "verdicts": []})
+        progress = cursor.setdefault(state.campaign, {"next_ingest_hour": 0, "verdicts": []})
         now_hour = math.floor(state.timing.campaign_seconds(now_s) / 3600)
+        round_name = str(state.total_hours)
+        collector, collector_at_work = _collector_due(state, round_name, now_hour, run_progress)
+        if state.status is CampaignStatus.REGISTERED:  # its collector starts the campaign clock: nothing else is due
+            requests += [collector] if collector else []
+            continue
         if state.status.collecting:
-            last_hour = state.total_hours - 1
-            if progress["next_probe_hour"] <= now_hour <= last_hour:
-                requests.append(_hour_request(state, campaign_probes_job.name, probe_run_key(state.campaign, now_hour),
-                                              TAG_PROBE_LANE, now_hour))
-            progress["next_probe_hour"] = max(progress["next_probe_hour"], now_hour + 1)
-            last_ingest = min(now_hour - 1, last_hour)
-            round_name = str(state.total_hours)
+            if collector is not None and now_hour < state.total_hours:
+                requests.append(collector)
+            last_ingest = min(now_hour - 1, state.total_hours - 1)
         else:
             last_ingest = state.stopped_at_hour if state.stopped_at_hour is not None else -1
             round_name = "early"
         while progress["next_ingest_hour"] <= last_ingest:
             hour = progress["next_ingest_hour"]
-            if not probe_run_done(probe_run_key(state.campaign, hour)):
+            if collector_at_work and not hour_collected(state, hour):
                 break
-            requests.append(_hour_request(state, campaign_hour_job.name, f"{state.campaign}:hour:{hour_key(hour)}",
-                                          TAG_HOUR_LANE, hour))
+            requests.append(_hour_request(state, hour))
             progress["next_ingest_hour"] = hour + 1
         round_complete = progress["next_ingest_hour"] > last_ingest and (
             not state.status.collecting or progress["next_ingest_hour"] >= state.total_hours
@@ -106,28 +156,42 @@ def due_run_requests(states: list[CampaignState], cursor: dict, probe_run_done: 
                 run_key=f"{state.campaign}:verdict:{round_name}",
                 job_name=campaign_verdict_job.name,
                 partition_key=state.campaign,
-                tags=_run_tags(state, TAG_HOUR_LANE, "verdict", round_name),
+                tags={**_run_tags(state, TAG_HOUR_LANE, VERDICT_PHASE, state.timing.hour_seconds * 2),
+                      TAG_HOUR: round_name},
             ))
     return requests
 
 
-def run_is_done(instance: dg.DagsterInstance, run_key: str) -> bool:
-    """True when the run with this key finished, or was never launched (nothing to wait for)."""
+def run_progress(instance: dg.DagsterInstance, run_key: str) -> RunProgress:
     records = instance.get_run_records(dg.RunsFilter(tags={"dagster/run_key": run_key}), limit=1)
-    return not records or records[0].dagster_run.status in FINISHED_STATUSES
+    if not records:
+        return RunProgress.NOT_REQUESTED
+    status = records[0].dagster_run.status
+    if status is dg.DagsterRunStatus.SUCCESS:
+        return RunProgress.SUCCEEDED
+    if status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+        return RunProgress.ENDED_OTHERWISE
+    return RunProgress.IN_PROGRESS
+
+
+def hour_is_collected(data_root: str, state: CampaignState, hour: int) -> bool:
+    """Every planned probe step of the hour is recorded, whether it ran or not."""
+    recorded = hour_outcomes(data_root, state.campaign, hour)
+    return all(step in recorded for step in plan_for_hour(hour, state.planned_hours).steps)
 
 
 @dg.sensor(
     name="campaign_clock",
     minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    jobs=[campaign_probes_job, campaign_hour_job, campaign_verdict_job],
-    description="Requests each campaign's probe and hour runs as they come due, then its verdict.",
+    jobs=[campaign_collector, campaign_hour_job, campaign_verdict_job],
+    description="Requests each campaign's collector, its hour runs as they come due, then its verdict.",
 )
 def campaign_clock(context: dg.SensorEvaluationContext, store: CampaignStore):
     cursor = json.loads(context.cursor) if context.cursor else {}
     requests = due_run_requests(readable_campaigns(context, store), cursor,
-                                lambda key: run_is_done(context.instance, key))
+                                lambda key: run_progress(context.instance, key),
+                                lambda state, hour: hour_is_collected(store.data_root, state, hour))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
 
 

@@ -18,9 +18,9 @@ from staging_validation.campaign.notification_jobs import (
 )
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaign.sensors import SENSOR_INTERVAL_S, readable_campaigns
+from staging_validation.campaign_target import log_follower, target_profile
 from staging_validation.config_files import ConfigError
-from staging_validation.hour_runner import log_follower, target_profile
-from staging_validation.lifecycle import CampaignState, IllegalTransition, mark_running, stop_early
+from staging_validation.lifecycle import CampaignState, CampaignStatus, IllegalTransition, stop_early
 from staging_validation.watch.alert_batches import undelivered_batches
 from staging_validation.watch.telemetry_watch import TelemetryWatch
 
@@ -61,10 +61,9 @@ def watch_campaign(store: CampaignStore, state: CampaignState) -> tuple[list[dic
 def campaign_watch(context: dg.SensorEvaluationContext, store: CampaignStore):
     observations, requests = [], []
     for state in readable_campaigns(context, store):
-        if not state.status.collecting:
-            continue
+        if not state.status.collecting or state.status is CampaignStatus.REGISTERED:
+            continue  # a registered campaign's clock has not started: its collector starts it
         try:
-            mark_running(store.data_root, state.campaign)
             raised, _ = watch_campaign(store, state)
             # Every batch still to send, this tick's and any whose request a cut-short tick never returned:
             # the run key makes each batch one run.

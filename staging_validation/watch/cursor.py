@@ -13,7 +13,7 @@ from staging_validation.storage import atomic_write_text
 @dataclasses.dataclass
 class WatchCursor:
     raw_offsets: dict[str, int] = dataclasses.field(default_factory=dict)  # raw hour file -> bytes read
-    record_mtimes: dict[str, float] = dataclasses.field(default_factory=dict)  # probe partition -> mtime seen
+    record_mtimes: dict[str, float] = dataclasses.field(default_factory=dict)  # recorded probe step file -> mtime seen
     alerted: list[str] = dataclasses.field(default_factory=list)  # "<rule>@<window>" already raised
     # The open-window buffer that goes with these offsets: each commit writes a new one, then the cursor.
     open_windows: str = "open_windows.parquet"

@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 from staging_validation.acceptance.alert_rules import Alert
 from staging_validation.acceptance.decision import early_stop
 from staging_validation.acceptance.policy import Policy
-from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS, CampaignLayout
+from staging_validation.collection.recorded_steps import probe_steps_dir
+from staging_validation.layout import CampaignLayout
 from staging_validation.lifecycle import CampaignState, EarlyStop
 from staging_validation.schemas.events import EVENT_SCHEMA
 from staging_validation.schemas.probe_records import RECORD_SCHEMA
@@ -97,13 +98,14 @@ class TelemetryWatch:
         return pa.concat_tables(tables) if tables else EVENT_SCHEMA.empty_table()
 
     def _new_records(self, cursor: WatchCursor) -> pd.DataFrame:
+        """The probe steps recorded since the last step (each step file is written once)."""
         frames = []
-        folder = local_path(self.layout.hours_dir(HOURLY_ASSET_PROBE_RECORDS))
-        for path in sorted(folder.glob("*.parquet")):
-            mtime = path.stat().st_mtime
-            if cursor.record_mtimes.get(path.name) == mtime:
+        folder = probe_steps_dir(self.data_root, self.state.campaign)
+        for path in sorted(folder.glob("*/*.parquet")):
+            name = f"{path.parent.name}/{path.name}"
+            if name in cursor.record_mtimes:
                 continue
-            cursor.record_mtimes[path.name] = mtime
+            cursor.record_mtimes[name] = path.stat().st_mtime
             frames.append(pq.read_table(path, schema=RECORD_SCHEMA).to_pandas())
         if not frames:
             return RECORD_SCHEMA.empty_table().to_pandas()

@@ -9,7 +9,7 @@ from staging_validation.lifecycle import CampaignState, load_campaign_state, reg
 
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.config_files import ConfigError
-from staging_validation.hour_runner import telemetry_store
+from staging_validation.campaign_target import telemetry_store
 
 START_MS = 1_700_000_000_000
 

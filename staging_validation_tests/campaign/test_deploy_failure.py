@@ -7,7 +7,6 @@ import socket
 
 import dagster as dg
 
-from staging_validation.campaign.partitions import campaign_hour_key
 from staging_validation.campaign.rehearsal import QUIET_RUN_CONFIG
 from staging_validation.campaign.sensors import campaign_clock
 from staging_validation.lifecycle import CampaignStatus, load_campaign_state
@@ -30,9 +29,9 @@ def test_a_target_that_fails_deploy_verification_is_rejected_at_once_with_the_re
             **QUIET_RUN_CONFIG, "ops": {"register_campaign_op": {"config": {
                 "campaign": "broken", "base_url": f"http://127.0.0.1:{closed_port()}", "telemetry_path": str(log),
                 "hour_seconds": 600.0}}}}).success
-        # The probes record the refused connections; the run itself succeeds and stops the campaign.
-        assert defs.resolve_job_def("campaign_probes").execute_in_process(
-            instance=instance, partition_key=campaign_hour_key("broken", 0), run_config=QUIET_RUN_CONFIG).success
+        # The collector records the refused connections, stops the campaign and ends; its run succeeds.
+        assert defs.get_job_def("campaign_collector").execute_in_process(instance=instance, run_config={
+            **QUIET_RUN_CONFIG, "ops": {"collect_probe_steps": {"config": {"campaign": "broken"}}}}).success
         state = load_campaign_state(data_root, "broken")
         assert state.status == CampaignStatus.STOPPED
         assert state.early_stop.rule == "early_stop.deploy_verification_failed"

@@ -30,7 +30,7 @@ from staging_validation.campaign.watch_sensor import campaign_watch
 from staging_validation.cli import main
 from staging_validation.definitions import build_definitions
 from staging_validation.layout import CampaignLayout
-from staging_validation.lifecycle import CampaignStatus, load_campaign_state
+from staging_validation.lifecycle import CampaignStatus, load_campaign_state, mark_running
 from staging_validation.schemas.probe_records import RECORD_SCHEMA
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation_tests.acceptance.acceptance_tables import healthy_campaign, store_campaign
@@ -160,6 +160,7 @@ def test_a_silent_mail_server_never_holds_a_watch_tick_and_the_other_campaigns_a
         for campaign in ("mailed", "other"):
             register_campaign(store, CampaignLaunchConfig(campaign=campaign, telemetry_path=str(log),
                                                           hour_seconds=600.0, notification=mail))
+            mark_running(store.data_root, campaign)  # as its collector does: the watch serves running campaigns
         defs = build_definitions(store.data_root)
         with log.open("a") as handle:
             handle.writelines(errors(11))
@@ -203,6 +204,7 @@ def test_a_truncated_watch_cursor_is_an_error_naming_campaign_and_file_and_the_o
     for campaign in ("truncated", "healthy"):
         register_campaign(store, CampaignLaunchConfig(campaign=campaign, telemetry_path=str(log),
                                                       hour_seconds=600.0))
+        mark_running(store.data_root, campaign)  # as its collector does: the watch serves running campaigns
     defs = build_definitions(store.data_root)
     with dg.instance_for_test() as instance:
         tick(campaign_watch, instance, defs)

@@ -7,6 +7,7 @@ gate and the rule, the alerts and incidents, and the files the verdict leaves be
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from collections import Counter
@@ -20,7 +21,7 @@ import yaml
 from rich.console import Console
 
 from staging_validation.acceptance.policy import DEFAULT_POLICY_PATH
-from staging_validation.campaign.rehearsal import RehearsalOutcome, rehearse
+from staging_validation.campaign.rehearsal import RehearsalOutcome, instance_home, rehearse
 from staging_validation.campaign.run_tags import TAG_CAMPAIGN, TAG_HOUR, TAG_PHASE
 from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS, HOURLY_ASSET_TELEMETRY_EVENTS, CampaignLayout
 from staging_validation.lifecycle import CampaignStatus, load_campaign_state
@@ -62,10 +63,10 @@ class Rehearsal:
         return {alert["rule"] for alert in self.alerts()}
 
     def run_hours(self) -> list[int]:
-        """The campaign hour of every probe and hour run in the instance (a verdict's tag names its round)."""
+        """The campaign hour of every hour run in the instance (collectors and verdicts serve a round)."""
         runs = self.instance.get_run_records(dg.RunsFilter(tags={TAG_CAMPAIGN: self.outcome.campaign}))
         return sorted(int(run.dagster_run.tags[TAG_HOUR]) for run in runs
-                      if run.dagster_run.tags.get(TAG_PHASE) != "verdict")
+                      if TAG_HOUR in run.dagster_run.tags and run.dagster_run.tags.get(TAG_PHASE) != "verdict")
 
     def decisions_materialized(self) -> list[tuple[str, str]]:
         """(decision, rule) of every materialization of the campaign's decision, oldest first."""
@@ -105,19 +106,20 @@ class Rehearsal:
 
 @pytest.fixture
 def rehearsal(tmp_path, monkeypatch):
-    """`rehearsal(profile, hours=HOURS, **options)` → Rehearsal, in this test's own instance and data root."""
+    """`rehearsal(profile, hours=HOURS, **options)` → Rehearsal, in this test's own instance (the project's
+    dagster.yaml, storage in tmp_path) and data root, driven by its own dagster-daemon."""
     data_root = tmp_path / "data"
     monkeypatch.setenv("STAGING_VALIDATION_DATA", str(data_root))
-    (tmp_path / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+    home = instance_home(tmp_path / "dagster")
 
-        def run(profile: str, hours: int = HOURS, **options) -> Rehearsal:
-            options = {"hour_seconds": HOUR_SECONDS, "organic_rps": ORGANIC_RPS, **options}
-            outcome = rehearse(instance, data_root, profile=profile, hours=hours, campaign=f"t-{profile}",
-                               console=Console(file=io.StringIO()), **options)
-            assert outcome.failed_runs == []
-            return Rehearsal(outcome, instance, data_root)
+    def run(profile: str, hours: int = HOURS, **options) -> Rehearsal:
+        options = {"hour_seconds": HOUR_SECONDS, "organic_rps": ORGANIC_RPS, **options}
+        outcome = rehearse(home, data_root, profile=profile, hours=hours, campaign=f"t-{profile}",
+                           console=Console(file=io.StringIO()), **options)
+        assert outcome.failed_runs == []
+        return Rehearsal(outcome, instances.enter_context(dg.DagsterInstance.from_config(str(home))), data_root)
 
+    with contextlib.ExitStack() as instances:
         yield run
 
 

@@ -25,12 +25,13 @@ def test_rematerializing_an_hour_is_idempotent_and_needs_only_stored_data(tmp_pa
                 "campaign": "resilient", "base_url": simulator.base_url, "telemetry_path": str(simulator.log_path),
                 "hours": 1, "hour_seconds": HOUR_SECONDS}}}})
         assert launch.success
+        hour_zero = campaign_hour_key("resilient", 0)
+        assert defs.get_job_def("campaign_collector").execute_in_process(instance=instance, run_config={
+            **QUIET_RUN_CONFIG, "ops": {"collect_probe_steps": {"config": {"campaign": "resilient"}}}}).success
         state = load_campaign_state(tmp_path, "resilient")
         simulator.set_campaign_start(state.timing.start_ms)
-        hour_zero = campaign_hour_key("resilient", 0)
-        for job_name in ("campaign_probes", "campaign_hour"):
-            assert defs.resolve_job_def(job_name).execute_in_process(
-                instance=instance, partition_key=hour_zero, run_config=QUIET_RUN_CONFIG).success
+        assert defs.resolve_job_def("campaign_hour").execute_in_process(
+            instance=instance, partition_key=hour_zero, run_config=QUIET_RUN_CONFIG).success
         assert time.time() >= state.timing.hour_start_s(1)
         assert pq.read_table(CampaignLayout.of(tmp_path, "resilient").hour_file(HOURLY_ASSET_PROBE_RECORDS, 0)).num_rows
         stored = CampaignLayout.of(tmp_path, "resilient").hour_file(HOURLY_ASSET_TELEMETRY_EVENTS, 0)

@@ -16,8 +16,8 @@ from staging_validation.campaign.sensors import SENSOR_INTERVAL_ENV, campaign_cl
 from staging_validation.campaign.watch_sensor import campaign_watch, watch_campaign
 from staging_validation.config_files import ConfigError
 from staging_validation.definitions import build_definitions
-from staging_validation.hour_runner import log_follower, target_profile
-from staging_validation.lifecycle import load_campaign_state
+from staging_validation.campaign_target import log_follower, target_profile
+from staging_validation.lifecycle import load_campaign_state, mark_running
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.storage import atomic_write_text
 from staging_validation.watch.alert_batches import deliver_alert_batch
@@ -39,12 +39,18 @@ def tick(sensor, instance, defs, cursor=None):
     return sensor.evaluate_tick(context)
 
 
+def started_campaign(store: CampaignStore, config: CampaignLaunchConfig):
+    """A campaign registered and started, as its collector starts it: the monitor watches running campaigns."""
+    register_campaign(store, config)
+    return mark_running(store.data_root, config.campaign)
+
+
 def watched_campaign(tmp_path, campaign: str = "watched"):
     """A registered campaign whose log holds one line: (store, its state, the log path)."""
     log = tmp_path / "staging.log"
     log.write_text(pino("server listening"))
     store = CampaignStore(data_root=str(tmp_path / "data"))
-    state = register_campaign(store, CampaignLaunchConfig(campaign=campaign, telemetry_path=str(log),
+    state = started_campaign(store, CampaignLaunchConfig(campaign=campaign, telemetry_path=str(log),
                                                           hour_seconds=HOUR_SECONDS))
     return store, state, log
 
@@ -101,7 +107,7 @@ def test_watch_alerts_once_on_new_lines_and_a_missing_pack_stops_the_campaign(tm
 def test_an_unreadable_log_is_one_warning_not_a_failing_sensor(tmp_path):
     defs = build_definitions(str(tmp_path / "data"))
     store = CampaignStore(data_root=str(tmp_path / "data"))
-    register_campaign(store, CampaignLaunchConfig(campaign="blind", telemetry_path=str(tmp_path / "absent.log"),
+    started_campaign(store, CampaignLaunchConfig(campaign="blind", telemetry_path=str(tmp_path / "absent.log"),
                                                   hour_seconds=HOUR_SECONDS))
     with dg.instance_for_test() as instance:
         tick(campaign_watch, instance, defs)
@@ -180,7 +186,7 @@ def test_one_unreadable_campaign_is_logged_and_skipped_while_the_others_run(tmp_
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("campaign", ["good"])
         requests = tick(campaign_clock, instance, defs).run_requests
-        assert [r.run_key for r in requests] == ["good:probes:00"]
+        assert [r.run_key for r in requests] == ["good:collector:24"]
         clock_log = capfd.readouterr().err
         tick(campaign_watch, instance, defs)
         monitor_log = capfd.readouterr().err
@@ -195,7 +201,7 @@ def test_a_campaign_with_broken_settings_is_reported_while_the_others_are_watche
     store, _, log = watched_campaign(tmp_path, "good")
     policy = tmp_path / "policy.yaml"
     policy.write_text("min_samples: 50\n")
-    broken = register_campaign(store, CampaignLaunchConfig(campaign="broken", telemetry_path=str(log),
+    broken = started_campaign(store, CampaignLaunchConfig(campaign="broken", telemetry_path=str(log),
                                                            hour_seconds=HOUR_SECONDS, policy=str(policy)))
     if breakage == "policy file gone":
         policy.unlink()

@@ -18,11 +18,8 @@ from staging_validation.lifecycle import CampaignState
 
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.config_files import ConfigError, validate_model
-from staging_validation.hour_runner import (
-    capture_until_hour_end,
-    log_follower,
-    telemetry_store,
-)
+from staging_validation.campaign_target import log_follower, telemetry_store
+from staging_validation.hour_capture import capture_until_hour_end
 from staging_validation.target.profile import DOCUMENTED_PROFILE
 from staging_validation.telemetry.capture import (
     CaptureError,
