@@ -15,7 +15,8 @@ from staging_validation.config_files import ConfigError
 from staging_validation.storage import validate_campaign_id
 from staging_validation.target.client import bearer_token, resolve_base_url
 from staging_validation.target.profile import load_target_profile
-from staging_validation.telemetry.capture import TelemetrySource
+from staging_validation.telemetry.capture import TELEMETRY_SOURCES
+from staging_validation.telemetry.sources import source_mappings
 
 campaign_probes_job = dg.define_asset_job(
     "campaign_probes",
@@ -54,6 +55,21 @@ class NotificationConfig(dg.Config):
     )
 
 
+class TelemetrySourceConfig(dg.Config):
+    """A further log of the target, beside the main one (telemetry_path / telemetry_command)."""
+
+    name: str = pydantic.Field(description="Its capture folder: lowercase letters, digits, '-' and '_'.")
+    path: str = pydantic.Field(default="", description="The log file.")
+    command: str = pydantic.Field(default="", description="Instead of a path: a command printing the log from byte {offset}.")
+    mapping: str = pydantic.Field(
+        default="", description="The mapping under the target profile's telemetry.sources; empty: its telemetry section."
+    )
+
+    def source(self) -> dict:
+        return {"name": self.name, **({"command": self.command} if self.command else {"path": self.path}),
+                **({"mapping": self.mapping} if self.mapping else {})}
+
+
 class CampaignLaunchConfig(dg.Config):
     """The launchpad form of a campaign; the defaults validate the built-in simulator (`make simulator`)."""
 
@@ -64,6 +80,9 @@ class CampaignLaunchConfig(dg.Config):
     telemetry_command: str = pydantic.Field(
         default="", description="Instead of a path: a command printing the log from byte {offset}."
     )
+    extra_telemetry_sources: list[TelemetrySourceConfig] = pydantic.Field(
+        default=[], description="Further logs of the target, each read with its own mapping, merged by time."
+    )
     policy: str = pydantic.Field(default="", description="Acceptance policy YAML; empty: the shipped policy.")
     hours: int = pydantic.Field(default=24, ge=1, le=24, description="Planned campaign hours before the verdict.")
     hour_seconds: float = pydantic.Field(default=3600.0, gt=0, description="Length of a campaign hour in seconds.")
@@ -71,7 +90,9 @@ class CampaignLaunchConfig(dg.Config):
     notification: NotificationConfig = NotificationConfig()
 
     def settings(self) -> dict:
-        telemetry = {"command": self.telemetry_command} if self.telemetry_command else {"path": self.telemetry_path}
+        telemetry: dict | list = {"command": self.telemetry_command} if self.telemetry_command else {"path": self.telemetry_path}
+        if self.extra_telemetry_sources:  # one source stays stored as it always was
+            telemetry = [telemetry, *(extra.source() for extra in self.extra_telemetry_sources)]
         notification = {k: v for k, v in self.notification.model_dump().items() if v not in ("", None)}
         return {
             "target_profile": self.target_profile or None,
@@ -95,7 +116,13 @@ def register_campaign(store: CampaignStore, config: CampaignLaunchConfig, now_ms
     resolve_base_url(profile, settings["base_url"])
     bearer_token(profile)
     load_policy(settings["policy"])
-    TelemetrySource.model_validate(settings["telemetry"])
+    try:
+        sources = TELEMETRY_SOURCES.validate_python(settings["telemetry"])
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, error['loc'][1:])) or 'telemetry'}: {error['msg']}"
+                             for error in exc.errors())
+        raise ConfigError(f"telemetry sources: {problems}") from None
+    source_mappings(sources, profile.telemetry)
     notification = NotificationSettings.model_validate(settings["notification"])
     if notification.webhook_url_env and notification.webhook_url() is None:
         raise ConfigError(f"notification.webhook_url_env: environment variable {notification.webhook_url_env} "

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 
 from staging_validation.schemas.events import EVENT_SCHEMA
 from staging_validation.schemas.telemetry_mapping import TelemetryMapping
+from staging_validation.telemetry.aggregates import LineCounts
 from staging_validation.telemetry.classify import TimeWindow, classification_sql, connect, reader_sql
 
 UNPARSED_SAMPLE_LIMIT = 10
@@ -57,6 +58,9 @@ class ParsedTelemetry:
     def readable_lines(self) -> int:
         """Lines that are JSON log records, whatever their time: what the readable share counts."""
         return self.lines_total - self.rejected.get("not_json", 0) - self.rejected.get("oversize", 0)
+
+    def line_counts(self) -> LineCounts:
+        return LineCounts(self.lines_total, self.unparsed_lines, self.readable_lines)
 
 
 def _split_lines(data: bytes) -> tuple[list[bytes], int]:
