@@ -25,16 +25,19 @@ import dataclasses
 import mmap
 import os
 import threading
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from collections.abc import Sequence
-
 from staging_validation.schemas.event_columns import EVENT_FAMILIES, EventKind
 from staging_validation.schemas.outcome import Outcome
 from staging_validation.schemas.telemetry_mapping import TelemetryMapping
-from staging_validation.telemetry.classify import classification_sql, connect, reader_sql
+from staging_validation.telemetry.classify import (
+    classification_sql,
+    connect,
+    reader_sql,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -351,7 +354,9 @@ def _probe_metrics(records: pd.DataFrame | pa.Table | None) -> dict:
     """Probe records (RECORD_SCHEMA) by outcome and probe, with latency from the intended send time."""
     requests, by_outcome, by_probe, dropped, failed, latency = 0, {}, {}, 0, 0, None
     if records is not None and len(records):
-        from staging_validation.schemas.probe_records import RECORD_SCHEMA  # Arrow, as in _as_table
+        from staging_validation.schemas.probe_records import (
+            RECORD_SCHEMA,  # Arrow, as in _as_table
+        )
 
         con = connect()
         try:
@@ -405,7 +410,7 @@ def final_metrics_from_summary(
     warnings = []
     share = lines.readable_share if lines is not None else None
     minimum = (list(mappings) if mappings else [TelemetryMapping()])[0].min_readable_share
-    if share is not None and share < minimum:
+    if lines is not None and share is not None and share < minimum:
         warnings.append(f"only {_share(share)} of the log's lines are readable JSON log records "
                         f"({lines.readable} of {lines.total}; the mapping expects at least {_share(minimum)}): "
                         "most of the log could not be judged")

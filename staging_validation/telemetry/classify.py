@@ -76,6 +76,9 @@ class TimeWindow:
         return self.earliest_ms <= time_ms < self.end_ms
 
 
+ALL_TIME = TimeWindow()
+
+
 def _time_read_type(mapping: TelemetryMapping) -> str:
     # Epoch formats are read as numbers (natively, cheaper); auto and ISO may be text.
     return "DOUBLE" if mapping.time_format in ("epoch_ms", "epoch_s") else "VARCHAR"
@@ -131,7 +134,7 @@ def _cast(value: str, read_type: str, sql_type: str) -> str:
     return f"TRY_CAST({value} AS {sql_type})"
 
 
-def _literal(value: str | int | float | bool) -> str:
+def _literal(value: str | float) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return _sql_string(value) if isinstance(value, str) else repr(value)
@@ -193,7 +196,7 @@ def _time_ms_expression(mapping: TelemetryMapping, ref: str) -> str:
     return f"COALESCE(TRY_CAST(floor(TRY_CAST({ref} AS DOUBLE)) AS BIGINT), {iso})"
 
 
-def classification_sql(reader: str, mapping: TelemetryMapping, window: TimeWindow = TimeWindow()) -> str:
+def classification_sql(reader: str, mapping: TelemetryMapping, window: TimeWindow = ALL_TIME) -> str:
     """SELECT of EVENT_COLUMNS (minus `raw`) plus `record` and `parsed` over `reader` (see `reader_sql`).
 
     `record` is false for a line that is not a JSON object with a level or a msg; `parsed` (an event) is

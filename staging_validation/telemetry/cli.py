@@ -19,6 +19,7 @@ import duckdb
 import yaml
 
 from staging_validation.config_files import ConfigError, StrictModel, load_yaml_model
+from staging_validation.schemas.telemetry_mapping import TelemetryMapping
 from staging_validation.storage import atomic_write_text
 from staging_validation.target.profile import load_target_profile
 from staging_validation.telemetry.aggregates import (
@@ -27,7 +28,6 @@ from staging_validation.telemetry.aggregates import (
     reported_metrics,
     summarize_log_file,
 )
-from staging_validation.schemas.telemetry_mapping import TelemetryMapping
 
 
 class TelemetryOnlyProfile(StrictModel):

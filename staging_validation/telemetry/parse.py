@@ -33,7 +33,13 @@ import pyarrow.compute as pc
 from staging_validation.schemas.events import EVENT_SCHEMA
 from staging_validation.schemas.telemetry_mapping import TelemetryMapping
 from staging_validation.telemetry.aggregates import LineCounts
-from staging_validation.telemetry.classify import TimeWindow, classification_sql, connect, reader_sql
+from staging_validation.telemetry.classify import (
+    ALL_TIME,
+    TimeWindow,
+    classification_sql,
+    connect,
+    reader_sql,
+)
 
 UNPARSED_SAMPLE_LIMIT = 10
 UNPARSED_SAMPLE_CHARS = 300
@@ -103,7 +109,7 @@ def _readable(lines: list[bytes], data: bytes, max_line_bytes: int) -> tuple[lis
 
 
 def parse_log(
-    source: str | Path | bytes, mapping: TelemetryMapping | None = None, window: TimeWindow = TimeWindow()
+    source: str | Path | bytes, mapping: TelemetryMapping | None = None, window: TimeWindow = ALL_TIME
 ) -> ParsedTelemetry:
     """Classify every line of `source` (a log file path, or the log bytes themselves); a line is an event
     only when its time is inside `window` (a campaign's: `telemetry.capture.campaign_window`).

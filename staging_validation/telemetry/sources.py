@@ -22,8 +22,8 @@ from staging_validation.schemas.telemetry_mapping import TelemetryMapping
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.telemetry.capture import (
     MAX_POLL_BYTES,
-    CaptureError,
     CapturedChunk,
+    CaptureError,
     LogFollower,
     TelemetrySource,
     campaign_window,
@@ -32,7 +32,11 @@ from staging_validation.telemetry.capture import (
     source_store_dir,
 )
 from staging_validation.telemetry.classify import TimeWindow
-from staging_validation.telemetry.parse import UNPARSED_SAMPLE_LIMIT, ParsedTelemetry, parse_log
+from staging_validation.telemetry.parse import (
+    UNPARSED_SAMPLE_LIMIT,
+    ParsedTelemetry,
+    parse_log,
+)
 
 
 def source_mappings(sources: tuple[TelemetrySource, ...], mapping: TelemetryMapping) -> list[TelemetryMapping]:

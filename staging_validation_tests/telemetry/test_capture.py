@@ -15,15 +15,17 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from staging_validation.campaigns import CampaignState
-
-from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.config_files import ConfigError, validate_model
 from staging_validation.hour_runner import (
     capture_until_hour_end,
     log_follower,
     telemetry_store,
 )
-from staging_validation.schemas.telemetry_mapping import EventFieldPaths, TelemetryMapping
+from staging_validation.schemas.telemetry_mapping import (
+    EventFieldPaths,
+    TelemetryMapping,
+)
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.target.profile import DOCUMENTED_PROFILE
 from staging_validation.telemetry.capture import (
     CaptureError,

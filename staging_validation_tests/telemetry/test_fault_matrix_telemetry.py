@@ -14,7 +14,12 @@ from staging_validation.campaigns import CampaignState
 from staging_validation.hour_runner import hour_telemetry, log_follower, telemetry_store
 from staging_validation.schemas.telemetry_mapping import TelemetryMapping
 from staging_validation.schemas.timing import CampaignTiming
-from staging_validation.telemetry.capture import TRUNCATION_MARK, LogFollower, TelemetrySource, raw_dir
+from staging_validation.telemetry.capture import (
+    TRUNCATION_MARK,
+    LogFollower,
+    TelemetrySource,
+    raw_dir,
+)
 from staging_validation.telemetry.parse import parse_log
 from staging_validation.watch import CampaignMonitor
 

@@ -10,14 +10,22 @@ from datetime import UTC, datetime
 import pytest
 
 from staging_validation.acceptance.policy import load_policy
-from staging_validation.campaign.jobs import CampaignLaunchConfig, TelemetrySourceConfig, register_campaign
+from staging_validation.campaign.jobs import (
+    CampaignLaunchConfig,
+    TelemetrySourceConfig,
+    register_campaign,
+)
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaigns import CampaignState
 from staging_validation.config_files import ConfigError
 from staging_validation.hour_runner import hour_telemetry, log_follower, telemetry_store
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.target.profile import DOCUMENTED_PROFILE
-from staging_validation.telemetry.capture import TELEMETRY_SOURCES, CaptureError, raw_dir
+from staging_validation.telemetry.capture import (
+    TELEMETRY_SOURCES,
+    CaptureError,
+    raw_dir,
+)
 from staging_validation.watch import CampaignMonitor
 
 START_MS = 1_795_392_000_000
@@ -137,7 +145,7 @@ def test_one_source_is_the_stored_form_of_every_existing_campaign():
 def test_the_launch_gives_extra_sources_and_refuses_what_cannot_work(tmp_path, profile, logs):
     store = CampaignStore(data_root=str(tmp_path / "data"))
     main, governor, _ = logs
-    config = dict(target_profile=str(profile), telemetry_path=str(main))
+    config = {"target_profile": str(profile), "telemetry_path": str(main)}
     state = register_campaign(store, CampaignLaunchConfig(campaign="ok", **config, extra_telemetry_sources=[
         TelemetrySourceConfig(name="governor", path=str(governor), mapping="governor")]))
     assert [source.name for source in TELEMETRY_SOURCES.validate_python(state.settings["telemetry"])] == [
