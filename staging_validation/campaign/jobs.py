@@ -60,9 +60,12 @@ class TelemetrySourceConfig(dg.Config):
 
     name: str = pydantic.Field(description="Its capture folder: lowercase letters, digits, '-' and '_'.")
     path: str = pydantic.Field(default="", description="The log file.")
-    command: str = pydantic.Field(default="", description="Instead of a path: a command printing the log from byte {offset}.")
+    command: str = pydantic.Field(
+        default="", description="Instead of a path: a command printing the log from byte {offset}."
+    )
     mapping: str = pydantic.Field(
-        default="", description="The mapping under the target profile's telemetry.sources; empty: its telemetry section."
+        default="",
+        description="The mapping under the target profile's telemetry.sources; empty: its telemetry section.",
     )
 
     def source(self) -> dict:
@@ -90,7 +93,8 @@ class CampaignLaunchConfig(dg.Config):
     notification: NotificationConfig = NotificationConfig()
 
     def settings(self) -> dict:
-        telemetry: dict | list = {"command": self.telemetry_command} if self.telemetry_command else {"path": self.telemetry_path}
+        main = {"command": self.telemetry_command} if self.telemetry_command else {"path": self.telemetry_path}
+        telemetry: dict | list = main
         if self.extra_telemetry_sources:  # one source stays stored as it always was
             telemetry = [telemetry, *(extra.source() for extra in self.extra_telemetry_sources)]
         notification = {k: v for k, v in self.notification.model_dump().items() if v not in ("", None)}

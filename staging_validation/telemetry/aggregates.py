@@ -415,8 +415,12 @@ def final_metrics_from_summary(
                         f"({lines.readable} of {lines.total}; the mapping expects at least {_share(minimum)}): "
                         "most of the log could not be judged")
     return {
-        "lines": {"total": None if lines is None else lines.total, "unparsed": None if lines is None else lines.unparsed,
-                  "readable": None if lines is None else lines.readable, "readable_share": share},
+        "lines": {
+            "total": None if lines is None else lines.total,
+            "unparsed": None if lines is None else lines.unparsed,
+            "readable": None if lines is None else lines.readable,
+            "readable_share": share,
+        },
         **telemetry,
         "not_observed": not_observed_kinds(telemetry["events"], mappings),
         "warnings": warnings,
@@ -534,7 +538,8 @@ def render_metrics_log_line(snapshot: dict) -> str:
         f"errors={count(EventKind.ERROR, snapshot['error_lines'])} "
         f"builds={count(EventKind.PACK_BUILT)} missing={count(EventKind.PACK_MISSING)} "
         f"fallbacks={count(EventKind.PACK_FALLBACK)} "
-        f"checks={count(EventKind.AMBIGUITY_CHECK)} ambiguous={count(EventKind.AMBIGUITY_CHECK, snapshot['ambiguous'])} "
+        f"checks={count(EventKind.AMBIGUITY_CHECK)} "
+        f"ambiguous={count(EventKind.AMBIGUITY_CHECK, snapshot['ambiguous'])} "
         f"resolutions={count(EventKind.RELATIONSHIP_RESOLVED)} passes={count(EventKind.GOVERNOR_PASS)} "
         f"latency_ms p50={_ms(latency['p50'])} p95={_ms(latency['p95'])} p99={_ms(latency['p99'])} "
         f"reasons[{reasons}] attempts[{attempts}]"

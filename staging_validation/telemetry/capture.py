@@ -136,7 +136,9 @@ def source_store_dir(store_dir: str | Path, sources: tuple[TelemetrySource, ...]
     return Path(store_dir) if source is sources[0] else Path(store_dir) / "sources" / source.name
 
 
-def campaign_window(timing: CampaignTiming, mapping: TelemetryMapping, last_hour: int = MAX_CAMPAIGN_HOURS - 1) -> TimeWindow:
+def campaign_window(
+    timing: CampaignTiming, mapping: TelemetryMapping, last_hour: int = MAX_CAMPAIGN_HOURS - 1
+) -> TimeWindow:
     """The times a campaign's line may carry: from the mapping's allowance before the start (clock skew,
     the launch itself) to the end of the campaign's last possible hour."""
     earliest = timing.start_ms - round(mapping.before_start_allowance_s * 1000)

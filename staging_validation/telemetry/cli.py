@@ -88,4 +88,4 @@ def analyze(logfile: str, profile_path: str | None, out_path: str | None, source
             _fail(f"{out_path}: cannot write: {exc.strerror or exc}")
     for warning in metrics["warnings"]:
         click.echo(f"Warning: {warning}", err=True)
-    click.echo(json.dumps(reported_metrics(metrics), indent=2) if as_json else text, nl=False if not as_json else True)
+    click.echo(json.dumps(reported_metrics(metrics), indent=2) if as_json else text, nl=as_json)

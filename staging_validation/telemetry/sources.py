@@ -20,6 +20,7 @@ from staging_validation.config_files import ConfigError
 from staging_validation.schemas.events import EVENT_SCHEMA
 from staging_validation.schemas.telemetry_mapping import TelemetryMapping
 from staging_validation.schemas.timing import CampaignTiming
+from staging_validation.telemetry.aggregates import LineCounts
 from staging_validation.telemetry.capture import (
     MAX_POLL_BYTES,
     CapturedChunk,
@@ -99,7 +100,8 @@ class CampaignTelemetry:
         self.store_dir = Path(store_dir)
         self.timing = timing
         self._sources = []
-        for source, source_mapping in zip(sources, source_mappings(sources, mapping or TelemetryMapping()), strict=True):
+        mappings = source_mappings(sources, mapping or TelemetryMapping())
+        for source, source_mapping in zip(sources, mappings, strict=True):
             window = campaign_window(timing, source_mapping)
             store = source_store_dir(store_dir, sources, source)
             follower = LogFollower(source, store, timing, mapping=source_mapping, window=window,
@@ -110,6 +112,21 @@ class CampaignTelemetry:
     @property
     def followers(self) -> list[LogFollower]:
         return [part.follower for part in self._sources]
+
+    @property
+    def mappings(self) -> list[TelemetryMapping]:
+        """Each source's mapping, the main one first: what `telemetry.aggregates` takes as `mappings`."""
+        return [part.mapping for part in self._sources]
+
+    def line_counts(self) -> LineCounts:
+        """The lines captured so far of every source, counted as the hourly parse counts them: what a
+        campaign's readable share is (`final_metrics(..., lines=...)`)."""
+        total = unparsed = readable = 0
+        for part in self._sources:
+            for raw_file in sorted(raw_dir(part.follower.store_dir).glob("*.log")):
+                counts = parse_log(raw_file, part.mapping, part.window).line_counts()
+                total, unparsed, readable = total + counts.total, unparsed + counts.unparsed, readable + counts.readable
+        return LineCounts(total, unparsed, readable)
 
     def poll(self) -> CapturedChunk:
         """Capture what every source's log gained. A source that cannot be read does not keep the others

@@ -21,6 +21,7 @@ from staging_validation.config_files import ConfigError
 from staging_validation.hour_runner import hour_telemetry, log_follower, telemetry_store
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.target.profile import DOCUMENTED_PROFILE
+from staging_validation.telemetry.aggregates import LineCounts
 from staging_validation.telemetry.capture import (
     TELEMETRY_SOURCES,
     CaptureError,
@@ -109,6 +110,7 @@ def test_every_source_is_read_with_its_own_mapping_and_merged_in_time_order(tmp_
     assert rows[0]["origin"] == "probe"  # the request-id prefix is the main mapping's, inherited
     assert (rows[2]["identity_op"], rows[2]["provider"]) == ("create", "discord")  # the rule's constants
     assert rows[3]["msg"] == "governor crashed"  # that source's msg field
+    assert log_follower(tmp_path / "data", state).line_counts() == LineCounts(total=5, unparsed=0, readable=5)
     assert hour.by_source == {"main": {"lines": 1, "readable_lines": 1, "events": 1},
                               "governor": {"lines": 2, "readable_lines": 2, "events": 2},
                               "accounts": {"lines": 1, "readable_lines": 1, "events": 1}}
