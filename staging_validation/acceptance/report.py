@@ -20,7 +20,8 @@ from staging_validation.acceptance.monitor import Alert
 from staging_validation.acceptance.notify import Message
 from staging_validation.campaigns import CampaignState
 from staging_validation.storage import atomic_write_bytes, atomic_write_text
-from staging_validation.telemetry.aggregates import final_metrics, render_final_metrics_text
+from staging_validation.schemas.telemetry_mapping import TelemetryMapping
+from staging_validation.telemetry.aggregates import LineCounts, final_metrics, render_final_metrics_text
 from staging_validation.schemas.event_columns import EventKind
 
 REPORT_NAME = "STAGING_ACCEPTANCE_REPORT.md"
@@ -51,11 +52,16 @@ class CampaignEvidence:
     coverage: float  # share of the judged hours with data, as the decision used it
     judged_hours: int  # hours 0..judged_hours-1 are the ones this decision covers
     extension_count: int  # extensions that ran before this decision
+    # The captured log's line counts (its readable share) and the sources' mappings (which kinds the
+    # telemetry could show); None: not known to the caller, the report then says nothing of them.
+    telemetry_lines: LineCounts | None = None
+    telemetry_mappings: list[TelemetryMapping] | None = None
 
 
 def write_campaign_outputs(out_dir: str | Path, evidence: CampaignEvidence, notification: Message) -> dict[str, Path]:
     out_dir = Path(out_dir)
-    metrics = final_metrics(evidence.records, evidence.events)
+    metrics = final_metrics(evidence.records, evidence.events, lines=evidence.telemetry_lines,
+                            mappings=evidence.telemetry_mappings)
     hourly = hourly_series(evidence.events)
     written = {}
     for key, relative in CHARTS.items():
@@ -318,8 +324,15 @@ def _operational_section(metrics: dict, hourly: pd.DataFrame) -> list[str]:
         *[[f"Latency {name}", _fmt(requests["latency_ms"][name], " ms"), _fmt(probes["latency_ms"][name], " ms")]
           for name in ("p50", "p95", "p99")],
     ]
+    lines = metrics["lines"]
+    if lines["readable_share"] is not None:
+        rows.append(["Readable share of the log", f"{lines['readable_share'] * 100:.1f} % ({lines['readable']} of "
+                     f"{lines['total']} lines are JSON log records)", "—"])
+    notes = [*(f"**Warning:** {warning}." for warning in metrics["warnings"]),
+             *(f"Not observed in telemetry: `{kind}` ({reason})." for kind, reason in metrics["not_observed"].items())]
     return ["## 7. Operational metrics", "",
             *_table(["Metric", "Telemetry (all traffic)", "Probes (validator's own requests)"], rows), "",
+            *(line for note in notes for line in (note, "")),
             "Timeouts in telemetry are request-completed lines with HTTP 408 or 504; probes count requests that "
             "did not complete in time.", "",
             f"![Requests per hour]({CHARTS['requests']})", "",

@@ -371,11 +371,13 @@ def acceptance_report(context: dg.AssetExecutionContext, store: CampaignStore, g
     gates = _gate_objects(gate_results)
     decision = _decision_object(campaign_decision)
     message = compose_decision_message(decision, gates, policy, state.campaign, campaign_decision["observed_hours"])
+    telemetry = log_follower(store.data_root, state)
     evidence = CampaignEvidence(
         campaign=state.campaign, state=state, records=records, events=events, gates=gates, decision=decision,
         alerts=_alerts(store, state.campaign), hours_observed=campaign_decision["observed_hours"],
         decided_at=pd.Timestamp(campaign_decision["decided_at"]), coverage=campaign_decision["coverage"],
         judged_hours=campaign_decision["judged_hours"], extension_count=campaign_decision["extension_count"],
+        telemetry_lines=telemetry.line_counts(), telemetry_mappings=telemetry.mappings,
     )
     paths = write_campaign_outputs(store.campaign_dir(state.campaign), evidence, message)
     report_path = paths["report"]

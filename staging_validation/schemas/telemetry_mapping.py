@@ -189,6 +189,15 @@ class TelemetryMapping(StrictModel):
                 raise ValueError(f"field {path!r} is mapped as a value, but other fields are read from inside it")
         return self
 
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _default_rules_skip_what_is_not_exposed(cls, data: object) -> object:
+        """A profile that only declares kinds not exposed keeps the documented rules for the others."""
+        if isinstance(data, dict) and data.get("not_exposed") and "rules" not in data:
+            declared = {str(kind) for kind in data["not_exposed"]}
+            data = {**data, "rules": tuple(rule for rule in DEFAULT_MSG_RULES if rule.kind.value not in declared)}
+        return data
+
     @pydantic.model_validator(mode="after")
     def _declarations_agree(self) -> TelemetryMapping:
         ruled = {rule.kind for rule in self.rules}

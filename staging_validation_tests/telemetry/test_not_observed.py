@@ -7,7 +7,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 
+from staging_validation.acceptance.decision import decide
+from staging_validation.acceptance.gates import evaluate_gates
+from staging_validation.acceptance.notify import compose_decision_message
+from staging_validation.acceptance.policy import Policy
+from staging_validation.acceptance.report import CampaignEvidence, write_campaign_outputs
+from staging_validation.campaigns import CampaignState
+from staging_validation.schemas.event_columns import EventKind
+from staging_validation.schemas.telemetry_mapping import TelemetryMapping
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.telemetry.aggregates import (
     LineCounts,
     final_metrics,
@@ -16,6 +26,7 @@ from staging_validation.telemetry.aggregates import (
     render_hourly_log_line,
 )
 from staging_validation.telemetry.parse import parse_log
+from staging_validation_tests.acceptance.acceptance_tables import START, events, records
 
 T0 = 1_795_392_000_000
 
@@ -98,3 +109,26 @@ def test_the_hourly_line_marks_not_observed_and_the_readable_share():
     assert "missing=n/o fallbacks=n/o" in line and "requests=2 " in line and "readable=75.0%" in line
     assert report["pack"]["missing"] == 0 and "pack_missing" in report["not_observed"]
     assert parsed.line_counts() == LineCounts(total=4, unparsed=1, readable=3)
+
+
+def test_the_report_states_the_readable_share_warns_when_low_and_names_what_was_not_observed(tmp_path):
+    state = CampaignState(campaign="sparse-like", created_at_ms=0,
+                          timing=CampaignTiming(start_ms=int(START.value // 1_000_000), hour_seconds=3600))
+    no_records, no_events = records([]), events([])
+    gates = evaluate_gates(no_records, no_events, Policy())
+    decision = decide(gates, 0.0, Policy())
+    evidence = CampaignEvidence(
+        campaign=state.campaign, state=state, records=no_records, events=no_events, gates=gates, decision=decision,
+        alerts=[], hours_observed=[], decided_at=datetime(2026, 11, 21, tzinfo=UTC), coverage=0.0,
+        judged_hours=state.total_hours, extension_count=0,
+        telemetry_lines=LineCounts(total=1000, unparsed=900, readable=100),
+        telemetry_mappings=[TelemetryMapping(not_exposed={EventKind.IDENTITY_OP: "identity is not logged"})],
+    )
+    paths = write_campaign_outputs(tmp_path, evidence, compose_decision_message(decision, gates, Policy(),
+                                                                                state.campaign, []))
+    report = paths["report"].read_text()
+    assert "| Readable share of the log | 10.0 % (100 of 1000 lines are JSON log records) |" in report
+    assert "**Warning:** only 10.0% of the log's lines are readable JSON log records" in report
+    assert "Not observed in telemetry: `identity_op` (not exposed: identity is not logged)." in report
+    metrics_text = paths["metrics"].read_text()
+    assert "Link operations: not observed" in metrics_text and "readable share 10.0%" in metrics_text
