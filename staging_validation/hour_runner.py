@@ -12,10 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pydantic
-
 from staging_validation.acceptance.policy import campaign_policy
-from staging_validation.campaigns import CampaignState
 from staging_validation.config_files import ConfigError
 from staging_validation.plan import STRESS_MULTIPLIER, HourPlan, Phase
 from staging_validation.probes.identity import determinism_check, identity_check
@@ -23,10 +20,12 @@ from staging_validation.probes.prompt_set import prompt_set
 from staging_validation.probes.smoke import deploy_verification, smoke_loop
 from staging_validation.probes.stress import stress
 from staging_validation.probes.result import ProbeResult
-from staging_validation.storage import campaign_dir
+from staging_validation.layout import CampaignLayout
+from staging_validation.lifecycle import CampaignState
+from staging_validation.storage import local_path
 from staging_validation.target.client import TargetClient
 from staging_validation.target.profile import TargetProfile, load_target_profile
-from staging_validation.telemetry.capture import TELEMETRY_SOURCES, CaptureError
+from staging_validation.telemetry.capture import CaptureError
 from staging_validation.telemetry.parse import ParsedTelemetry
 from staging_validation.telemetry.sources import CampaignTelemetry
 
@@ -34,30 +33,25 @@ CAPTURE_POLL_S = 1.0  # how often an hour run drains the target's log while it w
 
 
 def target_profile(state: CampaignState) -> TargetProfile:
-    return load_target_profile(state.settings.get("target_profile") or None)
+    return load_target_profile(state.settings.target_profile)
 
 
 def telemetry_store(data_root: str | Path, state: CampaignState) -> Path:
-    return campaign_dir(data_root, state.campaign) / "telemetry"
+    return local_path(CampaignLayout.of(data_root, state.campaign).telemetry_dir)
 
 
 def log_follower(data_root: str | Path, state: CampaignState) -> CampaignTelemetry:
-    """Every telemetry source of the campaign (settings.telemetry: one source or a list), with its mapping."""
-    where = f"campaign {state.campaign}: settings.telemetry"
+    """Every telemetry source of the campaign (settings.telemetry), each with its mapping."""
     try:
-        sources = TELEMETRY_SOURCES.validate_python(state.settings.get("telemetry"))
-    except pydantic.ValidationError as exc:
-        raise ConfigError(f"{where}: {'; '.join(error['msg'] for error in exc.errors())}") from None
-    try:
-        return CampaignTelemetry(sources, telemetry_store(data_root, state), state.timing,
+        return CampaignTelemetry(state.settings.telemetry, telemetry_store(data_root, state), state.timing,
                                  target_profile(state).telemetry)
     except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        raise ConfigError(f"campaign {state.campaign}: settings.telemetry: {exc}") from None
 
 
 async def _probe_hour(state: CampaignState, plan: HourPlan) -> list[ProbeResult]:
     timing = state.timing
-    async with TargetClient(target_profile(state), base_url=state.settings.get("base_url")) as client:
+    async with TargetClient(target_profile(state), base_url=state.settings.base_url) as client:
         # Every hour starts with a cheap identity check, so an accidental merge is caught in the hour it
         # begins (the runbook's "REJECT IMMEDIATELY"), not only by the final identity test at hour 24.
         results = [await identity_check(client, timing)]
@@ -68,7 +62,7 @@ async def _probe_hour(state: CampaignState, plan: HourPlan) -> list[ProbeResult]
         elif plan.phase is Phase.PROMPT_SET:
             results.append(await prompt_set(client, timing, plan.hour))
         elif plan.phase is Phase.STRESS:
-            rate = float(state.settings.get("stress_baseline_rps", 5.0)) * STRESS_MULTIPLIER
+            rate = state.settings.stress_baseline_rps * STRESS_MULTIPLIER
             results.append(await stress(client, timing, plan.hour, rate))
         return results
 
@@ -84,7 +78,7 @@ def run_hour_probes(state: CampaignState, plan: HourPlan) -> list[ProbeResult]:
 async def _final_checks(state: CampaignState) -> list[ProbeResult]:
     # As many requests per user as gate 3 judges, so a stricter policy still gets its samples.
     requests_per_user = campaign_policy(state).gates.relationship_determinism.consecutive_requests
-    async with TargetClient(target_profile(state), base_url=state.settings.get("base_url")) as client:
+    async with TargetClient(target_profile(state), base_url=state.settings.base_url) as client:
         return [
             await identity_check(client, state.timing),
             await determinism_check(client, state.timing, requests_per_user=requests_per_user),

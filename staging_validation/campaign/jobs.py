@@ -4,18 +4,16 @@ import time
 import dagster as dg
 import pydantic
 
-from staging_validation.acceptance.notify import NotificationSettings
 from staging_validation.acceptance.policy import load_policy
 from staging_validation.campaign.assets import INGESTION_ASSETS, PROBE_ASSETS, VERDICT_ASSETS
 from staging_validation.campaign.partitions import campaign_partitions
 from staging_validation.campaign.resources import CampaignStore
-from staging_validation.campaigns import MAX_CAMPAIGN_HOURS, CampaignState
+from staging_validation.config_files import ConfigError, validate_model
+from staging_validation.lifecycle import MAX_CAMPAIGN_HOURS, CampaignSettings, CampaignState, register_campaign_state
 from staging_validation.schemas.timing import CampaignTiming
-from staging_validation.config_files import ConfigError
 from staging_validation.storage import validate_campaign_id
 from staging_validation.target.client import bearer_token, resolve_base_url
 from staging_validation.target.profile import load_target_profile
-from staging_validation.telemetry.capture import TELEMETRY_SOURCES
 from staging_validation.telemetry.sources import source_mappings
 
 campaign_probes_job = dg.define_asset_job(
@@ -92,42 +90,35 @@ class CampaignLaunchConfig(dg.Config):
     stress_baseline_rps: float = pydantic.Field(default=5.0, gt=0, description="Hour 7 sends twice this rate.")
     notification: NotificationConfig = NotificationConfig()
 
-    def settings(self) -> dict:
+    def settings(self) -> CampaignSettings:
+        """The campaign's typed settings; ConfigError naming the field that does not validate."""
         main = {"command": self.telemetry_command} if self.telemetry_command else {"path": self.telemetry_path}
-        telemetry: dict | list = main
-        if self.extra_telemetry_sources:  # one source stays stored as it always was
-            telemetry = [telemetry, *(extra.source() for extra in self.extra_telemetry_sources)]
+        telemetry = [main, *(extra.source() for extra in self.extra_telemetry_sources)]
         notification = {k: v for k, v in self.notification.model_dump().items() if v not in ("", None)}
-        return {
+        return validate_model({
             "target_profile": self.target_profile or None,
             "base_url": self.base_url or None,
             "telemetry": telemetry,
             "policy": self.policy or None,
             "stress_baseline_rps": self.stress_baseline_rps,
             "notification": notification,
-        }
+        }, CampaignSettings, "launch config")
 
 
 def register_campaign(store: CampaignStore, config: CampaignLaunchConfig, now_ms: int | None = None) -> CampaignState:
     """Validate every input a campaign will use, then write its registration; raises ConfigError."""
     campaign = validate_campaign_id(config.campaign)
-    if (store.campaign_dir(campaign) / "campaign.json").exists():
+    if store.layout(campaign).state_file.exists():
         raise ConfigError(f"campaign {campaign!r}: already registered; choose a new id")
     settings = config.settings()
-    profile = load_target_profile(settings["target_profile"])
+    profile = load_target_profile(settings.target_profile)
     # The hourly probe runs build their client from these; a bad URL or a missing token would fail
     # every one of them, so the launch refuses instead.
-    resolve_base_url(profile, settings["base_url"])
+    resolve_base_url(profile, settings.base_url)
     bearer_token(profile)
-    load_policy(settings["policy"])
-    try:
-        sources = TELEMETRY_SOURCES.validate_python(settings["telemetry"])
-    except pydantic.ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, error['loc'][1:])) or 'telemetry'}: {error['msg']}"
-                             for error in exc.errors())
-        raise ConfigError(f"telemetry sources: {problems}") from None
-    source_mappings(sources, profile.telemetry)
-    notification = NotificationSettings.model_validate(settings["notification"])
+    load_policy(settings.policy)
+    source_mappings(settings.telemetry, profile.telemetry)
+    notification = settings.notification
     if notification.webhook_url_env and notification.webhook_url() is None:
         raise ConfigError(f"notification.webhook_url_env: environment variable {notification.webhook_url_env} "
                           "is not set or empty")
@@ -139,8 +130,7 @@ def register_campaign(store: CampaignStore, config: CampaignLaunchConfig, now_ms
         planned_hours=config.hours,
         settings=settings,
     )
-    store.save(state)
-    return state
+    return register_campaign_state(store.data_root, state)
 
 
 @dg.op(description="Validate the launch config, register the campaign; campaign_clock then runs hour 0 at once.")
@@ -157,6 +147,7 @@ def register_campaign_op(context: dg.OpExecutionContext, config: CampaignLaunchC
     return state.campaign
 
 
-@dg.job(description="Launch a validation campaign from the launchpad.")
+# Not retried: a launch that failed is a config error to fix, or a registration already made.
+@dg.job(description="Launch a validation campaign from the launchpad.", tags={"dagster/max_retries": "0"})
 def start_campaign():
     register_campaign_op()

@@ -53,14 +53,13 @@ from typing import Annotated
 
 import pydantic
 
-from staging_validation.campaigns import MAX_CAMPAIGN_HOURS
 from staging_validation.config_files import StrictModel
 from staging_validation.schemas.telemetry_mapping import (
     SOURCE_NAME,
     TelemetryMapping,
     TimeFormat,
 )
-from staging_validation.schemas.timing import CampaignTiming, hour_key
+from staging_validation.schemas.timing import MAX_CAMPAIGN_HOURS, CampaignTiming, hour_key
 from staging_validation.storage import atomic_write_text
 from staging_validation.telemetry.classify import TimeWindow
 

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from staging_validation.acceptance.policy import load_policy
-from staging_validation.campaigns import CampaignState
+from staging_validation.lifecycle import CampaignState
 from staging_validation.hour_runner import hour_telemetry, log_follower, telemetry_store
 from staging_validation.schemas.telemetry_mapping import TelemetryMapping
 from staging_validation.schemas.timing import CampaignTiming
@@ -21,7 +21,7 @@ from staging_validation.telemetry.capture import (
     raw_dir,
 )
 from staging_validation.telemetry.parse import parse_log
-from staging_validation.watch import CampaignMonitor
+from staging_validation.watch.telemetry_watch import TelemetryWatch
 
 START_MS = 1_795_392_000_000
 HOUR_MS = 3_600_000
@@ -84,7 +84,7 @@ def test_a_line_shortly_before_the_start_is_an_event_of_hour_0(tmp_path):
 def test_the_monitor_keeps_watching_through_hostile_times(tmp_path):
     errors = b"".join(pino("Unhandled error in chat handler", START_MS + n, level=50) for n in range(11))
     state = campaign(tmp_path, HOSTILE_TIMES["1e308"] + HOSTILE_TIMES["far future (year 5138)"] + errors)
-    monitor = CampaignMonitor(tmp_path / "data", state, log_follower(tmp_path / "data", state), load_policy())
+    monitor = TelemetryWatch(tmp_path / "data", state, log_follower(tmp_path / "data", state), load_policy())
     (alert,) = monitor.step().alerts
     assert (alert.rule, alert.count) == ("monitor.errors", 11)
 

@@ -14,7 +14,8 @@ from staging_validation.acceptance.gates import evaluate_gates
 from staging_validation.acceptance.notify import compose_decision_message
 from staging_validation.acceptance.policy import Policy
 from staging_validation.acceptance.report import CampaignEvidence, write_campaign_outputs
-from staging_validation.campaigns import CampaignState
+from staging_validation.layout import CampaignLayout
+from staging_validation.lifecycle import CampaignState
 from staging_validation.schemas.event_columns import EventKind
 from staging_validation.schemas.telemetry_mapping import TelemetryMapping
 from staging_validation.schemas.timing import CampaignTiming
@@ -124,8 +125,8 @@ def test_the_report_states_the_readable_share_warns_when_low_and_names_what_was_
         telemetry_lines=LineCounts(total=1000, unparsed=900, readable=100),
         telemetry_mappings=[TelemetryMapping(not_exposed={EventKind.IDENTITY_OP: "identity is not logged"})],
     )
-    paths = write_campaign_outputs(tmp_path, evidence, compose_decision_message(decision, gates, Policy(),
-                                                                                state.campaign, []))
+    message = compose_decision_message(decision, gates, Policy(), state.campaign, [])
+    paths = write_campaign_outputs(CampaignLayout.of(tmp_path, state.campaign), evidence, message)
     report = paths["report"].read_text()
     assert "| Readable share of the log | 10.0 % (100 of 1000 lines are JSON log records) |" in report
     assert "**Warning:** only 10.0% of the log's lines are readable JSON log records" in report

@@ -16,7 +16,7 @@ from staging_validation.campaign.jobs import (
     register_campaign,
 )
 from staging_validation.campaign.resources import CampaignStore
-from staging_validation.campaigns import CampaignState
+from staging_validation.lifecycle import CampaignState
 from staging_validation.config_files import ConfigError
 from staging_validation.hour_runner import hour_telemetry, log_follower, telemetry_store
 from staging_validation.schemas.timing import CampaignTiming
@@ -27,7 +27,7 @@ from staging_validation.telemetry.capture import (
     CaptureError,
     raw_dir,
 )
-from staging_validation.watch import CampaignMonitor
+from staging_validation.watch.telemetry_watch import TelemetryWatch
 
 START_MS = 1_795_392_000_000
 HOUR_MS = 3_600_000
@@ -118,7 +118,7 @@ def test_every_source_is_read_with_its_own_mapping_and_merged_in_time_order(tmp_
 
 def test_the_monitor_reads_what_every_source_gained(tmp_path, profile, logs):
     state = state_with(tmp_path, profile, logs)
-    monitor = CampaignMonitor(tmp_path / "data", state, log_follower(tmp_path / "data", state), load_policy())
+    monitor = TelemetryWatch(tmp_path / "data", state, log_follower(tmp_path / "data", state), load_policy())
     step = monitor.step()
     assert set(step.cursor.raw_offsets) == {"00.log", "01.log", "sources/governor/00.log", "sources/accounts/00.log"}
     monitor.commit(step)
@@ -150,13 +150,12 @@ def test_the_launch_gives_extra_sources_and_refuses_what_cannot_work(tmp_path, p
     config = {"target_profile": str(profile), "telemetry_path": str(main)}
     state = register_campaign(store, CampaignLaunchConfig(campaign="ok", **config, extra_telemetry_sources=[
         TelemetrySourceConfig(name="governor", path=str(governor), mapping="governor")]))
-    assert [source.name for source in TELEMETRY_SOURCES.validate_python(state.settings["telemetry"])] == [
-        "main", "governor"]
+    assert [source.name for source in state.settings.telemetry] == ["main", "governor"]
     with pytest.raises(ConfigError, match="telemetry source 'gov'.*no telemetry mapping named 'nope'"):
         register_campaign(store, CampaignLaunchConfig(campaign="unknown", **config, extra_telemetry_sources=[
             TelemetrySourceConfig(name="gov", path=str(governor), mapping="nope")]))
     with pytest.raises(ConfigError, match="names must differ"):
         register_campaign(store, CampaignLaunchConfig(campaign="twice", **config, extra_telemetry_sources=[
             TelemetrySourceConfig(name="main", path=str(governor))]))
-    assert CampaignLaunchConfig(campaign="single", telemetry_path=str(main)).settings()["telemetry"] == {
-        "path": str(main)}
+    (single,) = CampaignLaunchConfig(campaign="single", telemetry_path=str(main)).settings().telemetry
+    assert (single.name, single.path, single.mapping) == ("main", str(main), None)
