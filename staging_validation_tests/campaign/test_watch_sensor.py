@@ -201,9 +201,11 @@ def test_a_campaign_with_broken_settings_is_reported_while_the_others_are_watche
     else:
         section = breakage.split()[1]
         stored = json.loads(broken.model_dump_json())
-        stored["settings"][section]["webhook_url"] = "http://127.0.0.1/hook"  # a key since removed
+        setting = stored["settings"][section]
+        many = isinstance(setting, list)  # the telemetry sources: a list, its main source first
+        (setting[0] if many else setting)["webhook_url"] = "http://127.0.0.1/hook"  # a key since removed
         atomic_write_text(store.layout("broken").state_file, json.dumps(stored))
-        named = f"settings.{section}.webhook_url"
+        named = f"settings.{section}.{'0.' if many else ''}webhook_url"
     defs = build_definitions(store.data_root)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("campaign", ["good", broken.campaign])

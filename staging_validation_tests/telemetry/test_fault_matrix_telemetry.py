@@ -10,8 +10,8 @@ import json
 import pytest
 
 from staging_validation.acceptance.policy import load_policy
-from staging_validation.lifecycle import CampaignState
 from staging_validation.hour_runner import hour_telemetry, log_follower, telemetry_store
+from staging_validation.lifecycle import CampaignState
 from staging_validation.schemas.telemetry_mapping import TelemetryMapping
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.telemetry.capture import (

@@ -16,9 +16,9 @@ from staging_validation.campaign.jobs import (
     register_campaign,
 )
 from staging_validation.campaign.resources import CampaignStore
-from staging_validation.lifecycle import CampaignState
 from staging_validation.config_files import ConfigError
 from staging_validation.hour_runner import hour_telemetry, log_follower, telemetry_store
+from staging_validation.lifecycle import CampaignState
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.target.profile import DOCUMENTED_PROFILE
 from staging_validation.telemetry.aggregates import LineCounts
