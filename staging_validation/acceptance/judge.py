@@ -97,4 +97,5 @@ def judge_campaign(data_root: str | os.PathLike | UPath, campaign_id: str, polic
     return CampaignEvidence(campaign=state.campaign, state=state, records=records, events=events, gates=gates,
                             decision=decision, alerts=alerts or [], hours_observed=observed,
                             decided_at=decided_at.to_pydatetime(), coverage=share,
-                            judged_hours=round_spec.judged_hours, extension_count=round_spec.extension_count)
+                            judged_hours=round_spec.judged_hours, extension_count=round_spec.extension_count,
+                            policy=policy)

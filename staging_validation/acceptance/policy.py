@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pydantic
 
-from staging_validation.lifecycle import CampaignState
 from staging_validation.config_files import StrictModel, load_yaml_model
+from staging_validation.lifecycle import CampaignState
 from staging_validation.probes.identity import DEFAULT_CONSECUTIVE_REQUESTS
 
 DEFAULT_POLICY_PATH = Path(__file__).with_name("policy.yaml")
@@ -105,6 +105,18 @@ class MonitorRules(StrictModel):
     rate_limited_warning_above: int = pydantic.Field(default=5, ge=0)
 
 
+class StressValidity(StrictModel):
+    """When the stress hour measures the target's limiter or failures instead of its behaviour under load."""
+
+    # More than this share of the sent stress requests answered 429: the stress result is invalid.
+    rate_limited_share_max: float = pydantic.Field(default=0.10, ge=0, le=1)
+    # More than this share answered with any other error (4xx, 5xx, timeout, connection error): invalid.
+    error_share_max: float = pydantic.Field(default=0.10, ge=0, le=1)
+
+
+GateConfig = ContinuityPackGate | AmbiguityGate | DeterminismGate | GovernorGate | IdentityGate
+
+
 class Policy(StrictModel):
     min_samples: int = pydantic.Field(default=50, ge=1)
     coverage_minimum: float = pydantic.Field(default=0.9, gt=0, le=1)
@@ -112,10 +124,11 @@ class Policy(StrictModel):
     gates: Gates = Gates()
     early_stop: EarlyStopRules = EarlyStopRules()
     monitor: MonitorRules = MonitorRules()
+    stress: StressValidity = StressValidity()
     release_date: dt.date | None = None
     redeploy_date: dt.date | None = None
 
-    def gate(self, number: int) -> pydantic.BaseModel:
+    def gate(self, number: int) -> GateConfig:
         return getattr(self.gates, GATE_KEYS[number])
 
 

@@ -37,7 +37,8 @@ def healthy_simulators(tmp_path_factory):
         if dialect not in started:
             token_options = {}
             if dialect == "alternate":
-                token_options = {"env": {"STAGING_TOKEN": ALTERNATE_TOKEN}, "extra_args": ["--token-env", "STAGING_TOKEN"]}
+                token_options = {"env": {"STAGING_TOKEN": ALTERNATE_TOKEN},
+                                 "extra_args": ["--token-env", "STAGING_TOKEN"]}
             started[dialect] = start_simulator(
                 tmp_path_factory.mktemp(f"healthy-{dialect}"), dialect=dialect, organic_rps=5, **token_options
             )

@@ -11,11 +11,11 @@ import pytest
 
 from staging_validation.probes.identity import determinism_check, identity_check
 from staging_validation.probes.prompt_set import prompt_set
-from staging_validation.schemas.outcome import Outcome
-from staging_validation.schemas.probe_records import records_to_table
 from staging_validation.probes.runner import run_probe
 from staging_validation.probes.smoke import deploy_verification, smoke_loop, smoke_tests
 from staging_validation.probes.stress import stress
+from staging_validation.schemas.outcome import Outcome
+from staging_validation.schemas.probe_records import records_to_table
 from staging_validation.target.profile import load_target_profile
 from staging_validation_tests.probes.conftest import campaign_at, closed_port
 
@@ -46,8 +46,10 @@ def test_every_probe_passes_against_the_healthy_simulator(target):
 
     for name, result in results.items():
         assert result.passed, f"{name}: {result.failures}"
-        assert result.records and all(r.passed for r in result.records), name
-        assert all(r.outcome == Outcome.OK and r.latency_ms is not None for r in result.records), name
+        # A stress request the validator dropped (a busy machine) is its own shortfall, not the target's.
+        sent = [r for r in result.records if r.outcome != Outcome.DROPPED]
+        assert sent and all(r.passed for r in sent), name
+        assert all(r.outcome == Outcome.OK and r.latency_ms is not None for r in sent), name
     assert results["deploy"].summary["features"] == dict.fromkeys(
         ("ambiguity_gate", "relationship_model", "identity_spine", "continuity_required"), True
     )
@@ -93,7 +95,8 @@ def test_missing_token_is_recorded_as_a_client_error(target, monkeypatch):
 def test_identity_merge_fails_the_identity_probe(simulator_factory):
     hour_seconds = 60.0
     timing = campaign_at(2.05, hour_seconds)  # the merge fault starts at hour 2
-    simulator = simulator_factory(profile="identity-merge", hour_seconds=hour_seconds, campaign_start_ms=timing.start_ms)
+    simulator = simulator_factory(profile="identity-merge", hour_seconds=hour_seconds,
+                                  campaign_start_ms=timing.start_ms)
     result = run_probe(load_target_profile(), lambda c: identity_check(c, timing), base_url=simulator.base_url)
     assert not result.passed
     assert result.summary["merged"] and not result.summary["ids_distinct"]
@@ -104,7 +107,8 @@ def test_identity_merge_fails_the_identity_probe(simulator_factory):
 def test_relationship_flap_fails_the_determinism_probe(simulator_factory):
     hour_seconds = 60.0
     timing = campaign_at(2.05, hour_seconds)  # the flap fault starts at hour 2
-    simulator = simulator_factory(profile="relationship-flap", hour_seconds=hour_seconds, campaign_start_ms=timing.start_ms)
+    simulator = simulator_factory(profile="relationship-flap", hour_seconds=hour_seconds,
+                                  campaign_start_ms=timing.start_ms)
     result = run_probe(load_target_profile(), lambda c: determinism_check(c, timing), base_url=simulator.base_url)
     assert not result.passed
     assert result.summary["users_inconsistent"] >= 1
@@ -173,4 +177,5 @@ def test_a_closed_port_gives_connection_error_records_not_exceptions():
         assert all(r.passed is False or r.dropped for r in result.records), result.probe
     prompt_summary = results[2].summary
     assert prompt_summary["labelled"] == 0 and prompt_summary["fp_rate"] is None
-    assert prompt_summary["verdict_unobserved"] == prompt_summary["prompts"] - prompt_summary["by_class"]["stream"]["sent"]
+    streams = prompt_summary["by_class"]["stream"]["sent"]
+    assert prompt_summary["verdict_unobserved"] == prompt_summary["prompts"] - streams

@@ -10,12 +10,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from staging_validation.acceptance.gates import stress_result
+from staging_validation.acceptance.policy import Policy
 from staging_validation.probes.identity import identity_check
-from staging_validation.schemas.outcome import Outcome
-from staging_validation.schemas.probe_records import records_to_table
 from staging_validation.probes.runner import run_probe
 from staging_validation.probes.smoke import deploy_verification
 from staging_validation.probes.stress import stress
+from staging_validation.schemas.outcome import Outcome
+from staging_validation.schemas.probe_records import records_to_table
 from staging_validation.simulator.process import start_simulator
 from staging_validation.target.client import RETRY_AFTER_DEFAULT_S, RETRY_AFTER_MAX_S, TargetClient
 from staging_validation.target.profile import DOCUMENTED_PROFILE, load_target_profile
@@ -79,6 +81,25 @@ def test_stress_records_429s_without_retrying(rate_limited):
     assert not result.passed and any("rate_limited" in failure for failure in result.failures)
     # One request on the wire per record: the target saw no second attempt.
     assert len(completed_statuses(simulator, {r.request_id for r in records})) == 20
+
+
+def test_a_stress_hour_the_rate_limit_answers_is_marked_invalid_with_the_shares(rate_limited):
+    """Against the simulator's limiter (5 requests/s) at 20/s: most requests answer 429, so the stress hour
+    measures the limiter, not the service under load, and says so with the shares."""
+    simulator, profile = rate_limited
+    result = run_probe(
+        profile, lambda c: stress(c, campaign_at(7.0, 3600), 7, rate_per_s=20, duration_s=2.0),
+        base_url=simulator.base_url,
+    )
+    assert result.summary["rate_limited_share"] > 0.5
+    table = records_to_table(result.records).to_pandas().assign(hour=7)
+    judged = stress_result(table, Policy())
+    assert judged.valid is False and judged.sent == 40
+    assert judged.rate_limited_share == result.summary["rate_limited_share"]
+    assert "INVALID" in judged.reason and "of 40 sent requests rate-limited" in judged.reason
+    assert list(judged.latency_by_route) == ["POST /v1/chat"]
+    # The probe reports the same latency per route.
+    assert list(result.summary["latency_by_route"]) == ["POST /v1/chat"]
 
 
 class ThrottleOnce(BaseHTTPRequestHandler):

@@ -9,9 +9,9 @@ import threading
 import numpy as np
 import pytest
 
-from staging_validation.schemas.outcome import Outcome
 from staging_validation.probes.runner import run_probe
 from staging_validation.probes.stress import stress
+from staging_validation.schemas.outcome import Outcome
 from staging_validation.target.profile import HttpSettings, load_target_profile
 from staging_validation_tests.probes.conftest import campaign_at
 
@@ -45,7 +45,7 @@ def test_holds_100_requests_per_second_with_latency_from_intended_send_times(tar
     # The simulator served exactly these requests, each under our request id.
     ours = {r.request_id for r in records}
     completed = [
-        line for line in map(json.loads, filter(lambda l: l.startswith("{"), simulator.log_lines()))
+        line for line in map(json.loads, filter(lambda text: text.startswith("{"), simulator.log_lines()))
         if line.get("msg") == "request completed" and line.get("reqId") in ours
     ]  # fmt: skip
     assert len(completed) == 300
@@ -101,11 +101,13 @@ def test_a_stalled_server_shows_as_high_latency_and_dropped_requests(stalled_ser
     # Every slot of the intended rate is accounted for: nothing is silently skipped.
     assert summary["planned"] == len(records) == 40
     assert summary["sent"] + summary["dropped"] == 40
-    assert summary["dropped_in_flight_cap"] > 0 and any("dropped" in f for f in result.failures)
+    # Drops are the validator's: noted, never among the target's failures.
+    assert summary["dropped_in_flight_cap"] > 0 and any("dropped" in n for n in result.notes)
+    assert not any("dropped" in f for f in result.failures)
     # Nothing looks good: every sent request timed out, and its latency counts from its due time.
     sent = [r for r in records if not r.dropped]
     assert sent and {r.outcome for r in sent} == {Outcome.TIMEOUT}
     assert all(r.latency_ms >= timeout_s * 1000 for r in sent)
     assert summary["p50_ms"] >= timeout_s * 1000
     dropped = [r for r in records if r.dropped]
-    assert all(r.latency_ms is None and r.passed is False and r.outcome == Outcome.TIMEOUT for r in dropped)
+    assert all(r.latency_ms is None and r.passed is None and r.outcome == Outcome.DROPPED for r in dropped)
