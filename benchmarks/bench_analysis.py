@@ -146,8 +146,8 @@ def analyze_call(log_path: str) -> dict:
         summarize_log_file,
     )
 
-    summary, lines_total, unparsed_lines = summarize_log_file(log_path)
-    metrics = final_metrics_from_summary(summary, lines_total=lines_total, unparsed_lines=unparsed_lines)
+    summary, lines = summarize_log_file(log_path)
+    metrics = final_metrics_from_summary(summary, lines=lines)
     render_final_metrics_text(metrics)
     return json.loads(json.dumps(metrics, default=str))
 

@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/bench_monitor.py            # 10 MB and 550 MB logs
     .venv/bin/python benchmarks/bench_monitor.py --quick    # 10 MB and 20 MB logs
 
-Ours is the monitor's fast path: `LogFollower.poll()` (capture what the target's log gained since the
-cursor into the raw hour files, fsync included) then `parse_log` over exactly those new bytes of the raw
-files, as `watch.telemetry_watch.TelemetryWatch` does. The runbook's monitor.sh greps the whole log three times
+Ours is the monitor's fast path: `CampaignTelemetry.poll()` (capture what the target's log gained since
+the cursor into the raw hour files, fsync included) then `CampaignTelemetry.read_new` (`parse_log` over
+exactly those new bytes of the raw files, in the campaign's time window), as
+`watch.telemetry_watch.TelemetryWatch` does. The runbook's monitor.sh greps the whole log three times
 (`RUNBOOK_MONITOR_SH`). The base log is captured once (untimed: the monitor has followed it all day);
 each repetition starts from that state — log cut back to its base size, cursor and raw files as
 committed — appends the same 1 MB of new lines (whole lines from the middle of the large day), then
@@ -53,8 +54,8 @@ class TickBench:
 
     def __init__(self, base: Path, truth: dict, label: str):
         from staging_validation.schemas.timing import CampaignTiming
-        from staging_validation.telemetry.capture import LogFollower, TelemetrySource
-        from staging_validation.schemas.telemetry_mapping import TelemetryMapping
+        from staging_validation.telemetry.capture import TelemetrySource
+        from staging_validation.telemetry.sources import CampaignTelemetry
 
         self.base_size = base.stat().st_size
         self.work = OUT_DIR / f"monitor-{label}.log"
@@ -62,8 +63,8 @@ class TickBench:
         shutil.copyfile(base, self.work)
         shutil.rmtree(self.store, ignore_errors=True)
         timing = CampaignTiming(start_ms=truth["generator"]["day_start_ms"], hour_seconds=3600)
-        self.mapping = TelemetryMapping()
-        self.follower = LogFollower(TelemetrySource(path=str(self.work)), self.store, timing)
+        self.telemetry = CampaignTelemetry((TelemetrySource(path=str(self.work)),), self.store, timing)
+        (self.follower,) = self.telemetry.followers
         started = time.perf_counter()
         while not self.follower.poll().caught_up:  # the monitor has been following the log all along
             pass
@@ -86,20 +87,11 @@ class TickBench:
     def our_tick(self) -> tuple[float, float, int]:
         """poll, then parse of the new bytes of every raw hour file as the monitor reads them:
         (poll seconds, parse seconds, events)."""
-        from staging_validation.telemetry.parse import parse_log
-
-        raw_dir = self.store / "raw"
         started = time.perf_counter()
-        seen = {path.name: path.stat().st_size for path in raw_dir.glob("*.log")}
-        self.follower.poll()
+        seen = {path.name: path.stat().st_size for path in (self.store / "raw").glob("*.log")}
+        self.telemetry.poll()
         polled = time.perf_counter()
-        events = 0
-        for raw_file in sorted(raw_dir.glob("*.log")):
-            start, size = seen.get(raw_file.name, 0), raw_file.stat().st_size
-            if size > start:
-                with raw_file.open("rb") as handle:
-                    handle.seek(start)
-                    events += parse_log(handle.read(size - start), self.mapping).events.num_rows
+        events = self.telemetry.read_new(seen).events.num_rows
         return polled - started, time.perf_counter() - polled, events
 
     def runbook_tick(self) -> tuple[float, str]:
@@ -174,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         ["monitor tick", f"{small['log_mb']:.0f} MB log", f"{large['log_mb']:.0f} MB log", "large / small"],
         [
             [
-                "ours: LogFollower.poll + parse_log (new bytes)",
+                "ours: CampaignTelemetry.poll + read_new (new bytes)",
                 f"{small['ours'] * 1000:.1f} ms",
                 f"{large['ours'] * 1000:.1f} ms",
                 f"{large['ours'] / small['ours']:.2f}",
@@ -186,13 +178,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{large['ours_min'] / small['ours_min']:.2f}",
             ],
             [
-                "  of which LogFollower.poll (capture, fsync)",
+                "  of which poll (capture, fsync)",
                 f"{small['poll'] * 1000:.1f} ms",
                 f"{large['poll'] * 1000:.1f} ms",
                 f"{large['poll'] / small['poll']:.2f}",
             ],
             [
-                "  of which parse_log",
+                "  of which read_new (parse_log)",
                 f"{small['parse'] * 1000:.1f} ms",
                 f"{large['parse'] * 1000:.1f} ms",
                 f"{large['parse'] / small['parse']:.2f}",

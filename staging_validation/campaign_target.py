@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from staging_validation.config_files import ConfigError
 from staging_validation.layout import CampaignLayout
 from staging_validation.lifecycle import CampaignState
 from staging_validation.storage import local_path
 from staging_validation.target.client import TargetClient
 from staging_validation.target.profile import TargetProfile, load_target_profile
-from staging_validation.telemetry.capture import LogFollower
+from staging_validation.telemetry.sources import CampaignTelemetry
 
 
 def target_profile(state: CampaignState) -> TargetProfile:
@@ -24,6 +25,10 @@ def telemetry_store(data_root: str | Path, state: CampaignState) -> Path:
     return local_path(CampaignLayout.of(data_root, state.campaign).telemetry_dir)
 
 
-def log_follower(data_root: str | Path, state: CampaignState) -> LogFollower:
-    time_path = target_profile(state).telemetry.fields.time
-    return LogFollower(state.settings.telemetry, telemetry_store(data_root, state), state.timing, time_path=time_path)
+def log_follower(data_root: str | Path, state: CampaignState) -> CampaignTelemetry:
+    """Every telemetry source of the campaign (settings.telemetry), each with its mapping."""
+    try:
+        return CampaignTelemetry(state.settings.telemetry, telemetry_store(data_root, state), state.timing,
+                                 target_profile(state).telemetry)
+    except ConfigError as exc:
+        raise ConfigError(f"campaign {state.campaign}: settings.telemetry: {exc}") from None

@@ -7,16 +7,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from staging_validation.campaign_target import target_profile, telemetry_store
+from staging_validation.campaign_target import log_follower
 from staging_validation.lifecycle import CampaignState
-from staging_validation.telemetry.capture import CaptureError, LogFollower, raw_hour_path
-from staging_validation.telemetry.parse import ParsedTelemetry, parse_log
+from staging_validation.telemetry.capture import CaptureError
+from staging_validation.telemetry.parse import ParsedTelemetry
+from staging_validation.telemetry.sources import CampaignTelemetry
 
 CAPTURE_POLL_S = 1.0  # how often an hour run drains the target's log while it waits for the hour's end
 
 
 def capture_until_hour_end(
-    follower: LogFollower, state: CampaignState, hour: int, should_stop: Callable[[], bool]
+    follower: CampaignTelemetry, state: CampaignState, hour: int, should_stop: Callable[[], bool]
 ) -> list[str]:
     """Drain the target's log until the hour (plus a short grace for buffered writes) is over and the
     capture has caught up with the log, however large the backlog.
@@ -45,6 +46,5 @@ def capture_until_hour_end(
 
 
 def hour_telemetry(data_root: str | Path, state: CampaignState, hour: int) -> ParsedTelemetry:
-    path = raw_hour_path(telemetry_store(data_root, state), hour)
-    profile = target_profile(state)
-    return parse_log(path if path.exists() else b"", profile.telemetry)
+    """The hour's captured lines of every source, parsed and merged by time."""
+    return log_follower(data_root, state).parse_hour(hour)

@@ -37,11 +37,10 @@ from upath import UPath
 
 from staging_validation.config_files import ConfigError, StrictModel, validate_model
 from staging_validation.layout import CampaignLayout
-from staging_validation.schemas.timing import CampaignTiming
+from staging_validation.schemas.timing import MAX_CAMPAIGN_HOURS, CampaignTiming
 from staging_validation.storage import atomic_write_text, local_path, validate_campaign_id
-from staging_validation.telemetry.capture import TelemetrySource
+from staging_validation.telemetry.capture import TelemetrySource, TelemetrySources
 
-MAX_CAMPAIGN_HOURS = 96  # 24 planned hours plus the longest extension the policy allows (72)
 EARLY_ROUND = "early"
 DEFAULT_TELEMETRY_PATH = "data/simulator/staging.log"  # where `make simulator` writes its log
 
@@ -79,7 +78,8 @@ class CampaignSettings(StrictModel):
 
     target_profile: str | None = None  # a target profile YAML; None: the documented contract
     base_url: str | None = None  # overrides the profile's base URL
-    telemetry: TelemetrySource = TelemetrySource(path=DEFAULT_TELEMETRY_PATH)
+    # One source (the form older campaigns stored) or several, the main one first.
+    telemetry: TelemetrySources = (TelemetrySource(path=DEFAULT_TELEMETRY_PATH),)
     policy: str | None = None  # an acceptance policy YAML; None: the shipped policy
     stress_baseline_rps: float = pydantic.Field(default=5.0, gt=0)  # hour 7 sends twice this rate
     notification: NotificationSettings = NotificationSettings()

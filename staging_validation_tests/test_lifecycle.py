@@ -58,7 +58,7 @@ def test_settings_are_typed_with_one_default_each_and_store_no_secret(tmp_path, 
     monkeypatch.setenv("SV_SMTP_PASSWORD", "hunter2-secret")
     settings = CampaignSettings(notification=NotificationSettings(
         smtp_host="mail", recipients=["ops@example.com"], smtp_username="sv", smtp_password_env="SV_SMTP_PASSWORD"))
-    assert CampaignSettings().stress_baseline_rps == 5.0 and CampaignSettings().telemetry.path
+    assert CampaignSettings().stress_baseline_rps == 5.0 and CampaignSettings().telemetry[0].path
     start = int(time.time() * 1000)
     register_campaign_state(tmp_path, CampaignState(campaign="c1", created_at_ms=start, settings=settings,
                                                     timing=CampaignTiming(start_ms=start, hour_seconds=HOUR_S)))

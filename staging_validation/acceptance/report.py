@@ -31,9 +31,10 @@ from staging_validation.layout import CHARTS_DIR, CampaignLayout
 from staging_validation.lifecycle import CampaignState
 from staging_validation.schemas.event_columns import EventKind
 from staging_validation.schemas.outcome import NOT_SENT
+from staging_validation.schemas.telemetry_mapping import TelemetryMapping
 from staging_validation.storage import DataPath, atomic_write_bytes, atomic_write_text
 from staging_validation.target.profile import ProbedRoute, load_target_profile
-from staging_validation.telemetry.aggregates import final_metrics, render_final_metrics_text
+from staging_validation.telemetry.aggregates import LineCounts, final_metrics, render_final_metrics_text
 
 CHART_FILES = {
     "latency": "latency_by_hour.png",
@@ -62,6 +63,10 @@ class CampaignEvidence:
     coverage: float  # share of the judged hours with data, as the decision used it
     judged_hours: int  # hours 0..judged_hours-1 are the ones this decision covers
     extension_count: int  # extensions that ran before this decision
+    # The captured log's line counts (its readable share) and the sources' mappings (which kinds the
+    # telemetry could show); None: not known to the caller, the report then says nothing of them.
+    telemetry_lines: LineCounts | None = None
+    telemetry_mappings: list[TelemetryMapping] | None = None
     policy: Policy | None = None  # the policy the gates used; None: the campaign's own
 
     def stress(self) -> StressResult | None:
@@ -77,7 +82,8 @@ class CampaignEvidence:
 
 def write_campaign_outputs(layout: CampaignLayout, evidence: CampaignEvidence,
                            notification: Message) -> dict[str, DataPath]:
-    metrics = final_metrics(evidence.records, evidence.events)
+    metrics = final_metrics(evidence.records, evidence.events, lines=evidence.telemetry_lines,
+                            mappings=evidence.telemetry_mappings)
     hourly = hourly_series(evidence.events, evidence.probed_routes())
     written: dict[str, DataPath] = {}
     for key, name in CHART_FILES.items():
@@ -392,9 +398,16 @@ def _operational_section(metrics: dict, hourly: pd.DataFrame, evidence: Campaign
         ["Connection errors", "—", share(probes["connection_errors"], probes["requests"])],
         ["Error lines (level ≥ 50)", str(metrics["error_lines"]), "—"],
     ]
+    lines = metrics["lines"]
+    if lines["readable_share"] is not None:
+        rows.append(["Readable share of the log", f"{lines['readable_share'] * 100:.1f} % ({lines['readable']} of "
+                     f"{lines['total']} lines are JSON log records)", "—"])
+    notes = [*(f"**Warning:** {warning}." for warning in metrics["warnings"]),
+             *(f"Not observed in telemetry: `{kind}` ({reason})." for kind, reason in metrics["not_observed"].items())]
     route_rows = _route_latency_rows(evidence)
     return ["## 7. Operational metrics", "",
             *_table(["Metric", "Telemetry (all traffic)", "Probes (validator's own requests)"], rows), "",
+            *(line for note in notes for line in (note, "")),
             "Timeouts in telemetry are request-completed lines with HTTP 408 or 504; probes count requests that "
             "were sent and did not complete in time. Requests the validator dropped were never sent and are "
             "not counted against the target.", "",

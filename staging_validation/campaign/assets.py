@@ -158,6 +158,7 @@ def telemetry_events(context: dg.AssetExecutionContext, store: CampaignStore):
     for problem in problems:
         context.log.warning(f"telemetry capture: {problem}")
     parsed = hour_telemetry(store.data_root, state, hour)
+    share = parsed.line_counts().readable_share
     events = parsed.events.to_pandas()
     kinds = events["kind"].value_counts().to_dict()
     yield dg.Output(
@@ -165,6 +166,11 @@ def telemetry_events(context: dg.AssetExecutionContext, store: CampaignStore):
         metadata={
             "lines": dg.MetadataValue.int(parsed.lines_total),
             "unparsed_lines": dg.MetadataValue.int(parsed.unparsed_lines),
+            # JSON log records over all lines; unparsed lines by reason (not JSON, oversize, bad/out-of-window time)
+            "readable_share": _float_or_none(None if share is None else round(share, 3)),
+            "unparsed_by_reason": dg.MetadataValue.json(parsed.rejected),
+            "invalid_utf8_lines": dg.MetadataValue.int(parsed.invalid_utf8_lines),
+            "lines_by_source": dg.MetadataValue.json(parsed.by_source),
             "events": dg.MetadataValue.int(len(events)),
             "events_by_kind": dg.MetadataValue.json({k: int(v) for k, v in sorted(kinds.items())}),
             "capture_problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
@@ -397,11 +403,13 @@ def acceptance_report(context: dg.AssetExecutionContext, store: CampaignStore, g
     gates = _gate_objects(gate_results)
     decision = _decision_object(campaign_decision)
     message = compose_decision_message(decision, gates, policy, state.campaign, campaign_decision["observed_hours"])
+    telemetry = log_follower(store.data_root, state)
     evidence = CampaignEvidence(
         campaign=state.campaign, state=state, records=records, events=events, gates=gates, decision=decision,
         alerts=_alerts(store, state.campaign), hours_observed=campaign_decision["observed_hours"],
         decided_at=pd.Timestamp(campaign_decision["decided_at"]), coverage=campaign_decision["coverage"],
         judged_hours=campaign_decision["judged_hours"], extension_count=campaign_decision["extension_count"],
+        telemetry_lines=telemetry.line_counts(), telemetry_mappings=telemetry.mappings,
     )
     paths = write_campaign_outputs(layout, evidence, message)
     report_path = paths["report"]

@@ -15,6 +15,7 @@ from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.storage import validate_campaign_id
 from staging_validation.target.client import bearer_token, resolve_base_url
 from staging_validation.target.profile import load_target_profile
+from staging_validation.telemetry.sources import source_mappings
 
 
 class CollectorConfig(dg.Config):
@@ -74,6 +75,24 @@ class NotificationConfig(dg.Config):
     )
 
 
+class TelemetrySourceConfig(dg.Config):
+    """A further log of the target, beside the main one (telemetry_path / telemetry_command)."""
+
+    name: str = pydantic.Field(description="Its capture folder: lowercase letters, digits, '-' and '_'.")
+    path: str = pydantic.Field(default="", description="The log file.")
+    command: str = pydantic.Field(
+        default="", description="Instead of a path: a command printing the log from byte {offset}."
+    )
+    mapping: str = pydantic.Field(
+        default="",
+        description="The mapping under the target profile's telemetry.sources; empty: its telemetry section.",
+    )
+
+    def source(self) -> dict:
+        return {"name": self.name, **({"command": self.command} if self.command else {"path": self.path}),
+                **({"mapping": self.mapping} if self.mapping else {})}
+
+
 class CampaignLaunchConfig(dg.Config):
     """The launchpad form of a campaign; the defaults validate the built-in simulator (`make simulator`)."""
 
@@ -83,6 +102,9 @@ class CampaignLaunchConfig(dg.Config):
     telemetry_path: str = pydantic.Field(default="data/simulator/staging.log", description="The target's log file.")
     telemetry_command: str = pydantic.Field(
         default="", description="Instead of a path: a command printing the log from byte {offset}."
+    )
+    extra_telemetry_sources: list[TelemetrySourceConfig] = pydantic.Field(
+        default=[], description="Further logs of the target, each read with its own mapping, merged by time."
     )
     policy: str = pydantic.Field(default="", description="Acceptance policy YAML; empty: the shipped policy.")
     hours: int = pydantic.Field(default=24, ge=1, le=24, description="Planned campaign hours before the verdict.")
@@ -95,7 +117,8 @@ class CampaignLaunchConfig(dg.Config):
 
     def settings(self) -> CampaignSettings:
         """The campaign's typed settings; ConfigError naming the field that does not validate."""
-        telemetry = {"command": self.telemetry_command} if self.telemetry_command else {"path": self.telemetry_path}
+        main = {"command": self.telemetry_command} if self.telemetry_command else {"path": self.telemetry_path}
+        telemetry = [main, *(extra.source() for extra in self.extra_telemetry_sources)]
         notification = {k: v for k, v in self.notification.model_dump().items() if v not in ("", None)}
         return validate_model({
             "target_profile": self.target_profile or None,
@@ -120,6 +143,7 @@ def register_campaign(store: CampaignStore, config: CampaignLaunchConfig, now_ms
     resolve_base_url(profile, settings.base_url)
     bearer_token(profile)
     load_policy(settings.policy)
+    source_mappings(settings.telemetry, profile.telemetry)
     notification = settings.notification
     if notification.webhook_url_env and notification.webhook_url() is None:
         raise ConfigError(f"notification.webhook_url_env: environment variable {notification.webhook_url_env} "

@@ -18,7 +18,7 @@ from staging_validation.campaign.notification_jobs import (
 )
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaign.sensors import SENSOR_INTERVAL_S, readable_campaigns
-from staging_validation.campaign_target import log_follower, target_profile
+from staging_validation.campaign_target import log_follower
 from staging_validation.config_files import ConfigError
 from staging_validation.lifecycle import CampaignState, CampaignStatus, IllegalTransition, stop_early
 from staging_validation.watch.alert_batches import undelivered_batches
@@ -35,8 +35,7 @@ def watch_campaign(store: CampaignStore, state: CampaignState) -> tuple[list[dic
     """
     # Every setting is read before the step: a bad one must stop it before it stores anything.
     policy = campaign_policy(state)
-    watch = TelemetryWatch(store.data_root, state, log_follower(store.data_root, state),
-                           target_profile(state).telemetry, policy)
+    watch = TelemetryWatch(store.data_root, state, log_follower(store.data_root, state), policy)
     with watch.exclusive() as alone:
         if not alone:
             return [], None

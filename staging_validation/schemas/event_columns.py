@@ -27,6 +27,19 @@ class EventKind(StrEnum):
     OTHER = "other"  # valid pino JSON that matches no event of the profile
 
 
+# The concern each target event belongs to: a count of a kind is observable only when its concern shows in
+# the telemetry at all (a log without any ContinuityPack line says nothing about missing packs).
+EVENT_FAMILIES = {
+    EventKind.PACK_BUILT: "ContinuityPack",
+    EventKind.PACK_MISSING: "ContinuityPack",
+    EventKind.PACK_FALLBACK: "ContinuityPack",
+    EventKind.AMBIGUITY_CHECK: "ambiguity check",
+    EventKind.RELATIONSHIP_RESOLVED: "relationship",
+    EventKind.GOVERNOR_PASS: "governor",
+    EventKind.REQUEST_COMPLETED: "request",
+    EventKind.IDENTITY_OP: "identity",
+}
+
 # Column → DuckDB type, in schema order. `time` is stored to the millisecond, in UTC.
 EVENT_COLUMNS = {
     "time": "TIMESTAMPTZ",  # the line's own `time`

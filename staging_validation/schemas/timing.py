@@ -9,6 +9,10 @@ import pydantic
 
 from staging_validation.config_files import StrictModel
 
+# 24 planned hours plus the longest extension the policy allows (72): hours are 0..95. Here, at the bottom,
+# because the telemetry capture bounds the times a line may carry by it (the lifecycle re-exports it).
+MAX_CAMPAIGN_HOURS = 96
+
 
 def hour_key(hour: int) -> str:
     return f"{hour:02d}"

@@ -6,6 +6,17 @@ events (pandas / Arrow) or, for `analyze`, the classification relation streaming
 so a day is aggregated in one pass without materializing its lines.
 
 Percentiles are linear interpolation between closest ranks (DuckDB `quantile_cont`, numpy's default).
+
+Observable: a count of an event kind means something only if the telemetry could show that kind. A kind
+is *not observed* — printed "not observed" (with the reason), never 0, in `analyze` (text and --json), the
+metrics text and the hourly/snapshot lines — when no mapping of the log's sources recognises it (a
+mapping may say so with the reason, `not_exposed`), or when no event of its concern (`EVENT_FAMILIES`:
+e.g. no ContinuityPack line at all for missing packs) was seen. The error count is not observed when no
+line was readable. The metrics dicts keep numbers in those places (0, for consumers that compute) and
+name the kinds under `not_observed` (kind → reason); `reported_metrics` is the view with the strings.
+
+Readable share: the lines that are JSON log records (whatever their time) over all lines of the log,
+under `lines`; below the mapping's `min_readable_share` the metrics carry a warning (`warnings`).
 """
 
 from __future__ import annotations
@@ -14,14 +25,19 @@ import dataclasses
 import mmap
 import os
 import threading
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from staging_validation.schemas.event_columns import EVENT_FAMILIES, EventKind
 from staging_validation.schemas.outcome import Outcome
-from staging_validation.telemetry.classify import classification_sql, connect, reader_sql
-from staging_validation.schemas.event_columns import EventKind
 from staging_validation.schemas.telemetry_mapping import TelemetryMapping
+from staging_validation.telemetry.classify import (
+    classification_sql,
+    connect,
+    reader_sql,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -105,6 +121,23 @@ class EventSummary:
     regen_path_requests: int
 
 
+NOT_OBSERVED = "not observed"
+_RECORD_WITHOUT_EVENT = "_sv_record_without_event"  # analyze: a JSON record whose time is no real moment
+
+
+@dataclasses.dataclass(frozen=True)
+class LineCounts:
+    """The lines of a log: all of them, those not stored as events, and those that are JSON records."""
+
+    total: int
+    unparsed: int
+    readable: int
+
+    @property
+    def readable_share(self) -> float | None:
+        return self.readable / self.total if self.total else None
+
+
 def _percentile_dict(values: list | None) -> dict:
     return dict(zip(PERCENTILES, values)) if values else {name: None for name in PERCENTILES}
 
@@ -178,8 +211,8 @@ def _count_lines(path: Path, result: dict) -> None:
     result["lines_total"] = newlines + (last != 10)
 
 
-def summarize_log_file(path: str | Path, mapping: TelemetryMapping | None = None) -> tuple[EventSummary, int, int]:
-    """(summary, lines_total, unparsed_lines) of a whole log file in one streaming pass.
+def summarize_log_file(path: str | Path, mapping: TelemetryMapping | None = None) -> tuple[EventSummary, LineCounts]:
+    """(summary, line counts) of a whole log file in one streaming pass.
 
     The aggregate runs over `classification_sql` — the classification `parse_log` uses — while the line
     count (which the JSON reader cannot give: it skips blank lines) runs beside it.
@@ -194,7 +227,11 @@ def summarize_log_file(path: str | Path, mapping: TelemetryMapping | None = None
     counter.start()
     con = connect()
     try:
-        classified = f"(SELECT * FROM ({classification_sql(reader_sql(path, mapping), mapping)}) WHERE parsed)"
+        # Records that are no event (their time is no moment) form a group of their own: readable lines.
+        classified = (
+            f"(SELECT * REPLACE (CASE WHEN parsed THEN kind ELSE '{_RECORD_WITHOUT_EVENT}' END AS kind) "
+            f"FROM ({classification_sql(reader_sql(path, mapping), mapping)}) WHERE record)"
+        )
         summary = _summarize(con, classified, mapping.error_level)
     finally:
         con.close()
@@ -202,7 +239,9 @@ def summarize_log_file(path: str | Path, mapping: TelemetryMapping | None = None
     if "error" in counted:
         raise counted["error"]
     lines_total = counted["lines_total"]
-    return summary, lines_total, lines_total - _sum(summary.groups, "lines")
+    readable = _sum(summary.groups, "lines")
+    summary.groups = [group for group in summary.groups if group["kind"] != _RECORD_WITHOUT_EVENT]
+    return summary, LineCounts(lines_total, lines_total - _sum(summary.groups, "lines"), readable)
 
 
 def _of_kind(summary: EventSummary, kind: EventKind) -> list[dict]:
@@ -315,7 +354,9 @@ def _probe_metrics(records: pd.DataFrame | pa.Table | None) -> dict:
     """Probe records (RECORD_SCHEMA) by outcome and probe, with latency from the intended send time."""
     requests, by_outcome, by_probe, dropped, failed, latency = 0, {}, {}, 0, 0, None
     if records is not None and len(records):
-        from staging_validation.schemas.probe_records import RECORD_SCHEMA  # Arrow, as in _as_table
+        from staging_validation.schemas.probe_records import (
+            RECORD_SCHEMA,  # Arrow, as in _as_table
+        )
 
         con = connect()
         try:
@@ -338,16 +379,51 @@ def _probe_metrics(records: pd.DataFrame | pa.Table | None) -> dict:
     }
 
 
+def not_observed_kinds(events: dict[str, int], mappings: Sequence[TelemetryMapping] | None = None) -> dict[str, str]:
+    """Kind → why its count is not observed (see the module docstring), for the kinds that are not;
+    `events` are the counts per kind, `mappings` those of the log's sources (default: the documented)."""
+    mappings = list(mappings or [TelemetryMapping()])
+    recognised = frozenset().union(*(mapping.recognised_kinds() for mapping in mappings))
+    declared = {kind.value: reason for mapping in mappings for kind, reason in mapping.not_exposed.items()}
+    families_seen = {family for kind, family in EVENT_FAMILIES.items() if events.get(kind.value)}
+    found = {}
+    for kind, family in EVENT_FAMILIES.items():
+        if kind not in recognised:
+            found[kind.value] = (f"not exposed: {declared[kind.value]}" if kind.value in declared
+                                 else "no telemetry rule recognises it")
+        elif family not in families_seen:
+            found[kind.value] = f"no {family} line in the telemetry"
+    if not sum(events.values()):
+        found[EventKind.ERROR.value] = "no readable log line"
+    return found
+
+
 def final_metrics_from_summary(
     summary: EventSummary,
     records: pd.DataFrame | pa.Table | None = None,
     *,
-    lines_total: int | None = None,
-    unparsed_lines: int | None = None,
+    lines: LineCounts | None = None,
+    mappings: Sequence[TelemetryMapping] | None = None,
 ) -> dict:
+    """`mappings`: of the log's sources, the main one first (its `min_readable_share` is the threshold)."""
+    telemetry = _telemetry_metrics(summary)
+    warnings = []
+    share = lines.readable_share if lines is not None else None
+    minimum = (list(mappings) if mappings else [TelemetryMapping()])[0].min_readable_share
+    if lines is not None and share is not None and share < minimum:
+        warnings.append(f"only {_share(share)} of the log's lines are readable JSON log records "
+                        f"({lines.readable} of {lines.total}; the mapping expects at least {_share(minimum)}): "
+                        "most of the log could not be judged")
     return {
-        "lines": {"total": lines_total, "unparsed": unparsed_lines},
-        **_telemetry_metrics(summary),
+        "lines": {
+            "total": None if lines is None else lines.total,
+            "unparsed": None if lines is None else lines.unparsed,
+            "readable": None if lines is None else lines.readable,
+            "readable_share": share,
+        },
+        **telemetry,
+        "not_observed": not_observed_kinds(telemetry["events"], mappings),
+        "warnings": warnings,
         "probes": _probe_metrics(records),
     }
 
@@ -356,16 +432,13 @@ def final_metrics(
     records: pd.DataFrame | pa.Table | None,
     events: pd.DataFrame | pa.Table,
     *,
-    lines_total: int | None = None,
-    unparsed_lines: int | None = None,
+    lines: LineCounts | None = None,
+    mappings: Sequence[TelemetryMapping] | None = None,
     error_level: int = 50,
 ) -> dict:
     """Every metric of the runbook's final analysis plus latency percentiles, 5xx, timeouts, rate-limited."""
     return final_metrics_from_summary(
-        summarize_events(events, error_level=error_level),
-        records,
-        lines_total=lines_total,
-        unparsed_lines=unparsed_lines,
+        summarize_events(events, error_level=error_level), records, lines=lines, mappings=mappings
     )
 
 
@@ -374,15 +447,43 @@ def hourly_report(
     events: pd.DataFrame | pa.Table,
     *,
     hour: int,
-    lines_total: int | None = None,
-    unparsed_lines: int | None = None,
+    lines: LineCounts | None = None,
+    mappings: Sequence[TelemetryMapping] | None = None,
     error_level: int = 50,
 ) -> dict:
     """One campaign hour: the final analysis's metrics over that hour's records and events."""
-    metrics = final_metrics(
-        records, events, lines_total=lines_total, unparsed_lines=unparsed_lines, error_level=error_level
-    )
+    metrics = final_metrics(records, events, lines=lines, mappings=mappings, error_level=error_level)
     return {"hour": hour, **metrics}
+
+
+# Where each kind's counts sit in the metrics: what `reported_metrics` shows as "not observed".
+_COUNTS_OF_KIND = {
+    EventKind.PACK_BUILT: [("pack", "builds")],
+    EventKind.PACK_MISSING: [("pack", "missing")],
+    EventKind.PACK_FALLBACK: [("pack", "fallbacks")],
+    EventKind.AMBIGUITY_CHECK: [("ambiguity", name) for name in
+                                ("checks", "ambiguous", "clear", "organic_checks", "organic_ambiguous")],
+    EventKind.RELATIONSHIP_RESOLVED: [("relationship", "resolutions")],
+    EventKind.GOVERNOR_PASS: [("governor", name) for name in
+                              ("passes", "no_violation", "with_violation", "passed_requests", "regen_path_requests")],
+    EventKind.IDENTITY_OP: [("identity", name) for name in ("operations", "link_operations", "failures")],
+    EventKind.REQUEST_COMPLETED: [("requests", name) for name in
+                                  ("completed", "probe", "organic", "http_5xx", "timeouts", "rate_limited", "slow")],
+}
+
+
+def reported_metrics(metrics: dict) -> dict:
+    """The metrics as they are shown (analyze --json): every count of a kind that was not observed is
+    the string "not observed" instead of a number; `not_observed` says why."""
+    shown = {key: dict(value) if isinstance(value, dict) else value for key, value in metrics.items()}
+    shown["events"] = dict(shown["events"])
+    for kind in metrics["not_observed"]:
+        shown["events"][kind] = NOT_OBSERVED
+        if kind == EventKind.ERROR.value:
+            shown["error_lines"] = NOT_OBSERVED
+        for section, name in _COUNTS_OF_KIND.get(EventKind(kind), []):
+            shown[section][name] = NOT_OBSERVED
+    return shown
 
 
 def metrics_snapshot(
@@ -390,10 +491,11 @@ def metrics_snapshot(
     events: pd.DataFrame | pa.Table,
     *,
     at: datetime,
+    mappings: Sequence[TelemetryMapping] | None = None,
     error_level: int = 50,
 ) -> dict:
     """The runbook's 30-minute snapshot over the given records and events."""
-    metrics = final_metrics(records, events, error_level=error_level)
+    metrics = final_metrics(records, events, mappings=mappings, error_level=error_level)
     return {
         "at": at.isoformat(),
         "events": metrics["events"],
@@ -405,6 +507,7 @@ def metrics_snapshot(
         "governor_attempt_distribution": metrics["governor"]["passed_attempt_distribution"],
         "zero_regeneration_share": metrics["governor"]["zero_regeneration_share"],
         "probe_outcomes": metrics["probes"]["by_outcome"],
+        "not_observed": metrics["not_observed"],
     }
 
 
@@ -421,73 +524,93 @@ def _share(value: float | None) -> str:
 
 
 def render_metrics_log_line(snapshot: dict) -> str:
-    """One `metrics.log` line."""
+    """One `metrics.log` line; "n/o": not observed (see the module docstring)."""
     events, latency = snapshot["events"], snapshot["latency_ms"]
+    unseen = snapshot.get("not_observed", {})
+
+    def count(kind: EventKind, value: object = None) -> str:
+        return "n/o" if kind.value in unseen else str(events[kind.value] if value is None else value)
+
     reasons = " ".join(f"{reason}={n}" for reason, n in snapshot["ambiguity_by_reason"].items()) or "-"
     attempts = " ".join(f"{a}:{n}" for a, n in snapshot["governor_attempt_distribution"].items()) or "-"
     return (
-        f"[{snapshot['at']}] requests={snapshot['requests']} errors={snapshot['error_lines']} "
-        f"builds={events['pack_built']} missing={events['pack_missing']} fallbacks={events['pack_fallback']} "
-        f"checks={events['ambiguity_check']} ambiguous={snapshot['ambiguous']} "
-        f"resolutions={events['relationship_resolved']} passes={events['governor_pass']} "
+        f"[{snapshot['at']}] requests={count(EventKind.REQUEST_COMPLETED, snapshot['requests'])} "
+        f"errors={count(EventKind.ERROR, snapshot['error_lines'])} "
+        f"builds={count(EventKind.PACK_BUILT)} missing={count(EventKind.PACK_MISSING)} "
+        f"fallbacks={count(EventKind.PACK_FALLBACK)} "
+        f"checks={count(EventKind.AMBIGUITY_CHECK)} "
+        f"ambiguous={count(EventKind.AMBIGUITY_CHECK, snapshot['ambiguous'])} "
+        f"resolutions={count(EventKind.RELATIONSHIP_RESOLVED)} passes={count(EventKind.GOVERNOR_PASS)} "
         f"latency_ms p50={_ms(latency['p50'])} p95={_ms(latency['p95'])} p99={_ms(latency['p99'])} "
         f"reasons[{reasons}] attempts[{attempts}]"
     )
 
 
 def render_hourly_log_line(report: dict) -> str:
-    """One `hourly.log` line."""
-    requests, latency = report["requests"], report["requests"]["latency_ms"]
-    pack, governor = report["pack"], report["governor"]
+    """One `hourly.log` line; "n/o": not observed (see the module docstring)."""
+    shown = reported_metrics(report)
+    requests, latency = shown["requests"], shown["requests"]["latency_ms"]
+    pack, governor, ambiguity, lines = shown["pack"], shown["governor"], shown["ambiguity"], shown["lines"]
+
+    def compact(value: object) -> str:
+        return "n/o" if value == NOT_OBSERVED else str(value)
+
+    readable = "" if lines["readable_share"] is None else f" readable={_share(lines['readable_share'])}"
     return (
-        f"hour {report['hour']:02d}: requests={requests['completed']} errors={report['error_lines']} "
-        f"5xx={requests['http_5xx']} timeouts={requests['timeouts']} rate_limited={requests['rate_limited']} "
-        f"slow={requests['slow']} latency_ms p50={_ms(latency['p50'])} p95={_ms(latency['p95'])} "
-        f"p99={_ms(latency['p99'])} missing={pack['missing']} fallbacks={pack['fallbacks']} "
-        f"ambiguous={report['ambiguity']['ambiguous']}/{report['ambiguity']['checks']} "
+        f"hour {report['hour']:02d}: requests={compact(requests['completed'])} errors={compact(shown['error_lines'])} "
+        f"5xx={compact(requests['http_5xx'])} timeouts={compact(requests['timeouts'])} "
+        f"rate_limited={compact(requests['rate_limited'])} "
+        f"slow={compact(requests['slow'])} latency_ms p50={_ms(latency['p50'])} p95={_ms(latency['p95'])} "
+        f"p99={_ms(latency['p99'])} missing={compact(pack['missing'])} fallbacks={compact(pack['fallbacks'])} "
+        f"ambiguous={compact(ambiguity['ambiguous'])}/{compact(ambiguity['checks'])} "
         f"zero_regen={_share(governor['zero_regeneration_share'])} "
         f"probes={report['probes']['requests']} probe_failures={report['probes']['failed_cases']} "
-        f"unparsed={'n/a' if report['lines']['unparsed'] is None else report['lines']['unparsed']}"
+        f"unparsed={'n/a' if lines['unparsed'] is None else lines['unparsed']}{readable}"
     )
 
 
-def runbook_metrics(metrics: dict) -> list[tuple[str, int | None]]:
-    """The runbook final analysis's lines in its order (labels as it prints them), counted correctly."""
+def runbook_metrics(metrics: dict) -> list[tuple[str, int | str | None]]:
+    """The runbook final analysis's lines in its order (labels as it prints them), counted correctly;
+    a count of a kind that was not observed is NOT_OBSERVED."""
     pack, ambiguity, relationship = metrics["pack"], metrics["ambiguity"], metrics["relationship"]
     governor, requests, violations = metrics["governor"], metrics["requests"], metrics["governor"]["by_violation_type"]
 
     def whole(value: float | None) -> int | None:  # the runbook prints awk's int(): truncation
         return None if value is None else int(value)
 
-    return [
-        ("Missing-pack events", pack["missing"]),
-        ("Default-pack fallbacks", pack["fallbacks"]),
-        ("Total builds", pack["builds"]),
-        ("Avg size", whole(pack["avg_size_bytes"])),
-        ("Avg build time", whole(pack["avg_build_ms"])),
-        ("Total checks", ambiguity["checks"]),
-        ("Detected ambiguous", ambiguity["ambiguous"]),
-        ("Clear requests", ambiguity["clear"]),
-        *((reason, ambiguity["by_reason"].get(reason, 0)) for reason in AMBIGUITY_REASONS),
-        ("Avg check latency", whole(ambiguity["avg_check_ms"])),
-        ("Total resolutions", relationship["resolutions"]),
-        ("Owner mode", relationship["by_type"].get("owner", 0)),
-        ("Public mode", relationship["by_type"].get("public", 0)),
-        ("Locked fact", relationship["by_source"].get("locked_fact", 0)),
-        ("Database", relationship["by_source"].get("database", 0)),
-        ("Default", relationship["by_source"].get("default", 0)),
-        ("Total passes", governor["passes"]),
-        ("0 violations (passed)", governor["no_violation"]),
-        ("1+ violations", governor["with_violation"]),
-        ("Repetition", violations.get("repetition", 0)),
-        ("Locked fact", violations.get("locked_fact", 0)),
-        ("Ungrounded", violations.get("ungrounded", 0)),
-        ("Posture", violations.get("posture", 0)),
-        ("Link operations", metrics["identity"]["link_operations"]),
-        ("Total errors", metrics["error_lines"]),
-        ("HTTP 5xx", requests["http_5xx"]),
-        ("Timeouts", requests["timeouts"]),
+    pack_built, checks, resolved = EventKind.PACK_BUILT, EventKind.AMBIGUITY_CHECK, EventKind.RELATIONSHIP_RESOLVED
+    governed, completed = EventKind.GOVERNOR_PASS, EventKind.REQUEST_COMPLETED
+    lines = [  # (label, value, the kind it counts)
+        ("Missing-pack events", pack["missing"], EventKind.PACK_MISSING),
+        ("Default-pack fallbacks", pack["fallbacks"], EventKind.PACK_FALLBACK),
+        ("Total builds", pack["builds"], pack_built),
+        ("Avg size", whole(pack["avg_size_bytes"]), pack_built),
+        ("Avg build time", whole(pack["avg_build_ms"]), pack_built),
+        ("Total checks", ambiguity["checks"], checks),
+        ("Detected ambiguous", ambiguity["ambiguous"], checks),
+        ("Clear requests", ambiguity["clear"], checks),
+        *((reason, ambiguity["by_reason"].get(reason, 0), checks) for reason in AMBIGUITY_REASONS),
+        ("Avg check latency", whole(ambiguity["avg_check_ms"]), checks),
+        ("Total resolutions", relationship["resolutions"], resolved),
+        ("Owner mode", relationship["by_type"].get("owner", 0), resolved),
+        ("Public mode", relationship["by_type"].get("public", 0), resolved),
+        ("Locked fact", relationship["by_source"].get("locked_fact", 0), resolved),
+        ("Database", relationship["by_source"].get("database", 0), resolved),
+        ("Default", relationship["by_source"].get("default", 0), resolved),
+        ("Total passes", governor["passes"], governed),
+        ("0 violations (passed)", governor["no_violation"], governed),
+        ("1+ violations", governor["with_violation"], governed),
+        ("Repetition", violations.get("repetition", 0), governed),
+        ("Locked fact", violations.get("locked_fact", 0), governed),
+        ("Ungrounded", violations.get("ungrounded", 0), governed),
+        ("Posture", violations.get("posture", 0), governed),
+        ("Link operations", metrics["identity"]["link_operations"], EventKind.IDENTITY_OP),
+        ("Total errors", metrics["error_lines"], EventKind.ERROR),
+        ("HTTP 5xx", requests["http_5xx"], completed),
+        ("Timeouts", requests["timeouts"], completed),
     ]
+    unseen = metrics["not_observed"]
+    return [(label, NOT_OBSERVED if kind.value in unseen else value) for label, value, kind in lines]
 
 
 _UNITS = {"Avg size": " bytes", "Avg build time": " ms", "Avg check latency": " ms"}
@@ -500,8 +623,10 @@ def render_final_metrics_text(metrics: dict) -> str:
     for label, value in runbook_metrics(metrics):
         indent = "  " if label in _INDENTED else ""
         shown = "n/a" if value is None else str(value)
-        lines.append(f"{indent}{label}: {shown}{_UNITS.get(label, '') if value is not None else ''}")
-    requests, governor, ambiguity = metrics["requests"], metrics["governor"], metrics["ambiguity"]
+        numeric = value is not None and value != NOT_OBSERVED
+        lines.append(f"{indent}{label}: {shown}{_UNITS.get(label, '') if numeric else ''}")
+    shown_metrics = reported_metrics(metrics)
+    requests, governor, ambiguity = shown_metrics["requests"], shown_metrics["governor"], shown_metrics["ambiguity"]
     latency, regen = requests["latency_ms"], governor["regen_path_latency_ms"]
     lines += [
         "",
@@ -518,10 +643,15 @@ def render_final_metrics_text(metrics: dict) -> str:
         f"Zero-regeneration share: {_share(governor['zero_regeneration_share'])} "
         f"(of {governor['passed_requests']} requests with a passed governor line)",
         f"Regen-path latency p99: {_ms_text(regen['p99'])} ({governor['regen_path_requests']} requests regenerated)",
-        f"Identity failures: {metrics['identity']['failures']}",
+        f"Identity failures: {shown_metrics['identity']['failures']}",
     ]
-    if metrics["lines"]["total"] is not None:
-        lines.append(f"Log lines: {metrics['lines']['total']} ({metrics['lines']['unparsed']} not JSON log records)")
+    counted = metrics["lines"]
+    if counted["total"] is not None:
+        lines.append(f"Log lines: {counted['total']} ({counted['unparsed']} not events; "
+                     f"readable share {_share(counted['readable_share'])}: {counted['readable']} JSON log records)")
+    for kind, reason in metrics["not_observed"].items():
+        lines.append(f"Not observed: {kind} ({reason})")
+    lines += [f"WARNING: {warning}" for warning in metrics["warnings"]]
     if not metrics["probe_request_ids_seen"]:
         lines.append("No probe request id seen in telemetry: ambiguity denominator is all traffic")
     return "\n".join(lines) + "\n"

@@ -34,10 +34,9 @@ from staging_validation.layout import CampaignLayout
 from staging_validation.lifecycle import CampaignState, EarlyStop
 from staging_validation.schemas.events import EVENT_SCHEMA
 from staging_validation.schemas.probe_records import RECORD_SCHEMA
-from staging_validation.schemas.telemetry_mapping import TelemetryMapping
 from staging_validation.storage import atomic_write_bytes, local_path
-from staging_validation.telemetry.capture import CaptureError, LogFollower
-from staging_validation.telemetry.parse import parse_log
+from staging_validation.telemetry.capture import CaptureError
+from staging_validation.telemetry.sources import CampaignTelemetry
 from staging_validation.watch.cursor import WatchCursor, load_watch_cursor, save_watch_cursor
 from staging_validation.watch.windows import alerts_by_window, epoch_ms, with_hour
 
@@ -53,12 +52,10 @@ class WatchStep:
 class TelemetryWatch:
     """One campaign's watch; its cursor and open-window buffers live in the campaign's monitor folder."""
 
-    def __init__(self, data_root: str | Path, state: CampaignState, follower: LogFollower,
-                 mapping: TelemetryMapping, policy: Policy):
+    def __init__(self, data_root: str | Path, state: CampaignState, follower: CampaignTelemetry, policy: Policy):
         self.data_root = data_root
         self.state = state
         self.follower = follower
-        self.mapping = mapping
         self.policy = policy
         self.layout = CampaignLayout.of(data_root, state.campaign)
         self.folder = local_path(self.layout.monitor_dir)
@@ -81,21 +78,11 @@ class TelemetryWatch:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _new_events(self, cursor: WatchCursor) -> pa.Table:
-        tables = []
-        for raw_file in sorted((self.follower.store_dir / "raw").glob("*.log")):
-            start = cursor.raw_offsets.get(raw_file.name, 0)
-            size = raw_file.stat().st_size
-            if size <= start:
-                continue
-            with raw_file.open("rb") as handle:
-                handle.seek(start)
-                chunk = handle.read(size - start)
-            cursor.raw_offsets[raw_file.name] = size
-            tables.append(parse_log(chunk, self.mapping).events)
+        tables = [self.follower.read_new(cursor.raw_offsets).events]
         buffer_path = self.folder / cursor.open_windows
         if buffer_path.exists():
             tables.append(pq.read_table(buffer_path, schema=EVENT_SCHEMA))
-        return pa.concat_tables(tables) if tables else EVENT_SCHEMA.empty_table()
+        return pa.concat_tables(tables)
 
     def _new_records(self, cursor: WatchCursor) -> pd.DataFrame:
         """The probe steps recorded since the last step (each step file is written once)."""

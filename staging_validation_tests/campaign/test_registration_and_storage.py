@@ -40,7 +40,7 @@ def test_start_campaign_registers_the_campaign_and_its_partition(tmp_path):
         assert instance.get_dynamic_partitions(campaign_partitions.name) == ["night-1"]
         state = load_campaign_state(tmp_path, "night-1")
         assert (state.planned_hours, state.timing.hour_seconds, state.status) == (12, 60, "registered")
-        assert state.settings.telemetry == TelemetrySource(path="/nonexistent/log")
+        assert state.settings.telemetry == (TelemetrySource(path="/nonexistent/log"),)
         # A second launch with the same id would mix two campaigns' data: refused, first one intact.
         again = launch(defs, instance, campaign="night-1")
         assert not again.success and "already registered" in failure_text(again)

@@ -16,7 +16,7 @@ from staging_validation.campaign.sensors import SENSOR_INTERVAL_ENV, campaign_cl
 from staging_validation.campaign.watch_sensor import campaign_watch, watch_campaign
 from staging_validation.config_files import ConfigError
 from staging_validation.definitions import build_definitions
-from staging_validation.campaign_target import log_follower, target_profile
+from staging_validation.campaign_target import log_follower
 from staging_validation.lifecycle import load_campaign_state, mark_running
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.storage import atomic_write_text
@@ -121,8 +121,7 @@ def test_a_step_under_way_elsewhere_makes_a_second_one_a_no_op(tmp_path):
     store, state, log = watched_campaign(tmp_path, "stepping")
     with log.open("a") as handle:
         handle.write(pino(MISSING_PACK, level=50, reqId="req-1", hashedUserId="u1"))
-    watch = TelemetryWatch(store.data_root, state, log_follower(store.data_root, state),
-                           target_profile(state).telemetry, load_policy())
+    watch = TelemetryWatch(store.data_root, state, log_follower(store.data_root, state), load_policy())
     # An evaluation that outlived its tick still holds the step: the next one leaves the campaign to it
     # instead of raising the same alert again.
     with watch.exclusive() as alone:
@@ -143,8 +142,7 @@ def test_a_step_cut_short_before_its_commit_is_judged_again_without_counting_twi
     store, state, log = watched_campaign(tmp_path)
     with log.open("a") as handle:
         handle.writelines(pino("Unhandled error in chat handler", level=50, reqId=f"req-{n}") for n in range(11))
-    monitor = TelemetryWatch(store.data_root, state, log_follower(store.data_root, state),
-                              target_profile(state).telemetry, load_policy(None))
+    monitor = TelemetryWatch(store.data_root, state, log_follower(store.data_root, state), load_policy(None))
     (first,) = monitor.step().alerts
     (again,) = monitor.step().alerts
     assert (first.rule, first.count) == (again.rule, again.count) == ("monitor.errors", 11)
@@ -209,9 +207,11 @@ def test_a_campaign_with_broken_settings_is_reported_while_the_others_are_watche
     else:
         section = breakage.split()[1]
         stored = json.loads(broken.model_dump_json())
-        stored["settings"][section]["webhook_url"] = "http://127.0.0.1/hook"  # a key since removed
+        setting = stored["settings"][section]
+        many = isinstance(setting, list)  # the telemetry sources: a list, its main source first
+        (setting[0] if many else setting)["webhook_url"] = "http://127.0.0.1/hook"  # a key since removed
         atomic_write_text(store.layout("broken").state_file, json.dumps(stored))
-        named = f"settings.{section}.webhook_url"
+        named = f"settings.{section}.{'0.' if many else ''}webhook_url"
     defs = build_definitions(store.data_root)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("campaign", ["good", broken.campaign])

@@ -13,6 +13,7 @@ import pytest
 from staging_validation.schemas.probe_records import ProbeRecord, records_to_table
 from staging_validation.target.profile import DOCUMENTED_PROFILE
 from staging_validation.telemetry.aggregates import (
+    LineCounts,
     final_metrics,
     final_metrics_from_summary,
     hourly_report,
@@ -20,6 +21,7 @@ from staging_validation.telemetry.aggregates import (
     render_final_metrics_text,
     render_hourly_log_line,
     render_metrics_log_line,
+    reported_metrics,
     runbook_metrics,
     summarize_log_file,
 )
@@ -132,12 +134,12 @@ def test_the_runbook_metrics_are_counted_from_fields_not_text(trap_log):
 
 def test_analyze_streaming_and_the_stored_events_give_the_same_numbers(trap_log):
     parsed = parse_log(trap_log)
-    stored = final_metrics(None, parsed.events.to_pandas(), lines_total=parsed.lines_total,
-                           unparsed_lines=parsed.unparsed_lines)  # fmt: skip
-    summary, lines_total, unparsed = summarize_log_file(trap_log)
-    streamed = final_metrics_from_summary(summary, lines_total=lines_total, unparsed_lines=unparsed)
+    stored = final_metrics(None, parsed.events.to_pandas(), lines=parsed.line_counts())
+    summary, lines = summarize_log_file(trap_log)
+    streamed = final_metrics_from_summary(summary, lines=lines)
     assert streamed == stored
-    assert streamed["lines"] == {"total": len(TRAP_LOG), "unparsed": 2}
+    assert streamed["lines"] == {"total": len(TRAP_LOG), "unparsed": 2, "readable": len(TRAP_LOG) - 2,
+                                 "readable_share": pytest.approx((len(TRAP_LOG) - 2) / len(TRAP_LOG))}
 
 
 def test_the_metrics_text_has_the_runbook_layout_then_what_it_lacked(trap_log):
@@ -164,17 +166,19 @@ def test_snapshot_and_hourly_lines_render_the_counts():
     line = render_metrics_log_line(snapshot)
     assert line.startswith("[2026-11-23T00:30:00+00:00] requests=5 errors=2 builds=2 missing=0 fallbacks=0")
     assert "reasons[MALFORMED_QUERY=1 NONE=1]" in line and "attempts[3:1]" in line
-    report = hourly_report(records, events, hour=7, lines_total=20, unparsed_lines=2)
+    report = hourly_report(records, events, hour=7, lines=LineCounts(total=20, unparsed=2, readable=18))
     assert report["probes"]["by_outcome"] == {"5xx": 1, "ok": 1, "timeout": 1}
     assert report["probes"]["latency_ms"]["p50"] == 200.0  # the dropped request has no latency
     assert render_hourly_log_line(report).startswith("hour 07: requests=5 errors=2 5xx=2 timeouts=1 rate_limited=1")
 
 
-def test_metrics_of_nothing_are_zero_counts_and_absent_values():
+def test_metrics_of_nothing_are_not_observed_counts_and_absent_values():
     metrics = final_metrics(None, parse_log(b"").events)
     assert metrics["pack"]["avg_size_bytes"] is None and metrics["requests"]["latency_ms"]["p50"] is None
+    assert metrics["pack"]["missing"] == 0 and "pack_missing" in metrics["not_observed"]  # numbers stay numbers
     text = render_final_metrics_text(metrics)
-    assert "Avg size: n/a" in text and "denominator is all traffic" in text
+    assert "Missing-pack events: not observed" in text and "Total errors: not observed" in text
+    assert "denominator is all traffic" in text
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -188,8 +192,8 @@ def test_analyze_cli_writes_the_text_and_prints_json_with_the_same_numbers(trap_
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)
     parsed = parse_log(trap_log)
-    expected = final_metrics(None, parsed.events, lines_total=parsed.lines_total, unparsed_lines=parsed.unparsed_lines)
-    assert printed == json.loads(json.dumps(expected))
+    expected = final_metrics(None, parsed.events, lines=parsed.line_counts())
+    assert printed == json.loads(json.dumps(reported_metrics(expected)))
     assert out.read_text() == render_final_metrics_text(expected)
 
 

@@ -37,7 +37,7 @@ def test_analyze_starts_without_numpy_or_arrow_and_runs_without_arrow(tmp_path):
     report = json.loads(completed.stdout)
     assert report["exit_code"] == 0, report["output"]
     metrics = json.loads(report["output"])
-    assert metrics["lines"] == {"total": 4, "unparsed": 1}
+    assert metrics["lines"] == {"total": 4, "unparsed": 1, "readable": 3, "readable_share": 0.75}
     assert (metrics["requests"]["completed"], metrics["error_lines"]) == (1, 1)
     assert report["at_start"] == []
     assert report["after"] == ["numpy"]

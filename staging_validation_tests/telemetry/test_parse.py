@@ -10,7 +10,11 @@ import pytest
 from staging_validation.config_files import ConfigError, validate_model
 from staging_validation.schemas.event_columns import EventKind
 from staging_validation.schemas.events import EVENT_SCHEMA
-from staging_validation.schemas.telemetry_mapping import DEFAULT_MSG_RULES, MsgRule, TelemetryMapping
+from staging_validation.schemas.telemetry_mapping import (
+    DEFAULT_MSG_RULES,
+    MsgRule,
+    TelemetryMapping,
+)
 from staging_validation.telemetry.parse import parse_log
 
 T0 = 1_795_392_000_000
