@@ -17,9 +17,17 @@ from staging_validation.target.client import bearer_token, resolve_base_url
 from staging_validation.target.profile import load_target_profile
 from staging_validation.telemetry.capture import TelemetrySource
 
+# When runs wait for a free slot of the run queue (dagster.yaml), the higher `dagster/priority` starts
+# first: an hour's probes (a probe run that starts after its hour probes nothing: lost for good), then a
+# verdict (short, and what the campaign is for), then ingestion (priority 0; it reads what the capture
+# already stored, so waiting loses nothing).
+PROBE_RUN_PRIORITY = "10"
+VERDICT_RUN_PRIORITY = "5"
+
 campaign_probes_job = dg.define_asset_job(
     "campaign_probes",
     selection=dg.AssetSelection.assets(*PROBE_ASSETS),
+    tags={"dagster/priority": PROBE_RUN_PRIORITY},
     description="The probes of one campaign hour, run while the hour is current (requested by campaign_clock).",
 )
 
@@ -32,6 +40,7 @@ campaign_hour_job = dg.define_asset_job(
 campaign_verdict_job = dg.define_asset_job(
     "campaign_verdict",
     selection=dg.AssetSelection.assets(*VERDICT_ASSETS),
+    tags={"dagster/priority": VERDICT_RUN_PRIORITY},
     description="Final checks, gates, decision, report and notification over every stored hour.",
 )
 

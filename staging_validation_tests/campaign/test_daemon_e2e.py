@@ -56,11 +56,16 @@ def failure_of(instance: dg.DagsterInstance, run_id: str) -> str:
     ) or "the run failed without a failure event"
 
 
-@pytest.fixture
-def dagster_home(tmp_path):
+@pytest.fixture(params=["sqlite", "postgres"])
+def dagster_home(request, tmp_path):
+    """The repository's instance (SQLite), or deploy/postgres's on a fresh database of the test server."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    instance_yaml = (REPO / "dagster.yaml").read_text().replace("data/dagster", str(home / "storage"))
+    if request.param == "postgres":
+        request.getfixturevalue("postgres_database")
+        instance_yaml = (REPO / "deploy" / "postgres" / "dagster.yaml").read_text()
+    else:
+        instance_yaml = (REPO / "dagster.yaml").read_text().replace("data/dagster", str(home / "storage"))
     (home / "dagster.yaml").write_text(instance_yaml)
     return home
 
