@@ -161,8 +161,9 @@ def measure(kind: str, campaigns: int, args: argparse.Namespace, work: Path, pg_
             cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             for name, simulator in zip(names, simulators)]
         for launch in launches:
-            if launch.wait() != 0:
-                raise RuntimeError(f"dagster job launch failed: {launch.stderr.read().decode()[-2000:]}")
+            _, error = launch.communicate()
+            if launch.returncode != 0:
+                raise RuntimeError(f"dagster job launch failed: {error.decode()[-2000:]}")
         anchored: set[str] = set()
         while time.monotonic() < deadline and not all(verdict_done(data_root, name) for name in names):
             anchor_simulators(data_root, names, simulators, anchored)
@@ -176,6 +177,7 @@ def measure(kind: str, campaigns: int, args: argparse.Namespace, work: Path, pg_
         for simulator in simulators:
             simulator.process.kill()
         cpu_s, killed = reap_children({simulator.process.pid for simulator in simulators}, deadline_s=60)
+    os.environ.update(pg_env)  # this process reads the instance too
     result = collect(home, data_root, names, args)
     hours = campaigns * args.hours
     result.update(kind=kind, campaigns=campaigns, hours=hours, cpu_per_campaign_hour=cpu_s / hours,
@@ -202,10 +204,10 @@ def collect(home: Path, data_root: Path, names: list[str], args: argparse.Namesp
 
     latencies, gaps, failed, runs = [], [], 0, 0
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        records = instance.get_run_records(dg.RunsFilter(job_name="start_campaign"))
+        records = list(instance.get_run_records(dg.RunsFilter(job_name="start_campaign")))
         for name in names:
             records += instance.get_run_records(dg.RunsFilter(tags={"staging-validation/campaign": name}))
-        by_key = {}
+        by_key: dict[str | None, dg.RunRecord] = {}
         for record in records:
             runs += 1
             run = record.dagster_run
@@ -228,11 +230,11 @@ def collect(home: Path, data_root: Path, names: list[str], args: argparse.Namesp
         due += [(f"{name}:hour:{h:02d}", hour_end(h + 1)) for h in range(args.hours)]
         due += [(f"{name}:verdict:{args.hours}", hour_end(args.hours))]
         for key, latest_start in due:
-            record = by_key.get(key)
-            if record is None or record.start_time is None:
+            started = by_key[key].start_time if key in by_key else None
+            if started is None:
                 gaps.append(f"{key}: never started")
-            elif record.start_time >= latest_start:
-                gaps.append(f"{key}: started {record.start_time - latest_start:.1f} s after its hour")
+            elif started >= latest_start:
+                gaps.append(f"{key}: started {started - latest_start:.1f} s after its hour")
     return {"runs": runs, "latencies": latencies, "gaps": gaps, "failed": failed}
 
 

@@ -23,10 +23,14 @@ from staging_validation.telemetry.capture import TelemetrySource
 # already stored, so waiting loses nothing).
 PROBE_RUN_PRIORITY = "10"
 VERDICT_RUN_PRIORITY = "5"
+# Each run executes its steps in its own process: a campaign run's steps follow one another anyway, and a
+# subprocess per step costs another Python start with Dagster's imports (benchmarks/bench_capacity.py).
+RUN_EXECUTOR = dg.in_process_executor
 
 campaign_probes_job = dg.define_asset_job(
     "campaign_probes",
     selection=dg.AssetSelection.assets(*PROBE_ASSETS),
+    executor_def=RUN_EXECUTOR,
     tags={"dagster/priority": PROBE_RUN_PRIORITY},
     description="The probes of one campaign hour, run while the hour is current (requested by campaign_clock).",
 )
@@ -34,12 +38,14 @@ campaign_probes_job = dg.define_asset_job(
 campaign_hour_job = dg.define_asset_job(
     "campaign_hour",
     selection=dg.AssetSelection.assets(*INGESTION_ASSETS),
+    executor_def=RUN_EXECUTOR,
     description="One ended campaign hour: its telemetry, 30-minute snapshots and hourly report.",
 )
 
 campaign_verdict_job = dg.define_asset_job(
     "campaign_verdict",
     selection=dg.AssetSelection.assets(*VERDICT_ASSETS),
+    executor_def=RUN_EXECUTOR,
     tags={"dagster/priority": VERDICT_RUN_PRIORITY},
     description="Final checks, gates, decision, report and notification over every stored hour.",
 )
@@ -135,6 +141,6 @@ def register_campaign_op(context: dg.OpExecutionContext, config: CampaignLaunchC
     return state.campaign
 
 
-@dg.job(description="Launch a validation campaign from the launchpad.")
+@dg.job(description="Launch a validation campaign from the launchpad.", executor_def=RUN_EXECUTOR)
 def start_campaign():
     register_campaign_op()

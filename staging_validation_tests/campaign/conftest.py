@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -26,7 +27,7 @@ def _connect(database: str):
 
 
 @pytest.fixture
-def postgres_database(monkeypatch) -> str:
+def postgres_database(monkeypatch) -> Iterator[str]:
     """Creates a database of its own, points DAGSTER_PG_DB at it (for this process and the services it
     starts), drops it at the end."""
     missing = [name for name in SERVER_VARIABLES if not os.environ.get(name)]

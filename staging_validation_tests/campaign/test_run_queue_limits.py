@@ -1,0 +1,96 @@
+"""The run queue of dagster.yaml with Dagster's own dequeue logic: which queued runs start next.
+
+The runs carry the tags the daemon gives them (the clock's run requests merged with their job's tags);
+the choice is the QueuedRunCoordinatorDaemon's, over an instance with the repository's run_coordinator.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import yaml
+from dagster._core.remote_origin import (
+    RegisteredCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.test_utils import create_run_for_test
+from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
+    QueuedRunCoordinatorDaemon,
+)
+
+from staging_validation.campaign.sensors import due_run_requests
+from staging_validation.campaigns import CampaignState
+from staging_validation.definitions import defs
+from staging_validation.schemas.timing import CampaignTiming
+
+REPO = Path(__file__).resolve().parents[2]
+START_MS = 1_700_000_000_000
+HOUR_S = 10
+RUN_COORDINATOR = yaml.safe_load((REPO / "dagster.yaml").read_text())["run_coordinator"]
+MAX_CONCURRENT_RUNS = RUN_COORDINATOR["config"]["max_concurrent_runs"]
+
+
+def requested_tags(campaign: str, now_hours: float, done_hours: int = 0) -> dict[str, dict[str, str]]:
+    """Run key → tags of every run the clock requests for this campaign by `now_hours`."""
+    state = CampaignState(campaign=campaign, created_at_ms=START_MS, planned_hours=2,
+                          timing=CampaignTiming(start_ms=START_MS, hour_seconds=HOUR_S))
+    cursor = {campaign: {"next_probe_hour": 0, "next_ingest_hour": done_hours, "verdicts": []}}
+    requests = due_run_requests([state], cursor, lambda key: True, now_s=START_MS / 1000 + now_hours * HOUR_S)
+    return {str(request.run_key): {**defs.resolve_job_def(str(request.job_name)).tags, **request.tags}
+            for request in requests}
+
+
+def next_to_start(instance: dg.DagsterInstance) -> list[str]:
+    daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
+    chosen = daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(), fixed_iteration_time=None)
+    return [run.tags["key"] for run in chosen]
+
+
+def add_run(instance: dg.DagsterInstance, key: str, tags: dict[str, str], status: dg.DagsterRunStatus) -> None:
+    job_name = key.split(":")[1]
+    origin = RemoteJobOrigin(RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("staging_validation"), "__repository__"),
+                             job_name)
+    create_run_for_test(instance, job_name=job_name, status=status, tags={**tags, "key": key}, remote_job_origin=origin)
+
+
+def test_a_wedged_campaign_with_a_pile_of_queued_runs_holds_up_no_other_campaign():
+    with dg.instance_for_test(overrides={"run_coordinator": RUN_COORDINATOR}) as instance:
+        wedged = requested_tags("wedged", now_hours=1.0)
+        probe_tags = wedged["wedged:probes:01"]
+        # Its probe and hour runs hang, and 48 more of its runs wait behind them.
+        add_run(instance, "wedged:probes:01", probe_tags, dg.DagsterRunStatus.STARTED)
+        add_run(instance, "wedged:hour:00", wedged["wedged:hour:00"], dg.DagsterRunStatus.STARTED)
+        for index in range(48):
+            add_run(instance, f"wedged:retry-{index}", probe_tags, dg.DagsterRunStatus.QUEUED)
+        healthy = [f"healthy-{index}" for index in range(3)]
+        for campaign in healthy:
+            add_run(instance, f"{campaign}:probes:00", requested_tags(campaign, 0.1)[f"{campaign}:probes:00"],
+                    dg.DagsterRunStatus.QUEUED)
+        assert next_to_start(instance) == [f"{campaign}:probes:00" for campaign in healthy]
+
+
+def test_a_campaign_holds_at_most_two_slots_whatever_launched_its_runs():
+    with dg.instance_for_test(overrides={"run_coordinator": RUN_COORDINATOR}) as instance:
+        tags = requested_tags("busy", now_hours=1.0)
+        add_run(instance, "busy:probes:01", tags["busy:probes:01"], dg.DagsterRunStatus.STARTED)
+        add_run(instance, "busy:hour:00", tags["busy:hour:00"], dg.DagsterRunStatus.STARTED)
+        # A hand-launched re-execution keeps the campaign tag but belongs to no lane.
+        add_run(instance, "busy:manual:00", {"staging-validation/campaign": "busy"}, dg.DagsterRunStatus.QUEUED)
+        add_run(instance, "other:probes:00", requested_tags("other", 0.1)["other:probes:00"], dg.DagsterRunStatus.QUEUED)
+        assert next_to_start(instance) == ["other:probes:00"]
+
+
+def test_when_slots_are_short_probes_start_first_then_verdicts_then_ingestion():
+    with dg.instance_for_test(overrides={"run_coordinator": RUN_COORDINATOR}) as instance:
+        # Every slot but two is taken by runs of other campaigns.
+        for index in range(MAX_CONCURRENT_RUNS - 2):
+            add_run(instance, f"filler-{index}:probes:00", {}, dg.DagsterRunStatus.STARTED)
+        # Queued in the worst order: ingestion first, the verdict next, the probes last.
+        ingest = requested_tags("a", now_hours=1.0)["a:hour:00"]
+        add_run(instance, "a:hour:00", ingest, dg.DagsterRunStatus.QUEUED)
+        verdict = requested_tags("b", now_hours=2.0, done_hours=2)["b:verdict:2"]
+        add_run(instance, "b:verdict:2", verdict, dg.DagsterRunStatus.QUEUED)
+        add_run(instance, "c:probes:00", requested_tags("c", 0.1)["c:probes:00"], dg.DagsterRunStatus.QUEUED)
+        assert next_to_start(instance) == ["c:probes:00", "b:verdict:2"]
