@@ -18,11 +18,11 @@ from staging_validation.target.profile import load_target_profile
 from staging_validation.telemetry.capture import TelemetrySource
 
 # When runs wait for a free slot of the run queue (dagster.yaml), the higher `dagster/priority` starts
-# first: an hour's probes (a probe run that starts after its hour probes nothing: lost for good), then a
-# verdict (short, and what the campaign is for), then ingestion (priority 0; it reads what the capture
-# already stored, so waiting loses nothing).
+# first: an hour's probes (a probe run that starts after its hour probes nothing: lost for good), then the
+# hour lane, verdicts included, ahead of runs launched by hand. Ingestion and verdict share one priority:
+# the lane runs them in request order, so a verdict never starts before the ingestion of its last hour.
 PROBE_RUN_PRIORITY = "10"
-VERDICT_RUN_PRIORITY = "5"
+HOUR_LANE_PRIORITY = "5"
 # Each run executes its steps in its own process: a campaign run's steps follow one another anyway, and a
 # subprocess per step costs another Python start with Dagster's imports (benchmarks/bench_capacity.py).
 RUN_EXECUTOR = dg.in_process_executor
@@ -39,6 +39,7 @@ campaign_hour_job = dg.define_asset_job(
     "campaign_hour",
     selection=dg.AssetSelection.assets(*INGESTION_ASSETS),
     executor_def=RUN_EXECUTOR,
+    tags={"dagster/priority": HOUR_LANE_PRIORITY},
     description="One ended campaign hour: its telemetry, 30-minute snapshots and hourly report.",
 )
 
@@ -46,7 +47,7 @@ campaign_verdict_job = dg.define_asset_job(
     "campaign_verdict",
     selection=dg.AssetSelection.assets(*VERDICT_ASSETS),
     executor_def=RUN_EXECUTOR,
-    tags={"dagster/priority": VERDICT_RUN_PRIORITY},
+    tags={"dagster/priority": HOUR_LANE_PRIORITY},
     description="Final checks, gates, decision, report and notification over every stored hour.",
 )
 

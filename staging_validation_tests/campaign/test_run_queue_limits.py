@@ -82,15 +82,23 @@ def test_a_campaign_holds_at_most_two_slots_whatever_launched_its_runs():
         assert next_to_start(instance) == ["other:probes:00"]
 
 
-def test_when_slots_are_short_probes_start_first_then_verdicts_then_ingestion():
+def test_when_slots_are_short_probes_start_first_then_the_hour_lane_then_runs_launched_by_hand():
     with dg.instance_for_test(overrides={"run_coordinator": RUN_COORDINATOR}) as instance:
         # Every slot but two is taken by runs of other campaigns.
         for index in range(MAX_CONCURRENT_RUNS - 2):
             add_run(instance, f"filler-{index}:probes:00", {}, dg.DagsterRunStatus.STARTED)
-        # Queued in the worst order: ingestion first, the verdict next, the probes last.
-        ingest = requested_tags("a", now_hours=1.0)["a:hour:00"]
-        add_run(instance, "a:hour:00", ingest, dg.DagsterRunStatus.QUEUED)
+        # Queued in the worst order: a run launched by hand, a verdict, and the probes last.
+        add_run(instance, "a:manual:00", {}, dg.DagsterRunStatus.QUEUED)
         verdict = requested_tags("b", now_hours=2.0, done_hours=2)["b:verdict:2"]
         add_run(instance, "b:verdict:2", verdict, dg.DagsterRunStatus.QUEUED)
         add_run(instance, "c:probes:00", requested_tags("c", 0.1)["c:probes:00"], dg.DagsterRunStatus.QUEUED)
         assert next_to_start(instance) == ["c:probes:00", "b:verdict:2"]
+
+
+def test_a_verdict_never_overtakes_the_ingestion_of_its_last_hour():
+    with dg.instance_for_test(overrides={"run_coordinator": RUN_COORDINATOR}) as instance:
+        tags = requested_tags("a", now_hours=2.0, done_hours=1)
+        assert list(tags) == ["a:hour:01", "a:verdict:2"]
+        for key, run_tags in tags.items():
+            add_run(instance, key, run_tags, dg.DagsterRunStatus.QUEUED)
+        assert next_to_start(instance) == ["a:hour:01"]
