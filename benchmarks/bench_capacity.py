@@ -202,7 +202,10 @@ def collect(home: Path, data_root: Path, names: list[str], args: argparse.Namesp
     """Run start latencies, gaps and failures, from the instance's run records and the campaigns' clocks."""
     import dagster as dg
 
-    latencies, gaps, failed, runs = [], [], 0, 0
+    latencies: list[float] = []
+    gaps: list[str] = []
+    failures: list[str] = []
+    runs = 0
     with dg.DagsterInstance.from_config(str(home)) as instance:
         records = list(instance.get_run_records(dg.RunsFilter(job_name="start_campaign")))
         for name in names:
@@ -211,7 +214,9 @@ def collect(home: Path, data_root: Path, names: list[str], args: argparse.Namesp
         for record in records:
             runs += 1
             run = record.dagster_run
-            failed += run.status == dg.DagsterRunStatus.FAILURE
+            if run.status == dg.DagsterRunStatus.FAILURE:
+                failures.append(f"failed: {run.tags.get('dagster/run_key', run.job_name)} ({run.run_id}): "
+                                + failure_messages(instance, run.run_id))
             enqueued = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_ENQUEUED).records
             if enqueued and record.start_time:
                 latencies.append(record.start_time - enqueued[0].timestamp)
@@ -219,7 +224,7 @@ def collect(home: Path, data_root: Path, names: list[str], args: argparse.Namesp
     for name in names:
         state_file = data_root / "campaigns" / name / "campaign.json"
         if not state_file.exists():
-            gaps.append(f"{name}: never registered")
+            gaps.append(f"gap: {name}: never registered")
             continue
         timing = json.loads(state_file.read_text())["timing"]
 
@@ -232,10 +237,17 @@ def collect(home: Path, data_root: Path, names: list[str], args: argparse.Namesp
         for key, latest_start in due:
             started = by_key[key].start_time if key in by_key else None
             if started is None:
-                gaps.append(f"{key}: never started")
+                gaps.append(f"gap: {key}: never started")
             elif started >= latest_start:
-                gaps.append(f"{key}: started {started - latest_start:.1f} s after its hour")
-    return {"runs": runs, "latencies": latencies, "gaps": gaps, "failed": failed}
+                gaps.append(f"gap: {key}: started {started - latest_start:.1f} s after its hour")
+    return {"runs": runs, "latencies": latencies, "gaps": gaps, "failures": failures}
+
+
+def failure_messages(instance, run_id: str) -> str:
+    records = instance.get_records_for_run(run_id).records
+    return " | ".join(record.event_log_entry.message for record in records
+                      if record.event_log_entry.is_dagster_event
+                      and record.event_log_entry.get_dagster_event().is_failure)[:500] or "no failure event"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -253,8 +265,9 @@ def main() -> int:
     OUT_DIR.mkdir(exist_ok=True)
     load_before = load_average()
     results = []
-    with tempfile.TemporaryDirectory(prefix="capacity-", dir=OUT_DIR) as scratch, ExitStack() as stack:
-        work_root = Path(scratch)
+    # Kept (benchmarks/out is git-ignored): the daemon's output and the campaigns explain a gap.
+    work_root = Path(tempfile.mkdtemp(prefix=time.strftime("capacity-%H%M%S-"), dir=OUT_DIR))
+    with ExitStack() as stack:
         pg_server = stack.enter_context(postgres_server()) if "postgres" in kinds else {}
         # After the server has started: its postmaster must not become our child, reaped at the first end.
         set_child_subreaper()
@@ -268,8 +281,9 @@ def main() -> int:
                         results.append(measure(kind, k, args, work, database_env))
                 else:
                     results.append(measure(kind, k, args, work, {}))
-                for gap in results[-1]["gaps"]:
-                    print(f"  gap: {gap}", file=sys.stderr)
+                for problem in results[-1]["gaps"] + results[-1]["failures"]:
+                    print(f"  {problem}", file=sys.stderr)
+    print(f"work folders (daemon output, campaigns): {work_root}", file=sys.stderr)
     print(f"{args.hour_seconds:g} s hours, {args.hours} planned hours per campaign, one simulator per campaign "
           f"({args.organic_rps:g} organic req/s); before: {load_before}; after: {load_average()}")
     rows = []
@@ -280,11 +294,11 @@ def main() -> int:
             result["kind"], str(result["campaigns"]), str(result["hours"]), str(result["runs"]),
             f"{statistics.median(latencies):.1f} s" if latencies else "-",
             f"{percentile(latencies, 0.95):.1f} s" if latencies else "-",
-            str(len(result["gaps"])), str(result["failed"]), f"{result['cpu_per_campaign_hour']:.1f} s",
+            str(len(result["gaps"])), str(len(result["failures"])), f"{result['cpu_per_campaign_hour']:.1f} s",
             f"{max(zero_gap)}" if zero_gap else "none measured",
         ])
     print_table(["instance", "campaigns", "hours", "runs", "start latency p50", "p95", "gaps", "failed runs",
-                 "CPU per campaign-hour", "largest K, 0 gaps"], rows)
+                 "CPU per campaign-hour", "largest K measured with 0 gaps"], rows)
     return 0
 
 
