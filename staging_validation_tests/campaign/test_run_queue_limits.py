@@ -50,8 +50,8 @@ def next_to_start(instance: dg.DagsterInstance) -> list[str]:
 
 def add_run(instance: dg.DagsterInstance, key: str, tags: dict[str, str], status: dg.DagsterRunStatus) -> None:
     job_name = key.split(":")[1]
-    origin = RemoteJobOrigin(RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("staging_validation"), "__repository__"),
-                             job_name)
+    repository = RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("staging_validation"), "__repository__")
+    origin = RemoteJobOrigin(repository, job_name)
     create_run_for_test(instance, job_name=job_name, status=status, tags={**tags, "key": key}, remote_job_origin=origin)
 
 
@@ -78,7 +78,8 @@ def test_a_campaign_holds_at_most_two_slots_whatever_launched_its_runs():
         add_run(instance, "busy:hour:00", tags["busy:hour:00"], dg.DagsterRunStatus.STARTED)
         # A hand-launched re-execution keeps the campaign tag but belongs to no lane.
         add_run(instance, "busy:manual:00", {"staging-validation/campaign": "busy"}, dg.DagsterRunStatus.QUEUED)
-        add_run(instance, "other:probes:00", requested_tags("other", 0.1)["other:probes:00"], dg.DagsterRunStatus.QUEUED)
+        other = requested_tags("other", 0.1)
+        add_run(instance, "other:probes:00", other["other:probes:00"], dg.DagsterRunStatus.QUEUED)
         assert next_to_start(instance) == ["other:probes:00"]
 
 
