@@ -176,13 +176,14 @@ def measure(kind: str, campaigns: int, args: argparse.Namespace, work: Path, pg_
                 raise RuntimeError(f"the daemon exited with {daemon.returncode}; see {work / 'daemon.txt'}")
             time.sleep(1)  # polling interval of a deadline wait
     finally:
+        stopped_at = time.time()
         if daemon.poll() is None:
             os.killpg(daemon.pid, signal.SIGTERM)
         for simulator in simulators:
             simulator.process.kill()
         cpu_s, killed = reap_children({simulator.process.pid for simulator in simulators}, deadline_s=60)
     os.environ.update(pg_env)  # this process reads the instance too
-    result = collect(home, data_root, names, args)
+    result = collect(home, data_root, names, args, stopped_at)
     hours = campaigns * args.hours
     result.update(kind=kind, campaigns=campaigns, hours=hours, cpu_per_campaign_hour=cpu_s / hours, killed=killed)
     return result
@@ -201,8 +202,10 @@ def verdict_done(data_root: Path, name: str) -> bool:
     return (data_root / "campaigns" / name / "decision.json").exists()
 
 
-def collect(home: Path, data_root: Path, names: list[str], args: argparse.Namespace) -> dict:
-    """Run start latencies, gaps and failures, from the instance's run records and the campaigns' clocks."""
+def collect(home: Path, data_root: Path, names: list[str], args: argparse.Namespace, stopped_at: float) -> dict:
+    """Run start latencies, gaps and failures, from the instance's run records and the campaigns' clocks.
+
+    A run that failed because the measurement stopped it (it ended after `stopped_at`) is not a failure."""
     import dagster as dg
 
     latencies: list[float] = []
@@ -217,7 +220,7 @@ def collect(home: Path, data_root: Path, names: list[str], args: argparse.Namesp
         for record in records:
             runs += 1
             run = record.dagster_run
-            if run.status == dg.DagsterRunStatus.FAILURE:
+            if run.status == dg.DagsterRunStatus.FAILURE and (record.end_time or stopped_at) < stopped_at:
                 failures.append(f"failed: {run.tags.get('dagster/run_key', run.job_name)} ({run.run_id}): "
                                 + failure_messages(instance, run.run_id))
             enqueued = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_ENQUEUED).records
