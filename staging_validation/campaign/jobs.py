@@ -18,6 +18,14 @@ from staging_validation.target.profile import load_target_profile
 from staging_validation.telemetry.sources import source_mappings
 
 
+# When runs wait for a free slot of the run queue (dagster.yaml), the higher `dagster/priority` starts
+# first: a campaign's collector (its probes run on the campaign clock only once it has started), then the
+# hour lane, verdicts included, ahead of runs launched by hand. Ingestion and verdict share one priority:
+# the lane runs them in request order, so a verdict never starts before the ingestion of its last hour.
+COLLECTOR_RUN_PRIORITY = "10"
+HOUR_LANE_PRIORITY = "5"
+
+
 class CollectorConfig(dg.Config):
     campaign: str = pydantic.Field(description="The campaign whose planned probe steps this run collects.")
 
@@ -36,15 +44,18 @@ def collect_probe_steps(context: dg.OpExecutionContext, config: CollectorConfig,
 
 @dg.job(description="The campaign's probe collector for one verdict round (requested by campaign_clock when the "
                     "round is registered; it starts the campaign clock, so the probes' timing never depends on "
-                    "how fast a run is launched).", executor_def=dg.in_process_executor)
+                    "how fast a run is launched).", executor_def=dg.in_process_executor,
+        tags={"dagster/priority": COLLECTOR_RUN_PRIORITY})
 def campaign_collector():
     collect_probe_steps()
+
 
 
 campaign_hour_job = dg.define_asset_job(
     "campaign_hour",
     selection=dg.AssetSelection.assets(*HOURLY_ASSETS),
     executor_def=dg.in_process_executor,  # small steps: a process per step would cost more than the work
+    tags={"dagster/priority": HOUR_LANE_PRIORITY},
     description="One ended campaign hour: its recorded probe steps, telemetry, 30-minute snapshots and hourly "
                 "report.",
 )
@@ -53,6 +64,7 @@ campaign_verdict_job = dg.define_asset_job(
     "campaign_verdict",
     selection=dg.AssetSelection.assets(*VERDICT_ASSETS),
     executor_def=dg.in_process_executor,
+    tags={"dagster/priority": HOUR_LANE_PRIORITY},
     description="Final checks, gates, decision, report and notification over every stored hour.",
 )
 

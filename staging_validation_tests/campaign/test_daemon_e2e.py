@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -56,11 +58,16 @@ def failure_of(instance: dg.DagsterInstance, run_id: str) -> str:
     ) or "the run failed without a failure event"
 
 
-@pytest.fixture
-def dagster_home(tmp_path):
+@pytest.fixture(params=["sqlite", "postgres"])
+def dagster_home(request, tmp_path):
+    """The repository's instance (SQLite), or deploy/postgres's on a fresh database of the test server."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    instance_yaml = (REPO / "dagster.yaml").read_text().replace("data/dagster", str(home / "storage"))
+    if request.param == "postgres":
+        request.getfixturevalue("postgres_database")
+        instance_yaml = (REPO / "deploy" / "postgres" / "dagster.yaml").read_text()
+    else:
+        instance_yaml = (REPO / "dagster.yaml").read_text().replace("data/dagster", str(home / "storage"))
     (home / "dagster.yaml").write_text(instance_yaml)
     return home
 
@@ -85,8 +92,10 @@ def test_daemon_sensors_drive_a_campaign_launched_through_graphql_to_a_stored_de
             ("webserver", [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]),
         ):
             with open(logs / f"{name}.txt", "wb") as output:
+                # Its own process group: the code servers it starts end with it (killpg below); one left
+                # running would outlive the test's PostgreSQL database and never exit.
                 processes[logs / f"{name}.txt"] = subprocess.Popen(
-                    command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
+                    command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
 
         def webserver_ready():
             try:
@@ -115,12 +124,12 @@ def test_daemon_sensors_drive_a_campaign_launched_through_graphql_to_a_stored_de
             wait_until(lambda: run_finished(instance, "daemon-e2e:verdict:2"), DEADLINE_S, "the verdict run", processes)
     finally:
         for process in processes.values():
-            process.terminate()
+            os.killpg(process.pid, signal.SIGTERM)
         for process in processes.values():
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            with contextlib.suppress(ProcessLookupError):  # the group's stragglers
+                os.killpg(process.pid, signal.SIGKILL)
 
     decision = json.loads(decision_file.read_text())
     assert decision["campaign"] == "daemon-e2e"
