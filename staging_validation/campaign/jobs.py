@@ -6,7 +6,15 @@ import pydantic
 
 from staging_validation.acceptance.notify import NotificationSettings
 from staging_validation.acceptance.policy import load_policy
-from staging_validation.campaign.assets import INGESTION_ASSETS, PROBE_ASSETS, VERDICT_ASSETS
+from staging_validation.campaign.assets import (
+    INGESTION_ASSETS,
+    PROBE_ASSETS,
+    VERDICT_ASSETS,
+    acceptance_report,
+    campaign_decision,
+    decision_notification,
+    gate_results,
+)
 from staging_validation.campaign.partitions import campaign_partitions
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaigns import MAX_CAMPAIGN_HOURS, CampaignState
@@ -20,33 +28,46 @@ from staging_validation.telemetry.capture import TelemetrySource
 campaign_probes_job = dg.define_asset_job(
     "campaign_probes",
     selection=dg.AssetSelection.assets(*PROBE_ASSETS),
-    description="The probes of one campaign hour, run while the hour is current (requested by campaign_clock).",
+    description="Sensor-driven (campaign_clock requests it; no need to launch it by hand): the probes of one "
+                "campaign hour, run while the hour is current.",
 )
 
 campaign_hour_job = dg.define_asset_job(
     "campaign_hour",
     selection=dg.AssetSelection.assets(*INGESTION_ASSETS),
-    description="One ended campaign hour: its telemetry, 30-minute snapshots and hourly report.",
+    description="Sensor-driven (campaign_clock requests it when an hour has ended; no need to launch it by hand): "
+                "one campaign hour's telemetry, 30-minute snapshots and hourly report.",
 )
 
 campaign_verdict_job = dg.define_asset_job(
     "campaign_verdict",
     selection=dg.AssetSelection.assets(*VERDICT_ASSETS),
-    description="Final checks, gates, decision, report and notification over every stored hour.",
+    description="Sensor-driven (campaign_clock requests it at the end of a round or after an early stop; to "
+                "re-judge, launch campaign_reverdict instead): final checks, gates, decision, report and "
+                "notification over every stored hour.",
+)
+
+campaign_reverdict_job = dg.define_asset_job(
+    "campaign_reverdict",
+    selection=dg.AssetSelection.assets(gate_results, campaign_decision, acceptance_report, decision_notification),
+    description="Re-judge one campaign (pick it as the partition, then Launch): gates, decision, report and "
+                "notification recomputed from what is stored, under its current policy file; nothing is re-run "
+                "against the target.",
 )
 
 
 class NotificationConfig(dg.Config):
-    smtp_host: str = pydantic.Field(default="", description="Empty: messages go to the campaign outbox only.")
-    smtp_port: int = 587
-    smtp_starttls: bool = True
-    smtp_username: str = ""
+    smtp_host: str = pydantic.Field(default="", description="SMTP server; empty: messages go to the campaign "
+                                    "outbox only.")
+    smtp_port: int = pydantic.Field(default=587, description="SMTP server port.")
+    smtp_starttls: bool = pydantic.Field(default=True, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_username: str = pydantic.Field(default="", description="SMTP login; empty: no login.")
     smtp_password_env: str = pydantic.Field(
         default="STAGING_VALIDATION_SMTP_PASSWORD",
         description="Name of the environment variable holding the SMTP password (never the password).",
     )
-    sender: str = "staging-validation@localhost"
-    recipients: list[str] = []
+    sender: str = pydantic.Field(default="staging-validation@localhost", description="The From address.")
+    recipients: list[str] = pydantic.Field(default=[], description="Addresses the decision and alerts go to.")
     webhook_url_env: str = pydantic.Field(
         default="",
         description="Name of the environment variable holding the webhook URL (never the URL, which may "
@@ -68,7 +89,8 @@ class CampaignLaunchConfig(dg.Config):
     hours: int = pydantic.Field(default=24, ge=1, le=24, description="Planned campaign hours before the verdict.")
     hour_seconds: float = pydantic.Field(default=3600.0, gt=0, description="Length of a campaign hour in seconds.")
     stress_baseline_rps: float = pydantic.Field(default=5.0, gt=0, description="Hour 7 sends twice this rate.")
-    notification: NotificationConfig = NotificationConfig()
+    notification: NotificationConfig = pydantic.Field(
+        default=NotificationConfig(), description="Where the decision and the monitor's alerts are sent.")
 
     def settings(self) -> dict:
         telemetry = {"command": self.telemetry_command} if self.telemetry_command else {"path": self.telemetry_path}
@@ -126,6 +148,8 @@ def register_campaign_op(context: dg.OpExecutionContext, config: CampaignLaunchC
     return state.campaign
 
 
-@dg.job(description="Launch a validation campaign from the launchpad.")
+@dg.job(description="Launch a validation campaign: fill in the config (the defaults validate the built-in simulator) "
+                    "and Launch. The launch validates every input; the campaign_clock sensor then runs its hours "
+                    "and its verdict.")
 def start_campaign():
     register_campaign_op()

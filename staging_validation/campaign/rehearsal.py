@@ -22,6 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from staging_validation.campaign.jobs import start_campaign
+from staging_validation.campaign.overview import campaigns_overview_sensor
 from staging_validation.campaign.sensors import (
     TAG_HOUR,
     TAG_HOUR_LANE,
@@ -207,7 +208,8 @@ def rehearse(
 def _drive(instance: dg.DagsterInstance, defs: dg.Definitions, data_root: Path, campaign: str, lanes: _Lanes,
            console: Console, first_verdict_only: bool) -> list[str]:
     """Tick the sensors and execute what they request until the campaign has its final decision."""
-    cursors: dict[str, str | None] = {campaign_clock.name: None, campaign_monitor.name: None}
+    sensors = (campaign_clock, campaign_monitor, campaigns_overview_sensor)
+    cursors: dict[str, str | None] = {sensor.name: None for sensor in sensors}
     failed: list[str] = []
     # The longest campaign there can be, plus slack for the verdicts: past it, something is stuck.
     hour_seconds = load_campaign_state(data_root, campaign).timing.hour_seconds
@@ -225,17 +227,20 @@ def _drive(instance: dg.DagsterInstance, defs: dg.Definitions, data_root: Path, 
                 bars[name] = progress.add_task(f"{name} {phase}", total=steps, status="queued")
             return bars[name]
 
+        def tick(sensor) -> list[dg.RunRequest]:
+            context = dg.build_sensor_context(instance=instance, cursor=cursors[sensor.name],
+                                              definitions=defs, instance_ref=instance.get_ref(),
+                                              resources=defs.resources)
+            result = sensor.evaluate_tick(context)
+            cursors[sensor.name] = result.cursor or cursors[sensor.name]
+            for event in result.asset_events:
+                instance.report_runless_asset_event(event)
+            return result.run_requests or []
+
         while True:
             state = load_campaign_state(data_root, campaign)
-            for sensor in (campaign_clock, campaign_monitor):
-                context = dg.build_sensor_context(instance=instance, cursor=cursors[sensor.name],
-                                                  definitions=defs, instance_ref=instance.get_ref(),
-                                                  resources=defs.resources)
-                result = sensor.evaluate_tick(context)
-                cursors[sensor.name] = result.cursor or cursors[sensor.name]
-                for event in result.asset_events:
-                    instance.report_runless_asset_event(event)
-                for request in result.run_requests or []:
+            for sensor in sensors:
+                for request in tick(sensor):
                     if first_verdict_only and _after_the_planned_hours(request, state):
                         continue  # an extension hour, requested while the first verdict is still running
                     lanes.submit(request, sensor.name)
@@ -249,6 +254,7 @@ def _drive(instance: dg.DagsterInstance, defs: dg.Definitions, data_root: Path, 
                         raise RuntimeError(f"the verdict run {request.run_key} failed; its events are in the instance")
                     _close_campaign(data_root, campaign)
             if state.status == "decided" and lanes.idle:
+                tick(campaigns_overview_sensor)  # the overview shows the decision the last run wrote
                 return failed
             if time.time() > deadline:
                 raise RuntimeError(f"campaign {campaign} reached no decision in time; its runs are in the instance")
