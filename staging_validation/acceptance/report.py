@@ -98,7 +98,8 @@ def ui_markdown(report_markdown: str, out_dir: str | Path) -> str:
                                     break_on_hyphens=False)
             kept = wrapped[:UI_CODE_LINES_PER_ITEM]
             if len(wrapped) > len(kept):
-                kept[-1] = kept[-1][: UI_CODE_WIDTH - 40] + f" … (cut: the whole line is in {REPORT_NAME})"
+                cut = f" … (cut: the whole line is in {REPORT_NAME})"
+                kept[-1] = kept[-1][: UI_CODE_WIDTH - len(cut)] + cut
             lines += kept
             continue
         lines.append(line)
