@@ -16,7 +16,9 @@ from staging_validation.campaign.overview import (
     campaigns_overview_sensor,
 )
 from staging_validation.campaign.resources import CampaignStore
-from staging_validation.campaign.sensors import campaign_clock, campaign_monitor
+from staging_validation.campaign.notification_jobs import campaign_alert_notifications, campaign_run_failures
+from staging_validation.campaign.sensors import campaign_clock
+from staging_validation.campaign.watch_sensor import campaign_watch
 from staging_validation.storage import default_data_root
 
 
@@ -27,8 +29,9 @@ def build_definitions(data_root: str | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[*HOURLY_ASSETS, *VERDICT_ASSETS, monitor_alerts_asset, campaigns_overview_asset,
                 campaign_hours_summary_asset],
-        jobs=[start_campaign, campaign_reverdict_job, campaign_probes_job, campaign_hour_job, campaign_verdict_job],
-        sensors=[campaign_clock, campaign_monitor, campaigns_overview_sensor],
+        jobs=[start_campaign, campaign_reverdict_job, campaign_probes_job, campaign_hour_job, campaign_verdict_job,
+              campaign_alert_notifications],
+        sensors=[campaign_clock, campaign_watch, campaign_run_failures, campaigns_overview_sensor],
         resources={
             "store": dg.ResourceDefinition.hardcoded_resource(CampaignStore(data_root=root)),
             "parquet_io_manager": dg.IOManagerDefinition.hardcoded_io_manager(

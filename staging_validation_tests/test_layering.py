@@ -10,9 +10,9 @@ import staging_validation
 PACKAGE = Path(staging_validation.__file__).parent
 # Lower index = lower layer. A module may import its own layer or any layer below it, never above.
 LAYERS = [
-    {"config_files", "storage", "schemas"},
+    {"config_files", "storage", "schemas", "layout"},
     {"simulator", "target"},
-    {"probes", "telemetry", "campaigns"},
+    {"probes", "telemetry", "lifecycle"},
     {"acceptance"},
     {"plan", "hour_runner", "watch"},
     {"campaign", "definitions", "cli"},

@@ -4,7 +4,6 @@ import time
 import dagster as dg
 import pydantic
 
-from staging_validation.acceptance.notify import NotificationSettings
 from staging_validation.acceptance.policy import load_policy
 from staging_validation.campaign.assets import (
     INGESTION_ASSETS,
@@ -17,13 +16,12 @@ from staging_validation.campaign.assets import (
 )
 from staging_validation.campaign.partitions import campaign_partitions
 from staging_validation.campaign.resources import CampaignStore
-from staging_validation.campaigns import MAX_CAMPAIGN_HOURS, CampaignState
+from staging_validation.config_files import ConfigError, validate_model
+from staging_validation.lifecycle import MAX_CAMPAIGN_HOURS, CampaignSettings, CampaignState, register_campaign_state
 from staging_validation.schemas.timing import CampaignTiming
-from staging_validation.config_files import ConfigError
 from staging_validation.storage import validate_campaign_id
 from staging_validation.target.client import bearer_token, resolve_base_url
 from staging_validation.target.profile import load_target_profile
-from staging_validation.telemetry.capture import TelemetrySource
 
 campaign_probes_job = dg.define_asset_job(
     "campaign_probes",
@@ -92,33 +90,33 @@ class CampaignLaunchConfig(dg.Config):
     notification: NotificationConfig = pydantic.Field(
         default=NotificationConfig(), description="Where the decision and the monitor's alerts are sent.")
 
-    def settings(self) -> dict:
+    def settings(self) -> CampaignSettings:
+        """The campaign's typed settings; ConfigError naming the field that does not validate."""
         telemetry = {"command": self.telemetry_command} if self.telemetry_command else {"path": self.telemetry_path}
         notification = {k: v for k, v in self.notification.model_dump().items() if v not in ("", None)}
-        return {
+        return validate_model({
             "target_profile": self.target_profile or None,
             "base_url": self.base_url or None,
             "telemetry": telemetry,
             "policy": self.policy or None,
             "stress_baseline_rps": self.stress_baseline_rps,
             "notification": notification,
-        }
+        }, CampaignSettings, "launch config")
 
 
 def register_campaign(store: CampaignStore, config: CampaignLaunchConfig, now_ms: int | None = None) -> CampaignState:
     """Validate every input a campaign will use, then write its registration; raises ConfigError."""
     campaign = validate_campaign_id(config.campaign)
-    if (store.campaign_dir(campaign) / "campaign.json").exists():
+    if store.layout(campaign).state_file.exists():
         raise ConfigError(f"campaign {campaign!r}: already registered; choose a new id")
     settings = config.settings()
-    profile = load_target_profile(settings["target_profile"])
+    profile = load_target_profile(settings.target_profile)
     # The hourly probe runs build their client from these; a bad URL or a missing token would fail
     # every one of them, so the launch refuses instead.
-    resolve_base_url(profile, settings["base_url"])
+    resolve_base_url(profile, settings.base_url)
     bearer_token(profile)
-    load_policy(settings["policy"])
-    TelemetrySource.model_validate(settings["telemetry"])
-    notification = NotificationSettings.model_validate(settings["notification"])
+    load_policy(settings.policy)
+    notification = settings.notification
     if notification.webhook_url_env and notification.webhook_url() is None:
         raise ConfigError(f"notification.webhook_url_env: environment variable {notification.webhook_url_env} "
                           "is not set or empty")
@@ -130,8 +128,7 @@ def register_campaign(store: CampaignStore, config: CampaignLaunchConfig, now_ms
         planned_hours=config.hours,
         settings=settings,
     )
-    store.save(state)
-    return state
+    return register_campaign_state(store.data_root, state)
 
 
 @dg.op(description="Validate the launch config, register the campaign; campaign_clock then runs hour 0 at once.")
@@ -148,8 +145,9 @@ def register_campaign_op(context: dg.OpExecutionContext, config: CampaignLaunchC
     return state.campaign
 
 
+# Not retried: a launch that failed is a config error to fix, or a registration already made.
 @dg.job(description="Launch a validation campaign: fill in the config (the defaults validate the built-in simulator) "
                     "and Launch. The launch validates every input; the campaign_clock sensor then runs its hours "
-                    "and its verdict.")
+                    "and its verdict.", tags={"dagster/max_retries": "0"})
 def start_campaign():
     register_campaign_op()

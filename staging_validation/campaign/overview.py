@@ -15,13 +15,15 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from staging_validation.acceptance.report import DECISION_NAME, REPORT_NAME, hourly_summary_chart
+from staging_validation.acceptance.judge import load_hourly_table
+from staging_validation.acceptance.report import hourly_summary_chart
 from staging_validation.campaign.assets import HOURLY_REPORT_SCHEMA
 from staging_validation.campaign.metadata import number
 from staging_validation.campaign.partitions import campaign_partitions
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaign.sensors import SENSOR_INTERVAL_S, readable_campaigns
-from staging_validation.campaigns import CampaignState, load_hourly_table, stored_hours
+from staging_validation.layout import HOURLY_ASSET_TELEMETRY_EVENTS
+from staging_validation.lifecycle import CampaignState, CampaignStatus
 from staging_validation.schemas.timing import hour_key
 
 OVERVIEW_GROUP = "campaigns"
@@ -29,7 +31,8 @@ GATE_COLUMNS = [f"gate_{n}" for n in range(1, 6)]
 OVERVIEW_COLUMNS = dg.TableSchema(columns=[
     dg.TableColumn("campaign", "string", description="Campaign id"),
     dg.TableColumn("profile", "string", description="Target profile (the deployment's contract)"),
-    dg.TableColumn("status", "string", description="active, stopped early (verdict pending) or decided"),
+    dg.TableColumn("status", "string", description="registered, running, extended, stopped early (verdict "
+                                                  "pending), decided or validator_failed"),
     dg.TableColumn("hours_observed", "int", description="Hours with stored telemetry"),
     dg.TableColumn("hours_planned", "int", description="Planned hours plus extensions"),
     *[dg.TableColumn(name, "string", description=f"Gate {name[-1]} status at the last verdict")
@@ -64,7 +67,7 @@ campaign_hours_summary_asset = dg.AssetSpec(
 
 
 def _decision(store: CampaignStore, campaign: str) -> dict | None:
-    path = store.campaign_dir(campaign) / DECISION_NAME
+    path = store.layout(campaign).decision_file
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -72,27 +75,28 @@ def _decision(store: CampaignStore, campaign: str) -> dict | None:
 
 
 def _status(state: CampaignState) -> str:
-    if state.status == "stopped" and state.early_stop:
-        return f"stopped at hour {state.stopped_at_hour} ({state.early_stop['rule']}), verdict pending"
-    if state.status == "decided" and state.early_stop:
+    if state.status == CampaignStatus.STOPPED and state.early_stop:
+        return f"stopped at hour {state.stopped_at_hour} ({state.early_stop.rule}), verdict pending"
+    if state.status == CampaignStatus.DECIDED and state.early_stop:
         return f"decided after an early stop at hour {state.stopped_at_hour}"
-    return state.status
+    return state.status.value
 
 
 def _profile(state: CampaignState) -> str:
-    profile = state.settings.get("target_profile")
+    profile = state.settings.target_profile
     return Path(profile).stem if profile else "documented"
 
 
 def overview_row(store: CampaignStore, state: CampaignState) -> dict:
     decision = _decision(store, state.campaign)
     gates = {f"gate_{g['gate']}": g["status"] for g in decision["gates"]} if decision else {}
-    report = store.campaign_dir(state.campaign) / REPORT_NAME
+    layout = store.layout(state.campaign)
+    report = layout.report_file
     return {
         "campaign": state.campaign,
         "profile": _profile(state),
         "status": _status(state),
-        "hours_observed": len(stored_hours(store.data_root, state.campaign, "telemetry_events")),
+        "hours_observed": len(layout.stored_hours(HOURLY_ASSET_TELEMETRY_EVENTS)),
         "hours_planned": state.total_hours,
         **{name: gates.get(name, "pending") for name in GATE_COLUMNS},
         "decision": decision["decision"] if decision else "pending",
@@ -108,14 +112,15 @@ def _hour_state(state: CampaignState, hour: int, observed: set[int], now_hour: i
         return f"skipped: the campaign stopped at hour {state.stopped_at_hour}"
     if hour >= now_hour:
         return "not yet due"
-    if state.status == "active":
+    if state.status.collecting:
         return "ended, not stored yet"  # its hour run may still be queued or running
     return "gap: nothing stored"
 
 
 def hour_rows(store: CampaignStore, state: CampaignState, now_s: float | None = None) -> list[dict]:
     """One row per hour of the campaign's current round, from the stored hourly reports."""
-    stored = load_hourly_table(store.data_root, state.campaign, "hourly_report", HOURLY_REPORT_SCHEMA)
+    stored = load_hourly_table(store.layout(state.campaign), "hourly_report", HOURLY_REPORT_SCHEMA,
+                               state.total_hours)
     reports = {int(row.hour): json.loads(row.report) for row in stored.itertuples()}
     now_hour = int(state.timing.campaign_seconds(now_s) // 3600)
     rows = []

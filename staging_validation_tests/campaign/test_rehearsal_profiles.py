@@ -21,16 +21,10 @@ from rich.console import Console
 
 from staging_validation.acceptance.policy import DEFAULT_POLICY_PATH
 from staging_validation.campaign.rehearsal import RehearsalOutcome, rehearse
-from staging_validation.campaign.sensors import TAG_CAMPAIGN, TAG_HOUR, TAG_PHASE
-from staging_validation.campaigns import (
-    HOURLY_ASSET_PROBE_RECORDS,
-    HOURLY_ASSET_TELEMETRY_EVENTS,
-    hourly_asset_dir,
-    load_campaign_state,
-    stored_hours,
-)
+from staging_validation.campaign.run_tags import TAG_CAMPAIGN, TAG_HOUR, TAG_PHASE
+from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS, HOURLY_ASSET_TELEMETRY_EVENTS, CampaignLayout
+from staging_validation.lifecycle import CampaignStatus, load_campaign_state
 from staging_validation.simulator.profiles import load_profile
-from staging_validation.storage import campaign_dir
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +42,8 @@ class Rehearsal:
         self.outcome = outcome
         self.instance = instance
         self.data_root = data_root
-        self.folder = campaign_dir(data_root, outcome.campaign)
+        self.layout = CampaignLayout.of(data_root, outcome.campaign)
+        self.folder = self.layout.dir
 
     @property
     def decision(self) -> dict:
@@ -95,7 +90,7 @@ class Rehearsal:
         return report[start:report.index("\n## ", start + 1)]
 
     def probe_rows(self) -> pd.DataFrame:
-        folder = hourly_asset_dir(self.data_root, self.outcome.campaign, HOURLY_ASSET_PROBE_RECORDS)
+        folder = self.layout.hours_dir(HOURLY_ASSET_PROBE_RECORDS)
         return pd.concat([pq.read_table(path).to_pandas() for path in sorted(folder.glob("*.parquet"))])
 
     def assert_outputs_written(self) -> None:
@@ -148,10 +143,10 @@ def test_critical_fault_rejects_early_in_the_hour_it_was_injected(rehearsal, pro
     injected = fault_hour(profile)
     assert (run.decision["decision"], run.decision["rule"]) == ("REJECT", rule)
     assert run.gate(gate)["status"] == "FAIL"
-    assert run.state().early_stop["hour"] == injected
-    assert run.state().early_stop["gate"] == gate
+    assert run.state().early_stop.hour == injected
+    assert run.state().early_stop.gate == gate
     assert max(run.run_hours()) == injected, "a run was started for an hour after the early stop"
-    assert max(stored_hours(run.data_root, run.outcome.campaign, HOURLY_ASSET_TELEMETRY_EVENTS)) <= injected
+    assert max(run.layout.stored_hours(HOURLY_ASSET_TELEMETRY_EVENTS)) <= injected
     assert alert in run.alert_rules()
     if profile == "missing-pack":
         run.assert_outputs_written()
@@ -189,7 +184,7 @@ def test_extend_runs_the_extension_then_a_person_must_decide(rehearsal):
     assert (run.decision["decision"], run.decision["rule"]) == ("EXTEND", "extend.after_extension")
     assert run.gate(4)["status"] == "REVIEW"
     state = run.state()
-    assert (state.extension_count, state.extension_hours, state.status) == (1, EXTENSION_HOURS, "decided")
+    assert (state.extension_count, state.extension_hours, state.status) == (1, EXTENSION_HOURS, CampaignStatus.DECIDED)
     assert run.decision["observed_hours"] == list(range(hours + EXTENSION_HOURS))
     assert max(run.run_hours()) == hours + EXTENSION_HOURS - 1
     assert any("A person must decide" in item for item in run.decision["action_items"])
@@ -223,8 +218,8 @@ def test_telemetry_counts_equal_the_simulator_ground_truth(rehearsal, profile):
     assert (run.decision["decision"], run.decision["rule"]) == ("ACCEPT", "accept.all_pass")
     (stats_file,) = (run.data_root / "simulator" / run.outcome.campaign).glob("sim-*/final-stats.json")
     truth = json.loads(stats_file.read_text())
-    folder = hourly_asset_dir(run.data_root, run.outcome.campaign, HOURLY_ASSET_TELEMETRY_EVENTS)
-    assert stored_hours(run.data_root, run.outcome.campaign, HOURLY_ASSET_TELEMETRY_EVENTS) == list(range(HOURS))
+    folder = run.layout.hours_dir(HOURLY_ASSET_TELEMETRY_EVENTS)
+    assert run.layout.stored_hours(HOURLY_ASSET_TELEMETRY_EVENTS) == list(range(HOURS))
     # The capture files lines from before the campaign start (the simulator's negative hours) under hour 0;
     # lines after the last hour (while the verdict runs) belong to no stored hour.
     expected = {hour: Counter() for hour in range(HOURS)}

@@ -87,10 +87,10 @@ def test_the_overview_sensor_reports_one_row_per_campaign_when_something_changed
 
         first = tick()
         assert [(row["campaign"], row["decision"], row["status"], row["hours_planned"])
-                for row in overview_rows(first)] == [("alpha", "pending", "active", 3), ("beta", "pending", "active", 3)]
+                for row in overview_rows(first)] == [("alpha", "pending", "registered", 3), ("beta", "pending", "registered", 3)]
         assert tick(first.cursor).skip_message == "no campaign changed"
 
-        (store.campaign_dir("beta") / "decision.json").write_text(json.dumps({
+        store.layout("beta").decision_file.write_text(json.dumps({
             "decision": "REJECT", "rule": "early_stop.missing_pack",
             "gates": [{"gate": n, "status": "FAIL" if n == 1 else "PASS"} for n in range(1, 6)]}))
         decided = overview_rows(tick(first.cursor))[1]
