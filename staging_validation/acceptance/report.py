@@ -20,7 +20,7 @@ from staging_validation.acceptance.decision import Decision
 from staging_validation.acceptance.gates import GateResult, ambiguity_checks_counted, percent_text
 from staging_validation.acceptance.alert_rules import Alert
 from staging_validation.acceptance.notify import Message
-from staging_validation.layout import CHARTS_DIR, CampaignLayout
+from staging_validation.layout import CHARTS_DIR, REPORT_NAME, CampaignLayout
 from staging_validation.lifecycle import CampaignState
 from staging_validation.storage import DataPath, atomic_write_bytes, atomic_write_text
 from staging_validation.telemetry.aggregates import final_metrics, render_final_metrics_text
@@ -73,19 +73,18 @@ def write_campaign_outputs(layout: CampaignLayout, evidence: CampaignEvidence,
     return written
 
 
-CHART_LINK = re.compile(r"!\[([^\]]*)\]\((charts/[\w.-]+\.png)\)")
+CHART_LINK = re.compile(rf"!\[([^\]]*)\]\({CHARTS_DIR}/([\w.-]+\.png)\)")
 UI_CODE_WIDTH = 110  # characters of a code line the UI's markdown view shows without scrolling sideways
 UI_CODE_LINES_PER_ITEM = 4  # wrapped lines kept of one evidence line; the report file has it whole
 
 
-def ui_markdown(report_markdown: str, out_dir: str | Path) -> str:
+def ui_markdown(report_markdown: str, layout: CampaignLayout) -> str:
     """The report as a browser shows it from anywhere, e.g. in the Dagster UI's markdown view: every chart
     embedded as a PNG data URI (a relative link would resolve against the viewer's own page, not the
     campaign folder), and long lines of code blocks (the evidence) wrapped, each cut after a few lines."""
-    out_dir = Path(out_dir)
 
     def embedded(match: re.Match) -> str:
-        data = base64.b64encode((out_dir / match.group(2)).read_bytes()).decode("ascii")
+        data = base64.b64encode(layout.chart_file(match.group(2)).read_bytes()).decode("ascii")
         return f"![{match.group(1)}](data:image/png;base64,{data})"
 
     lines, in_code = [], False

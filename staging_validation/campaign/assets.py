@@ -481,8 +481,7 @@ def acceptance_report(context: dg.AssetExecutionContext, store: CampaignStore, g
                   "decision": decision.decision,
                   "rule": decision.rule,
                   # Charts embedded: a relative link would resolve against the UI's own page.
-                  "report": dg.MetadataValue.md(ui_markdown(report_path.read_text(encoding="utf-8"),
-                                                            report_path.parent)),
+                  "report": dg.MetadataValue.md(ui_markdown(report_path.read_text(encoding="utf-8"), layout)),
                   "report_file": dg.MetadataValue.path(str(report_path)),
                   "decision_file": dg.MetadataValue.path(str(paths["decision"]))},
     )
