@@ -64,6 +64,11 @@ def facts(values: dict, prefix: str) -> dict[str, dg.MetadataValue]:
     return flat
 
 
+def _severity_text(passed: bool, severity: dg.AssetCheckSeverity | None) -> str:
+    """The severity a person reads beside the UI's "Failed" badge: none for a pass."""
+    return "none (passed)" if passed else (severity or dg.AssetCheckSeverity.WARN).value
+
+
 def gate_check_result(check_name: str, gate: GateResult, campaign: str, hours: list[int]) -> dg.AssetCheckResult:
     """One gate as a check: the campaign and hours it judged, its values beside their thresholds."""
     meaning = STATUS_MEANING.get(gate.status, gate.status)
@@ -76,6 +81,7 @@ def gate_check_result(check_name: str, gate: GateResult, campaign: str, hours: l
             "campaign": dg.MetadataValue.text(campaign),
             "hours": dg.MetadataValue.text(hour_ranges(hours) or "none"),
             "status": dg.MetadataValue.text(gate.status),
+            "severity": dg.MetadataValue.text(_severity_text(gate.status == "PASS", STATUS_SEVERITY.get(gate.status))),
             "meaning": dg.MetadataValue.text(meaning),
             "rule": dg.MetadataValue.text(gate.rule),
             "samples": dg.MetadataValue.int(int(gate.samples)),
@@ -112,6 +118,7 @@ def decision_check_result(payload: dict) -> dg.AssetCheckResult:
         metadata={
             "campaign": dg.MetadataValue.text(payload["campaign"]),
             "decision": dg.MetadataValue.text(decision),
+            "severity": dg.MetadataValue.text(_severity_text(passed, DECISION_SEVERITY.get(decision))),
             "rule": dg.MetadataValue.text(rule),
             "reason": dg.MetadataValue.text(payload["reason"]),
             "hours_observed": dg.MetadataValue.int(len(payload["observed_hours"])),

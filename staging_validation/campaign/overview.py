@@ -27,18 +27,20 @@ from staging_validation.lifecycle import CampaignState, CampaignStatus
 from staging_validation.schemas.timing import hour_key
 
 OVERVIEW_GROUP = "campaigns"
+CODE_LOCATION = "staging_validation"  # workspace.yaml's location_name, in the UI's links
 GATE_COLUMNS = [f"gate_{n}" for n in range(1, 6)]
 OVERVIEW_COLUMNS = dg.TableSchema(columns=[
     dg.TableColumn("campaign", "string", description="Campaign id"),
-    dg.TableColumn("profile", "string", description="Target profile (the deployment's contract)"),
-    dg.TableColumn("status", "string", description="registered, running, extended, stopped early (verdict "
-                                                  "pending), decided or validator_failed"),
-    dg.TableColumn("hours_observed", "int", description="Hours with stored telemetry"),
-    dg.TableColumn("hours_planned", "int", description="Planned hours plus extensions"),
+    dg.TableColumn("decision", "string", description="ACCEPT, EXTEND, REJECT or INCONCLUSIVE; 'pending' before the "
+                                                     "verdict"),
+    dg.TableColumn("rule", "string", description="The rule that decided"),
     *[dg.TableColumn(name, "string", description=f"Gate {name[-1]} status at the last verdict")
       for name in GATE_COLUMNS],
-    dg.TableColumn("decision", "string", description="ACCEPT, EXTEND or REJECT; 'pending' before the verdict"),
-    dg.TableColumn("rule", "string", description="The rule that decided"),
+    dg.TableColumn("status", "string", description="registered, running, extended, stopped early (verdict "
+                                                   "pending), decided or validator_failed"),
+    dg.TableColumn("hours_observed", "int", description="Hours with stored telemetry"),
+    dg.TableColumn("hours_planned", "int", description="Planned hours plus extensions"),
+    dg.TableColumn("profile", "string", description="Target profile (the deployment's contract)"),
     dg.TableColumn("report", "string", description="The acceptance report's file"),
 ])
 HOUR_COLUMNS = dg.TableSchema(columns=[
@@ -94,15 +96,35 @@ def overview_row(store: CampaignStore, state: CampaignState) -> dict:
     report = layout.report_file
     return {
         "campaign": state.campaign,
-        "profile": _profile(state),
+        "decision": decision["decision"] if decision else "pending",
+        "rule": decision["rule"] if decision else "",
+        **{name: gates.get(name, "pending") for name in GATE_COLUMNS},
         "status": _status(state),
         "hours_observed": len(layout.stored_hours(HOURLY_ASSET_TELEMETRY_EVENTS)),
         "hours_planned": state.total_hours,
-        **{name: gates.get(name, "pending") for name in GATE_COLUMNS},
-        "decision": decision["decision"] if decision else "pending",
-        "rule": decision["rule"] if decision else "",
+        "profile": _profile(state),
         "report": str(report) if report.exists() else "not written yet",
     }
+
+
+def report_link(campaign: str) -> str:
+    """The UI page of the campaign's acceptance_report partition (its markdown shows the charts)."""
+    return f"/assets/acceptance_report?view=partitions&partition={campaign}"
+
+
+def rejudge_link(campaign: str) -> str:
+    """The campaign_reverdict launchpad with the campaign's partition chosen: one more click launches it."""
+    return (f"/locations/{CODE_LOCATION}/jobs/campaign_reverdict/playground/setup"
+            f"?tags%5B0%5D%5Bkey%5D=dagster%2Fpartition&tags%5B0%5D%5Bvalue%5D={campaign}")
+
+
+def links_markdown(rows: list[dict]) -> str:
+    """Per campaign, its decision and the two pages a person goes to next (campaign ids need no escaping:
+    they are letters, digits, '-' and '_')."""
+    lines = ["| campaign | decision | report | re-judge |", "|---|---|---|---|"]
+    lines += [f"| {row['campaign']} | **{row['decision']}** | [report]({report_link(row['campaign'])}) | "
+              f"[re-judge {row['campaign']}]({rejudge_link(row['campaign'])}) |" for row in rows]
+    return "\n".join(lines)
 
 
 def _hour_state(state: CampaignState, hour: int, observed: set[int], now_hour: int) -> str:
@@ -161,7 +183,9 @@ def overview_events(store: CampaignStore, states: list[CampaignState], cursor: d
         events.append(dg.AssetMaterialization(
             asset_key=campaigns_overview_asset.key,
             description="Every campaign, newest decision first in each row.",
-            metadata={"campaigns": _table(rows, OVERVIEW_COLUMNS), "count": dg.MetadataValue.int(len(rows)),
+            metadata={"campaigns": _table(rows, OVERVIEW_COLUMNS),
+                      "open": dg.MetadataValue.md(links_markdown(rows)),
+                      "count": dg.MetadataValue.int(len(rows)),
                       "decided": dg.MetadataValue.int(sum(row["decision"] != "pending" for row in rows)),
                       "rejected": dg.MetadataValue.int(sum(row["decision"] == "REJECT" for row in rows))},
         ))

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -111,14 +113,19 @@ def ui_services(tmp_path):
                 process.kill()
 
 
+def nav(page: Page, name: str):
+    """A link of the left navigation (its accessible name starts with the icon's)."""
+    return page.get_by_role("navigation").get_by_role("link", name=re.compile(rf"{name}$"))
+
+
 def shot(page: Page, folder: Path, name: str) -> None:
     page.screenshot(path=str(folder / f"{name}.png"), full_page=False)
 
 
 def decision_evaluations(instance: dg.DagsterInstance) -> list:
-    records = instance.event_log_storage.get_asset_check_execution_history(
-        dg.AssetCheckKey(dg.AssetKey("campaign_decision"), DECISION_CHECK), limit=10)
-    return records
+    """The decision check's executions, newest first."""
+    return list(instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey("campaign_decision"), DECISION_CHECK), limit=10))
 
 
 def test_an_ops_lead_launches_a_campaign_reads_its_decision_report_and_charts_and_rejudges_it(
@@ -130,20 +137,21 @@ def test_an_ops_lead_launches_a_campaign_reads_its_decision_report_and_charts_an
     shots.mkdir(parents=True, exist_ok=True)
     # The fault profile's hours count from the campaign's start, set once the launch has registered it.
     simulator = simulator_factory(profile="missing-pack", hour_seconds=HOUR_SECONDS, organic_rps=10.0,
-                                  campaign_start_ms=2**41)
+                                  campaign_start_ms=int(time.time() * 1000) + 86_400_000)
     state_file = data_root / "campaigns" / CAMPAIGN / "campaign.json"
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(UI_DEADLINE_MS)
+        expect.set_options(timeout=UI_DEADLINE_MS)
         clicks = Clicks(page)
         try:
             # 1. Launch from the launchpad, by clicking: Jobs, start_campaign, Launchpad, type, Launch Run.
             clicks.start("launch a campaign")
             page.goto(base_url, timeout=UI_DEADLINE_MS)
-            clicks.click(page.get_by_role("link", name="Jobs", exact=True))
-            clicks.click(page.get_by_role("link", name="start_campaign", exact=True))
+            clicks.click(nav(page, "Jobs"))
+            clicks.click(page.get_by_role("link", name=re.compile(r"\bstart_campaign\b")))
             clicks.click(page.get_by_role("tab", name="Launchpad"))
             editor = page.locator(".CodeMirror")
             expect(editor).to_contain_text("register_campaign_op", timeout=UI_DEADLINE_MS)
@@ -164,27 +172,30 @@ def test_an_ops_lead_launches_a_campaign_reads_its_decision_report_and_charts_an
                                                                          TAG_PHASE: "verdict"}))
                 assert verdict.dagster_run.tags[TAG_DECISION] == "REJECT"
 
-            # 3. Find the decision: Catalog, campaigns_overview — one row per campaign with its decision.
+            # 3. Find the decision: Catalog, campaigns_overview: one row per campaign, the decision beside its id.
             clicks.start("find a decision")
-            clicks.click(page.get_by_role("link", name="Catalog", exact=True))
-            clicks.click(page.get_by_role("link", name="campaigns_overview").first)
-            row = page.locator("tr", has_text=CAMPAIGN)
-            expect(row).to_contain_text("REJECT", timeout=UI_DEADLINE_MS)
+            clicks.click(nav(page, "Catalog"))
+            clicks.click(page.get_by_role("link", name="campaigns_overview", exact=True))
+            row = page.locator("tr", has_text=CAMPAIGN).first
+            expect(row).to_contain_text("REJECT")
             expect(row).to_contain_text("early_stop.missing_pack")
             expect(row).to_contain_text("FAIL")
+            overview_url = page.url
             shot(page, shots, "2-campaigns-overview")
 
-            # The decision check of campaign_decision: an error, naming the rule.
+            # The decision check of campaign_decision: failed, severity ERROR, naming the rule.
             page.goto(f"{base_url}/assets/campaign_decision?view=checks", timeout=UI_DEADLINE_MS)
-            check = page.locator("tr", has_text=DECISION_CHECK).first
-            expect(check).to_contain_text("Failed", timeout=UI_DEADLINE_MS)
-            expect(check).to_contain_text("REJECT by rule early_stop.missing_pack")
+            expect(page.get_by_text(f"{CAMPAIGN}: REJECT by rule early_stop.missing_pack").first).to_be_visible()
+            expect(page.get_by_text("Failed").first).to_be_visible()
+            expect(page.locator("tr", has_text="severity").first).to_contain_text("ERROR")
             shot(page, shots, "3-decision-check")
 
-            # 4. Open the report: acceptance_report, its latest materialization, the report's markdown.
+            # 4. Open the report: its link in the overview, then the report's markdown with the four charts.
             clicks.start("open the report")
-            page.goto(f"{base_url}/assets/acceptance_report", timeout=UI_DEADLINE_MS)
-            clicks.click(page.get_by_role("button", name="Show more").first)
+            page.goto(overview_url, timeout=UI_DEADLINE_MS)
+            links = page.locator("tr", has_text=f"re-judge {CAMPAIGN}").first
+            clicks.click(links.get_by_role("link", name="report", exact=True))
+            clicks.click(page.get_by_text("[Show Markdown]").first)
             dialog = page.get_by_role("dialog")
             expect(dialog).to_contain_text(f"Staging acceptance report: {CAMPAIGN}")
             images = dialog.locator("img")
@@ -193,21 +204,25 @@ def test_an_ops_lead_launches_a_campaign_reads_its_decision_report_and_charts_an
                 images.nth(index).scroll_into_view_if_needed()
                 page.wait_for_function("img => img.complete && img.naturalWidth > 0",
                                        arg=images.nth(index).element_handle(), timeout=UI_DEADLINE_MS)
-            images.nth(0).scroll_into_view_if_needed()
             shot(page, shots, "4-report-charts")
             page.keyboard.press("Escape")
 
-            # 5. Re-judge: Jobs, campaign_reverdict, Launchpad, the campaign's partition, Launch Run.
+            # 5. Re-judge: the campaign's re-judge link in the overview opens the launchpad with its
+            # partition chosen; Launch Run.
             clicks.start("re-judge")
-            clicks.click(page.get_by_role("link", name="Jobs", exact=True))
-            clicks.click(page.get_by_role("link", name="campaign_reverdict", exact=True))
-            clicks.click(page.get_by_role("tab", name="Launchpad"))
-            clicks.click(page.get_by_placeholder("Select a partition"))
-            clicks.click(page.get_by_role("menuitem", name=CAMPAIGN))
+            page.goto(overview_url, timeout=UI_DEADLINE_MS)
+            links = page.locator("tr", has_text=f"re-judge {CAMPAIGN}").first
+            clicks.click(links.get_by_role("link", name=f"re-judge {CAMPAIGN}"))
+            expect(page.get_by_text(f"partition: {CAMPAIGN}").first).to_be_visible()
             clicks.click(page.get_by_role("button", name="Launch Run"))
             with dg.DagsterInstance.from_config(str(home)) as instance:
-                wait_until(lambda: len(decision_evaluations(instance)) >= 2, 900, "the re-judged decision",
-                           {dev_log: dev})
+                def rejudged() -> bool:
+                    evaluations = decision_evaluations(instance)
+                    return len(evaluations) >= 2 and evaluations[0].status.value != "PLANNED"
+
+                wait_until(rejudged, 900, "the re-judged decision", {dev_log: dev})
+                latest = decision_evaluations(instance)[0]
+                assert latest.event.dagster_event.event_specific_data.severity == dg.AssetCheckSeverity.ERROR
             shot(page, shots, "5-rejudge")
         except Exception:
             shot(page, shots, "failure")
@@ -216,6 +231,8 @@ def test_an_ops_lead_launches_a_campaign_reads_its_decision_report_and_charts_an
             browser.close()
 
     print(f"screenshots in {shots}; clicks: {clicks.counts}")
+    assert clicks.counts["find a decision"] == 2 and clicks.counts["open the report"] == 2
+    assert clicks.counts["re-judge"] == 2
     assert not (home / ".nux").exists(), "the UI wrote .nux into DAGSTER_HOME"
 
     # `make ui` in the background stops, webserver and daemon with it, on SIGTERM.
