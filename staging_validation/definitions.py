@@ -36,7 +36,8 @@ def build_definitions(data_root: str | None = None) -> dg.Definitions:
             "store": dg.ResourceDefinition.hardcoded_resource(CampaignStore(data_root=root)),
             "parquet_io_manager": dg.IOManagerDefinition.hardcoded_io_manager(
                 CampaignParquetIOManager(base_path=UPath(root))),
-            "json_io_manager": dg.IOManagerDefinition.hardcoded_io_manager(CampaignJsonIOManager(base_path=UPath(root))),
+            "json_io_manager": dg.IOManagerDefinition.hardcoded_io_manager(
+                CampaignJsonIOManager(base_path=UPath(root))),
         },
     )
 

@@ -62,7 +62,6 @@ from staging_validation.telemetry.aggregates import (
     render_metrics_log_line,
 )
 from staging_validation.schemas.event_columns import EventKind
-from staging_validation.schemas.events import EVENT_SCHEMA
 from staging_validation.watch.windows import alerts_by_window, with_hour
 
 HOURLY_GROUP = "campaign_hours"
@@ -254,7 +253,8 @@ def telemetry_events(context: dg.AssetExecutionContext, store: CampaignStore):
                 int(events["kind"].isin(PACK_KINDS).sum()),
                 "missing packs in the worst window", "missing packs allowed")
     yield check("no_identity_merge", "monitor.identity_merge", dg.AssetCheckSeverity.ERROR, 0,
-                int((events["kind"] == EventKind.IDENTITY_OP.value).sum()), "merges in the worst window", "merges allowed")
+                int((events["kind"] == EventKind.IDENTITY_OP.value).sum()), "merges in the worst window",
+                "merges allowed")
     yield check("errors_within_monitor_threshold", "monitor.errors", dg.AssetCheckSeverity.WARN,
                 rules.errors_warning_above, len(events), "error lines in the worst window",
                 "error lines allowed per window")

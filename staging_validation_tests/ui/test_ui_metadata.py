@@ -87,7 +87,8 @@ def test_the_overview_sensor_reports_one_row_per_campaign_when_something_changed
 
         first = tick()
         assert [(row["campaign"], row["decision"], row["status"], row["hours_planned"])
-                for row in overview_rows(first)] == [("alpha", "pending", "registered", 3), ("beta", "pending", "registered", 3)]
+                for row in overview_rows(first)] == [("alpha", "pending", "registered", 3),
+                                                     ("beta", "pending", "registered", 3)]
         assert tick(first.cursor).skip_message == "no campaign changed"
 
         store.layout("beta").decision_file.write_text(json.dumps({
