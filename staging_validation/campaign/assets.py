@@ -45,6 +45,7 @@ from staging_validation.hour_runner import (
 from staging_validation.lifecycle import (
     CampaignState,
     EarlyStop,
+    IllegalTransition,
     RoundSpec,
     VerdictRound,
     record_notification,
@@ -411,10 +412,13 @@ def campaign_decision(context: dg.AssetExecutionContext, store: CampaignStore, g
     policy = campaign_policy(store.load(campaign))
     decision, observed, share = decide_round(round_spec, _gate_objects(gate_results),
                                              gate_results["hours_observed"], policy)
-    _, recorded = record_verdict(store.data_root, campaign, VerdictRound(
-        round_id=round_spec.round_id, judged_hours=round_spec.judged_hours,
-        extension_count=round_spec.extension_count, decision=decision.decision, rule=decision.rule,
-        extend_hours=decision.extend_hours, decided_at_ms=int(time.time() * 1000)))
+    try:
+        _, recorded = record_verdict(store.data_root, campaign, VerdictRound(
+            round_id=round_spec.round_id, judged_hours=round_spec.judged_hours,
+            extension_count=round_spec.extension_count, decision=decision.decision, rule=decision.rule,
+            extend_hours=decision.extend_hours, decided_at_ms=int(time.time() * 1000)))
+    except IllegalTransition as exc:
+        raise dg.Failure(description=str(exc)) from None
     same = (recorded.decision, recorded.rule) == (decision.decision, decision.rule)
     if not same:
         # The stored data changed since the round was decided (an hour re-collected, a policy edited):

@@ -43,7 +43,6 @@ class Rehearsal:
         self.instance = instance
         self.data_root = data_root
         self.layout = CampaignLayout.of(data_root, outcome.campaign)
-        self.folder = self.layout.dir
 
     @property
     def decision(self) -> dict:
@@ -56,7 +55,7 @@ class Rehearsal:
         return load_campaign_state(self.data_root, self.outcome.campaign)
 
     def alerts(self) -> list[dict]:
-        path = self.folder / "alerts.jsonl"
+        path = self.layout.alerts_file
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     def alert_rules(self) -> set[str]:
@@ -78,7 +77,7 @@ class Rehearsal:
                 for m in result.records]
 
     def extension_notices(self) -> int:
-        messages = (self.folder / "outbox").glob("*.eml")
+        messages = self.layout.outbox_dir.glob("*.eml")
         return sum(f"Staging extended {EXTENSION_HOURS} hours" in m.read_text() for m in messages)
 
     def report(self) -> str:
@@ -95,9 +94,9 @@ class Rehearsal:
 
     def assert_outputs_written(self) -> None:
         assert self.outcome.report_path.is_file()
-        charts = sorted(p.name for p in (self.folder / "charts").glob("*.png"))
-        assert len(charts) == 4 and all((self.folder / "charts" / name).stat().st_size > 0 for name in charts)
-        messages = list((self.folder / "outbox").glob("*.eml"))
+        charts = sorted(p.name for p in self.layout.report_file.parent.glob("charts/*.png"))
+        assert len(charts) == 4 and all(self.layout.chart_file(name).stat().st_size > 0 for name in charts)
+        messages = list(self.layout.outbox_dir.glob("*.eml"))
         assert messages, "no notification in the outbox"
         assert any(self.decision["decision"] in m.read_text() or "Staging" in m.read_text() for m in messages)
         for chart in charts:
@@ -151,7 +150,7 @@ def test_critical_fault_rejects_early_in_the_hour_it_was_injected(rehearsal, pro
     if profile == "missing-pack":
         run.assert_outputs_written()
         # The outbox also holds the monitor's alert: look for the decision's message among them.
-        assert any("Staging failed at" in m.read_text() for m in (run.folder / "outbox").glob("*.eml"))
+        assert any("Staging failed at" in m.read_text() for m in run.layout.outbox_dir.glob("*.eml"))
 
 
 @pytest.mark.parametrize(("profile", "gate"), [("pack-fallback", 1), ("relationship-flap", 3)])
@@ -218,7 +217,6 @@ def test_telemetry_counts_equal_the_simulator_ground_truth(rehearsal, profile):
     assert (run.decision["decision"], run.decision["rule"]) == ("ACCEPT", "accept.all_pass")
     (stats_file,) = (run.data_root / "simulator" / run.outcome.campaign).glob("sim-*/final-stats.json")
     truth = json.loads(stats_file.read_text())
-    folder = run.layout.hours_dir(HOURLY_ASSET_TELEMETRY_EVENTS)
     assert run.layout.stored_hours(HOURLY_ASSET_TELEMETRY_EVENTS) == list(range(HOURS))
     # The capture files lines from before the campaign start (the simulator's negative hours) under hour 0;
     # lines after the last hour (while the verdict runs) belong to no stored hour.
@@ -227,7 +225,8 @@ def test_telemetry_counts_equal_the_simulator_ground_truth(rehearsal, profile):
         if int(hour) < HOURS:
             expected[max(0, int(hour))].update(counts)
     for hour in range(HOURS):
-        stored = Counter(pq.read_table(folder / f"{hour:02d}.parquet", columns=["kind"]).column("kind").to_pylist())
+        table = pq.read_table(run.layout.hour_file(HOURLY_ASSET_TELEMETRY_EVENTS, hour), columns=["kind"])
+        stored = Counter(table.column("kind").to_pylist())
         assert stored == expected[hour], f"hour {hour}"
     if profile == "noisy-logs":
         assert truth["unparsed_lines"] > 0
