@@ -439,7 +439,7 @@ def campaign_decision(context: dg.AssetExecutionContext, store: CampaignStore, g
     context.instance.add_run_tags(context.run_id, {TAG_DECISION: decision.decision})
     yield dg.Output(payload, metadata={"round": round_spec.round_id, "decision": decision.decision,
                                        "rule": decision.rule, "matches_recorded": same,
-                                       "coverage_percent": number(share * 100, 1)})
+                                       "coverage": dg.MetadataValue.float(round(share, 3))})
     yield decision_check_result(payload)
 
 
