@@ -33,8 +33,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_monitor.py
 	$(BIN)/python benchmarks/bench_ingest.py
 
+# dagster dev, stopping with its webserver and daemon on SIGTERM too (`make ui &` then `kill %1`).
 ui: $(STAMP)
-	DAGSTER_HOME=$(CURDIR) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	DAGSTER_HOME=$(CURDIR) exec $(BIN)/python -m staging_validation.campaign.dev_server -w workspace.yaml -h 127.0.0.1 -p 3000
 
 clean:
 	rm -rf $(VENV)

@@ -4,10 +4,13 @@ and the runbook's staging-validation-metrics.txt. Every file is written atomical
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
 import json
 from collections.abc import Sequence
+import re
+import textwrap
 from datetime import datetime
 
 import pandas as pd
@@ -27,7 +30,7 @@ from staging_validation.acceptance.gates import (
 from staging_validation.acceptance.notify import Message
 from staging_validation.acceptance.policy import Policy, campaign_policy
 from staging_validation.config_files import ConfigError
-from staging_validation.layout import CHARTS_DIR, CampaignLayout
+from staging_validation.layout import CHARTS_DIR, REPORT_NAME, CampaignLayout
 from staging_validation.lifecycle import CampaignState
 from staging_validation.schemas.event_columns import EventKind
 from staging_validation.schemas.outcome import NOT_SENT
@@ -97,6 +100,37 @@ def write_campaign_outputs(layout: CampaignLayout, evidence: CampaignEvidence,
     written["report"] = layout.report_file
     atomic_write_text(written["report"], render_report(evidence, notification, metrics, hourly))
     return written
+
+
+CHART_LINK = re.compile(rf"!\[([^\]]*)\]\({CHARTS_DIR}/([\w.-]+\.png)\)")
+UI_CODE_WIDTH = 110  # characters of a code line the UI's markdown view shows without scrolling sideways
+UI_CODE_LINES_PER_ITEM = 4  # wrapped lines kept of one evidence line; the report file has it whole
+
+
+def ui_markdown(report_markdown: str, layout: CampaignLayout) -> str:
+    """The report as a browser shows it from anywhere, e.g. in the Dagster UI's markdown view: every chart
+    embedded as a PNG data URI (a relative link would resolve against the viewer's own page, not the
+    campaign folder), and long lines of code blocks (the evidence) wrapped, each cut after a few lines."""
+
+    def embedded(match: re.Match) -> str:
+        data = base64.b64encode(layout.chart_file(match.group(2)).read_bytes()).decode("ascii")
+        return f"![{match.group(1)}](data:image/png;base64,{data})"
+
+    lines, in_code = [], False
+    for line in CHART_LINK.sub(embedded, report_markdown).split("\n"):
+        if line.startswith("```"):
+            in_code = not in_code
+        elif in_code and len(line) > UI_CODE_WIDTH:
+            wrapped = textwrap.wrap(line, UI_CODE_WIDTH, subsequent_indent="    ", break_long_words=True,
+                                    break_on_hyphens=False)
+            kept = wrapped[:UI_CODE_LINES_PER_ITEM]
+            if len(wrapped) > len(kept):
+                cut = f" … (cut: the whole line is in {REPORT_NAME})"
+                kept[-1] = kept[-1][: UI_CODE_WIDTH - len(cut)] + cut
+            lines += kept
+            continue
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def decision_document(evidence: CampaignEvidence, notification: Message) -> dict:
@@ -213,6 +247,19 @@ def _requests_chart(hourly: pd.DataFrame, metrics: dict, evidence: CampaignEvide
         axes.bar(hourly.index, hourly["requests"].fillna(0))
     else:
         _no_data(axes, "requests")
+    return _png(figure)
+
+
+def hourly_summary_chart(hours: pd.DataFrame, campaign: str) -> bytes:
+    """One campaign's hours: requests as bars, p50/p99 latency as lines; hours without data stay empty.
+    `hours` is indexed by hour with columns requests, latency_p50_ms, latency_p99_ms."""
+    figure, axes = _axes(f"{campaign}: requests and latency by hour", "requests")
+    axes.bar(hours.index, hours["requests"].astype(float).fillna(0), color="#9ecae1", label="requests")
+    latency = axes.twinx()
+    latency.set_ylabel("ms")
+    for column, label in (("latency_p50_ms", "p50"), ("latency_p99_ms", "p99")):
+        latency.plot(hours.index, hours[column].astype(float), marker="o", markersize=3, label=label)
+    figure.legend(loc="outside upper right", ncols=3)
     return _png(figure)
 
 
@@ -430,7 +477,7 @@ def _incidents_section(evidence: CampaignEvidence) -> list[str]:
     return lines + _table(["Time (UTC)", "Severity", "Rule", "Count", "Message"], rows) + [""]
 
 
-def _hour_ranges(hours: list[int]) -> str:
+def hour_ranges(hours: list[int]) -> str:
     """[2, 3, 4, 7] -> "2–4, 7"."""
     ranges: list[list[int]] = []
     for hour in sorted(hours):
@@ -447,13 +494,13 @@ def _anomalies_section(evidence: CampaignEvidence, metrics: dict) -> list[str]:
     missing = [h for h in expected if h not in set(evidence.hours_observed)]
     if missing:
         found.append(f"{len(missing)} of {len(expected)} campaign hours have no stored data: "
-                     f"hours {_hour_ranges(missing)}.")
+                     f"hours {hour_ranges(missing)}.")
     probed = set(evidence.records["hour"].astype(int))
     unprobed = [h for h in expected if h not in probed]
     if unprobed:
         # Every hour starts with a probe (at least the identity check), so an hour without one was skipped.
         found.append(f"{len(unprobed)} of {len(expected)} campaign hours have no probe result: "
-                     f"hours {_hour_ranges(unprobed)}.")
+                     f"hours {hour_ranges(unprobed)}.")
     if not metrics["probe_request_ids_seen"]:
         found.append("No probe request id was seen in telemetry, so the ambiguity rate counts all traffic.")
     dropped = metrics["probes"]["dropped"]

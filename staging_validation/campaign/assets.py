@@ -17,7 +17,16 @@ from staging_validation.acceptance.gates import GateResult, evaluate_gates, iden
 from staging_validation.acceptance.judge import decide_round, load_campaign_tables
 from staging_validation.acceptance.notify import Message, Notifier, compose_decision_message
 from staging_validation.acceptance.policy import campaign_policy
-from staging_validation.acceptance.report import CampaignEvidence, write_campaign_outputs
+from staging_validation.acceptance.report import CampaignEvidence, ui_markdown, write_campaign_outputs
+from staging_validation.campaign.metadata import (
+    DECISION_CHECK,
+    DECISION_CHECK_DESCRIPTION,
+    TAG_DECISION,
+    decision_check_result,
+    gate_check_result,
+    hour_check_result,
+    number,
+)
 from staging_validation.campaign.partitions import (
     campaign_hour_partitions,
     campaign_partitions,
@@ -49,25 +58,34 @@ from staging_validation.telemetry.aggregates import (
     render_hourly_log_line,
     render_metrics_log_line,
 )
+from staging_validation.schemas.event_columns import EventKind
 from staging_validation.watch.windows import alerts_by_window, with_hour
 
 HOURLY_GROUP = "campaign_hours"
 VERDICT_GROUP = "campaign_verdict"
-STATUS_SEVERITY = {"REVIEW": dg.AssetCheckSeverity.WARN, "NO_DATA": dg.AssetCheckSeverity.WARN,
-                   "FAIL": dg.AssetCheckSeverity.ERROR}
 GATE_CHECKS = {
-    1: ("gate_1_continuity_pack", "Gate 1 (critical): every request had its ContinuityPack."),
-    2: ("gate_2_ambiguity_rate", "Gate 2: the organic ambiguity rate is within the policy's band."),
-    3: ("gate_3_relationship_determinism", "Gate 3 (critical): a stable user's relationship resolves the same."),
-    4: ("gate_4_governor_regen", "Gate 4: the governor passes without regeneration often enough, and fast."),
-    5: ("gate_5_identity_correctness", "Gate 5 (critical): identities resolve, link and never merge."),
+    1: ("gate_1_continuity_pack",
+        "Gate 1 (critical): every request had its ContinuityPack, none fell back to the default pack, packs built "
+        "fast and small enough. FAIL rejects; REVIEW or NO_DATA (too few samples) extends."),
+    2: ("gate_2_ambiguity_rate",
+        "Gate 2: the organic ambiguity rate and the prompt set's false positives/negatives are within the "
+        "policy's band. REVIEW or NO_DATA extends; never a rejection."),
+    3: ("gate_3_relationship_determinism",
+        "Gate 3 (critical): a stable user's relationship resolves the same on consecutive requests unless a "
+        "locked fact overrides it. FAIL rejects; REVIEW or NO_DATA extends."),
+    4: ("gate_4_governor_regen",
+        "Gate 4: the governor passes without regeneration often enough, and the regen path's p99 latency is "
+        "within the policy. FAIL rejects; REVIEW or NO_DATA extends."),
+    5: ("gate_5_identity_correctness",
+        "Gate 5 (critical): identities resolve, link and never merge. FAIL rejects; NO_DATA extends."),
 }
 SNAPSHOT_SCHEMA = pa.schema([("at", pa.timestamp("ms", tz="UTC")), ("line", pa.string()), ("snapshot", pa.string())])
 HOURLY_REPORT_SCHEMA = pa.schema([("hour", pa.int32()), ("line", pa.string()), ("report", pa.string())])
+PACK_KINDS = [EventKind.PACK_BUILT.value, EventKind.PACK_MISSING.value, EventKind.PACK_FALLBACK.value]
 
 
-def _float_or_none(value) -> dg.MetadataValue:
-    return dg.MetadataValue.float(float(value)) if value is not None and not pd.isna(value) else dg.MetadataValue.null()
+def _percent(share: float | None) -> dg.MetadataValue:
+    return number(None if share is None or pd.isna(share) else share * 100, 1)
 
 
 def _is_stopped(store: CampaignStore, campaign: str) -> bool:
@@ -84,9 +102,13 @@ def _is_stopped(store: CampaignStore, campaign: str) -> bool:
     kinds={"python", "parquet"},
     check_specs=[
         dg.AssetCheckSpec("smoke_tests_4_of_4", asset="probe_records",
-                          description="Every round of the four smoke tests passed (hours 0 and 1)."),
+                          description="Every round of the four smoke tests passed (hours 0 and 1; other hours "
+                                      "have none and pass)."),
         dg.AssetCheckSpec("no_identity_merge_by_probe", asset="probe_records",
                           description="The hourly identity watch saw no two identities share an id."),
+        dg.AssetCheckSpec("probe_rows_stored", asset="probe_records",
+                          description="The hour stored at least one probe request (every hour probes at least "
+                                      "identity); 0 rows is a gap in the campaign, flagged as a warning."),
     ],
 )
 def probe_records(context: dg.AssetExecutionContext, store: CampaignStore):
@@ -116,24 +138,32 @@ def probe_records(context: dg.AssetExecutionContext, store: CampaignStore):
         },
     )
     smoke = [o for o in ran if o.step in (ProbeStep.DEPLOY_VERIFICATION, ProbeStep.SMOKE_LOOP)]
+    smoke_failed = sum(o.passed is False for o in smoke)
     if plan.runs_smoke_tests and not smoke:
-        yield dg.AssetCheckResult(check_name="smoke_tests_4_of_4", passed=False,
-                                  severity=dg.AssetCheckSeverity.ERROR,
-                                  description="The smoke tests were not run in their hour (a validator gap).")
+        yield hour_check_result("smoke_tests_4_of_4", campaign, hour, False,
+                                "FAIL: the smoke tests were not run in their hour (a validator gap).",
+                                dg.AssetCheckSeverity.ERROR, value=None, threshold=0, samples=0)
     else:
-        yield dg.AssetCheckResult(
-            check_name="smoke_tests_4_of_4",
-            passed=all(o.passed for o in smoke),
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=("; ".join(o.failures[0] for o in smoke if o.failures)
-                         or ("all smoke tests passed" if smoke else f"no smoke tests in the {plan.phase} phase")),
+        yield hour_check_result(
+            "smoke_tests_4_of_4", campaign, hour, all(o.passed for o in smoke),
+            (f"no smoke tests in the {plan.phase.value} phase" if not smoke else "all smoke tests passed"
+             if all(o.passed for o in smoke) else "FAIL: " + "; ".join(o.failures[0] for o in smoke if o.failures)),
+            dg.AssetCheckSeverity.ERROR, value=smoke_failed, threshold=0, samples=len(smoke),
+            value_is="failed smoke steps", threshold_is="failed smoke steps allowed",
         )
     merges = identity_merges(with_hour(frame, state.timing), EVENT_SCHEMA.empty_table().to_pandas())
-    yield dg.AssetCheckResult(
-        check_name="no_identity_merge_by_probe",
-        passed=merges.empty,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"merged_identities": dg.MetadataValue.int(len(merges))},
+    yield hour_check_result(
+        "no_identity_merge_by_probe", campaign, hour, merges.empty,
+        "no two identities share an id" if merges.empty else f"FAIL: {len(merges)} accidental identity merge(s)",
+        dg.AssetCheckSeverity.ERROR, value=len(merges), threshold=0, samples=int((frame["probe"] == "identity").sum()),
+        value_is="merged identities", threshold_is="merges allowed",
+    )
+    yield hour_check_result(
+        "probe_rows_stored", campaign, hour, len(records) > 0,
+        f"{len(records)} probe requests stored" if records else
+        "no probe request stored: this hour is a gap (its probes did not run)",
+        dg.AssetCheckSeverity.WARN, value=len(records), threshold=1, samples=len(records),
+        value_is="probe rows", threshold_is="rows expected at least",
     )
 
 
@@ -143,10 +173,17 @@ def probe_records(context: dg.AssetExecutionContext, store: CampaignStore):
     group_name=HOURLY_GROUP,
     kinds={"python", "parquet"},
     check_specs=[
-        dg.AssetCheckSpec("no_missing_pack", asset="telemetry_events"),
-        dg.AssetCheckSpec("no_identity_merge", asset="telemetry_events"),
-        dg.AssetCheckSpec("errors_within_monitor_threshold", asset="telemetry_events"),
-        dg.AssetCheckSpec("slow_requests_within_monitor_threshold", asset="telemetry_events"),
+        dg.AssetCheckSpec("no_missing_pack", asset="telemetry_events",
+                          description="No request of the hour ran without a ContinuityPack (monitor rule, critical)."),
+        dg.AssetCheckSpec("no_identity_merge", asset="telemetry_events",
+                          description="No two identities of the hour's telemetry share an id (monitor rule, "
+                                      "critical)."),
+        dg.AssetCheckSpec("errors_within_monitor_threshold", asset="telemetry_events",
+                          description="No 5-minute window of the hour had more error lines (level ≥ 50) than the "
+                                      "monitor allows (a warning, not a gate)."),
+        dg.AssetCheckSpec("slow_requests_within_monitor_threshold", asset="telemetry_events",
+                          description="No 5-minute window of the hour had more slow requests than the monitor "
+                                      "allows (a warning, not a gate)."),
     ],
 )
 def telemetry_events(context: dg.AssetExecutionContext, store: CampaignStore):
@@ -183,18 +220,32 @@ def telemetry_events(context: dg.AssetExecutionContext, store: CampaignStore):
     alerts = [alert for _, alert in alerts_by_window(with_hour(events, state.timing), with_hour(records, state.timing),
                                                      state.timing, policy)]
 
-    def check(name: str, rule_prefix: str, severity: dg.AssetCheckSeverity):
+    rules = policy.monitor
+    completed = int((events["kind"] == EventKind.REQUEST_COMPLETED.value).sum())
+
+    def check(name: str, rule_prefix: str, severity: dg.AssetCheckSeverity, threshold: object, samples: int,
+              value_is: str, threshold_is: str):
         hits = [a for a in alerts if a.rule.startswith(rule_prefix)]
-        return dg.AssetCheckResult(
-            check_name=name, passed=not hits, severity=severity,
-            description="; ".join(a.message for a in hits) or "within the monitor's rules",
-            metadata={"alerts": dg.MetadataValue.int(len(hits))},
+        label = "FAIL" if severity == dg.AssetCheckSeverity.ERROR else "WARNING"
+        return hour_check_result(
+            name, campaign, hour, not hits,
+            f"{label}: " + "; ".join(a.message for a in hits) if hits else "within the monitor's rules",
+            severity, value=max((a.count for a in hits), default=0), threshold=threshold, samples=samples,
+            value_is=value_is, threshold_is=threshold_is, alerts=dg.MetadataValue.int(len(hits)),
         )
 
-    yield check("no_missing_pack", "monitor.missing_pack", dg.AssetCheckSeverity.ERROR)
-    yield check("no_identity_merge", "monitor.identity_merge", dg.AssetCheckSeverity.ERROR)
-    yield check("errors_within_monitor_threshold", "monitor.errors", dg.AssetCheckSeverity.WARN)
-    yield check("slow_requests_within_monitor_threshold", "monitor.slow", dg.AssetCheckSeverity.WARN)
+    yield check("no_missing_pack", "monitor.missing_pack", dg.AssetCheckSeverity.ERROR, 0,
+                int(events["kind"].isin(PACK_KINDS).sum()),
+                "missing packs in the worst window", "missing packs allowed")
+    yield check("no_identity_merge", "monitor.identity_merge", dg.AssetCheckSeverity.ERROR, 0,
+                int((events["kind"] == EventKind.IDENTITY_OP.value).sum()), "merges in the worst window",
+                "merges allowed")
+    yield check("errors_within_monitor_threshold", "monitor.errors", dg.AssetCheckSeverity.WARN,
+                rules.errors_warning_above, len(events), "error lines in the worst window",
+                "error lines allowed per window")
+    yield check("slow_requests_within_monitor_threshold", "monitor.slow", dg.AssetCheckSeverity.WARN,
+                rules.slow_requests_warning_above, completed,
+                f"requests ≥ {rules.slow_request_ms:g} ms in the worst window", "slow requests allowed per window")
 
 
 @dg.asset(
@@ -249,10 +300,10 @@ def hourly_report(context: dg.AssetExecutionContext, probe_records: pa.Table,
             "hourly.log": dg.MetadataValue.md(f"    {line}"),
             "requests": dg.MetadataValue.int(report["requests"]["completed"]),
             "errors": dg.MetadataValue.int(report["error_lines"]),
-            "latency_p50_ms": _float_or_none(latency["p50"]),
-            "latency_p99_ms": _float_or_none(latency["p99"]),
-            "ambiguity_rate": _float_or_none(report["ambiguity"]["organic_rate"]),
-            "zero_regen_share": _float_or_none(report["governor"]["zero_regeneration_share"]),
+            "latency_p50_ms": number(latency["p50"], 1),
+            "latency_p99_ms": number(latency["p99"], 1),
+            "ambiguity_rate_percent": _percent(report["ambiguity"]["organic_rate"]),
+            "zero_regen_share_percent": _percent(report["governor"]["zero_regeneration_share"]),
         },
     )
 
@@ -315,21 +366,15 @@ def gate_results(context: dg.AssetExecutionContext, store: CampaignStore):
     policy = campaign_policy(state)
     records, events = load_campaign_tables(store.layout(state.campaign), round_spec)
     gates = evaluate_gates(records, events, policy)
+    hours_observed = sorted(set(events["hour"].astype(int).tolist()))
     yield dg.Output(
         {"round": round_spec.model_dump(mode="json"),
          "gates": [dataclasses.asdict(g) for g in gates],
-         "hours_observed": sorted(set(events["hour"].astype(int).tolist()))},
+         "hours_observed": hours_observed},
         metadata={"round": round_spec.round_id, **{f"gate_{g.gate}": g.status for g in gates}},
     )
     for gate in gates:
-        yield dg.AssetCheckResult(
-            check_name=GATE_CHECKS[gate.gate][0],
-            passed=gate.status == "PASS",
-            severity=STATUS_SEVERITY.get(gate.status, dg.AssetCheckSeverity.WARN),
-            description=f"{gate.status}: {gate.reason} (rule {gate.rule})",
-            metadata={"samples": dg.MetadataValue.int(int(gate.samples)),
-                      "metrics": dg.MetadataValue.json(json.loads(json.dumps(gate.metrics, default=str)))},
-        )
+        yield gate_check_result(GATE_CHECKS[gate.gate][0], gate, state.campaign, hours_observed)
 
 
 def _gate_objects(payload: dict) -> list[GateResult]:
@@ -337,8 +382,10 @@ def _gate_objects(payload: dict) -> list[GateResult]:
 
 
 @dg.asset(partitions_def=campaign_partitions, io_manager_key="json_io_manager", group_name=VERDICT_GROUP,
-          kinds={"python"})
-def campaign_decision(context: dg.AssetExecutionContext, store: CampaignStore, gate_results: dict) -> dg.Output[dict]:
+          kinds={"python"},
+          check_specs=[dg.AssetCheckSpec(DECISION_CHECK, asset="campaign_decision",
+                                         description=DECISION_CHECK_DESCRIPTION)])
+def campaign_decision(context: dg.AssetExecutionContext, store: CampaignStore, gate_results: dict):
     """ACCEPT, EXTEND or REJECT for the round, with the rule that fired. The round is recorded once: its
     first record applies it (an EXTEND lengthens the campaign, anything else ends it), a re-run changes
     nothing and keeps the recorded time."""
@@ -372,9 +419,12 @@ def campaign_decision(context: dg.AssetExecutionContext, store: CampaignStore, g
     }
     if store.load(campaign).settings.first_verdict_only:
         close_campaign(store.data_root, campaign)  # the EXTEND is recorded and notified, its hours not run
-    return dg.Output(payload, metadata={"round": round_spec.round_id, "decision": decision.decision,
-                                        "rule": decision.rule, "matches_recorded": same,
-                                        "coverage": dg.MetadataValue.float(round(share, 3))})
+    # The verdict run carries its decision, so the runs list shows it without opening anything.
+    context.instance.add_run_tags(context.run_id, {TAG_DECISION: decision.decision})
+    yield dg.Output(payload, metadata={"round": round_spec.round_id, "decision": decision.decision,
+                                       "rule": decision.rule, "matches_recorded": same,
+                                       "coverage": dg.MetadataValue.float(round(share, 3))})
+    yield decision_check_result(payload)
 
 
 def _decision_object(payload: dict) -> Decision:
@@ -417,10 +467,13 @@ def acceptance_report(context: dg.AssetExecutionContext, store: CampaignStore, g
         {"round": round_spec.round_id,
          "paths": {name: str(path) for name, path in paths.items()},
          "notification": {"subject": message.subject, "body": message.body}},
-        metadata={"report": dg.MetadataValue.path(str(report_path)),
-                  "round": round_spec.round_id,
+        metadata={"round": round_spec.round_id,
                   "decision": decision.decision,
-                  "summary": dg.MetadataValue.md(report_path.read_text(encoding="utf-8")[:20000])},
+                  "rule": decision.rule,
+                  # Charts embedded: a relative link would resolve against the UI's own page.
+                  "report": dg.MetadataValue.md(ui_markdown(report_path.read_text(encoding="utf-8"), layout)),
+                  "report_file": dg.MetadataValue.path(str(report_path)),
+                  "decision_file": dg.MetadataValue.path(str(paths["decision"]))},
     )
 
 

@@ -51,17 +51,3 @@ class CampaignJsonIOManager(CampaignPathsMixin, dg.UPathIOManager):
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
         return json.loads(path.read_text())
-
-
-class ParquetIOManagerFactory(dg.ConfigurableIOManagerFactory):
-    data_root: str
-
-    def create_io_manager(self, context) -> CampaignParquetIOManager:
-        return CampaignParquetIOManager(base_path=UPath(self.data_root))
-
-
-class JsonIOManagerFactory(dg.ConfigurableIOManagerFactory):
-    data_root: str
-
-    def create_io_manager(self, context) -> CampaignJsonIOManager:
-        return CampaignJsonIOManager(base_path=UPath(self.data_root))

@@ -5,7 +5,14 @@ import dagster as dg
 import pydantic
 
 from staging_validation.acceptance.policy import load_policy
-from staging_validation.campaign.assets import HOURLY_ASSETS, VERDICT_ASSETS
+from staging_validation.campaign.assets import (
+    HOURLY_ASSETS,
+    VERDICT_ASSETS,
+    acceptance_report,
+    campaign_decision,
+    decision_notification,
+    gate_results,
+)
 from staging_validation.campaign.partitions import campaign_partitions
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.collection.collector import run_collector
@@ -42,7 +49,7 @@ def collect_probe_steps(context: dg.OpExecutionContext, config: CollectorConfig,
                      f"{summary.already_recorded} recorded before")
 
 
-@dg.job(description="The campaign's probe collector for one verdict round (requested by campaign_clock when the "
+@dg.job(description="Sensor-driven (campaign_clock requests it; no need to launch it by hand): the campaign's probe collector for one verdict round (requested by campaign_clock when the "
                     "round is registered; it starts the campaign clock, so the probes' timing never depends on "
                     "how fast a run is launched).", executor_def=dg.in_process_executor,
         tags={"dagster/priority": COLLECTOR_RUN_PRIORITY})
@@ -56,8 +63,8 @@ campaign_hour_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*HOURLY_ASSETS),
     executor_def=dg.in_process_executor,  # small steps: a process per step would cost more than the work
     tags={"dagster/priority": HOUR_LANE_PRIORITY},
-    description="One ended campaign hour: its recorded probe steps, telemetry, 30-minute snapshots and hourly "
-                "report.",
+    description="Sensor-driven (campaign_clock requests it when an hour has ended; no need to launch it by hand): "
+                "one campaign hour's recorded probe steps, telemetry, 30-minute snapshots and hourly report.",
 )
 
 campaign_verdict_job = dg.define_asset_job(
@@ -65,21 +72,34 @@ campaign_verdict_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*VERDICT_ASSETS),
     executor_def=dg.in_process_executor,
     tags={"dagster/priority": HOUR_LANE_PRIORITY},
-    description="Final checks, gates, decision, report and notification over every stored hour.",
+    description="Sensor-driven (campaign_clock requests it at the end of a round or after an early stop; to "
+                "re-judge, launch campaign_reverdict instead): final checks, gates, decision, report and "
+                "notification over every stored hour.",
+)
+
+campaign_reverdict_job = dg.define_asset_job(
+    "campaign_reverdict",
+    selection=dg.AssetSelection.assets(gate_results, campaign_decision, acceptance_report, decision_notification),
+    executor_def=dg.in_process_executor,
+    tags={"dagster/priority": HOUR_LANE_PRIORITY},
+    description="Re-judge one campaign (pick it as the partition, then Launch): gates, decision, report and "
+                "notification recomputed from what is stored, under its current policy file; nothing is re-run "
+                "against the target.",
 )
 
 
 class NotificationConfig(dg.Config):
-    smtp_host: str = pydantic.Field(default="", description="Empty: messages go to the campaign outbox only.")
-    smtp_port: int = 587
-    smtp_starttls: bool = True
-    smtp_username: str = ""
+    smtp_host: str = pydantic.Field(default="", description="SMTP server; empty: messages go to the campaign "
+                                    "outbox only.")
+    smtp_port: int = pydantic.Field(default=587, description="SMTP server port.")
+    smtp_starttls: bool = pydantic.Field(default=True, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_username: str = pydantic.Field(default="", description="SMTP login; empty: no login.")
     smtp_password_env: str = pydantic.Field(
         default="STAGING_VALIDATION_SMTP_PASSWORD",
         description="Name of the environment variable holding the SMTP password (never the password).",
     )
-    sender: str = "staging-validation@localhost"
-    recipients: list[str] = []
+    sender: str = pydantic.Field(default="staging-validation@localhost", description="The From address.")
+    recipients: list[str] = pydantic.Field(default=[], description="Addresses the decision and alerts go to.")
     webhook_url_env: str = pydantic.Field(
         default="",
         description="Name of the environment variable holding the webhook URL (never the URL, which may "
@@ -122,7 +142,8 @@ class CampaignLaunchConfig(dg.Config):
     hours: int = pydantic.Field(default=24, ge=1, le=24, description="Planned campaign hours before the verdict.")
     hour_seconds: float = pydantic.Field(default=3600.0, gt=0, description="Length of a campaign hour in seconds.")
     stress_baseline_rps: float = pydantic.Field(default=5.0, gt=0, description="Hour 7 sends twice this rate.")
-    notification: NotificationConfig = NotificationConfig()
+    notification: NotificationConfig = pydantic.Field(
+        default=NotificationConfig(), description="Where the decision and the monitor's alerts are sent.")
     first_verdict_only: bool = pydantic.Field(
         default=False, description="End the campaign at its first verdict: an EXTEND is decided and notified, "
         "its extension hours are not run (rehearsals).")
@@ -188,6 +209,8 @@ def register_campaign_op(context: dg.OpExecutionContext, config: CampaignLaunchC
 
 
 # Not retried: a launch that failed is a config error to fix, or a registration already made.
-@dg.job(description="Launch a validation campaign from the launchpad.", tags={"dagster/max_retries": "0"})
+@dg.job(description="Launch a validation campaign: fill in the config (the defaults validate the built-in simulator) "
+                    "and Launch. The launch validates every input; the campaign_clock sensor then runs its hours "
+                    "and its verdict.", tags={"dagster/max_retries": "0"})
 def start_campaign():
     register_campaign_op()
