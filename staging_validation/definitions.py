@@ -3,8 +3,8 @@ import dagster as dg
 from staging_validation.campaign.assets import HOURLY_ASSETS, VERDICT_ASSETS, monitor_alerts_asset
 from staging_validation.campaign.io_managers import JsonIOManagerFactory, ParquetIOManagerFactory
 from staging_validation.campaign.jobs import campaign_collector, campaign_hour_job, campaign_verdict_job, start_campaign
-from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaign.notification_jobs import campaign_alert_notifications, campaign_run_failures
+from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaign.sensors import campaign_clock
 from staging_validation.campaign.watch_sensor import campaign_watch
 from staging_validation.storage import default_data_root

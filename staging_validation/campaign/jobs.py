@@ -17,7 +17,6 @@ from staging_validation.target.client import bearer_token, resolve_base_url
 from staging_validation.target.profile import load_target_profile
 from staging_validation.telemetry.sources import source_mappings
 
-
 # When runs wait for a free slot of the run queue (dagster.yaml), the higher `dagster/priority` starts
 # first: a campaign's collector (its probes run on the campaign clock only once it has started), then the
 # hour lane, verdicts included, ahead of runs launched by hand. Ingestion and verdict share one priority:
