@@ -17,12 +17,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	DAGSTER_HOME=$(CURDIR) $(BIN)/staging-validation rehearse --profile healthy
 
-# Tests make their own temporary Dagster instances. The rate measurements run first, alone; then three
-# workers share the two cores (most tests wait on real time, not on the CPU); work stealing keeps a
+# Tests make their own temporary Dagster instances. Three workers share the two cores (most tests wait on real time, not on the CPU); work stealing keeps a
 # queue of long rehearsals from piling up behind one worker at the end.
 test: $(STAMP)
-	env -u DAGSTER_HOME $(BIN)/pytest -m load_sensitive
-	env -u DAGSTER_HOME $(BIN)/pytest -n 3 --dist worksteal -m "not load_sensitive"
+	$(BIN)/ruff check staging_validation staging_validation_tests benchmarks
+	env -u DAGSTER_HOME $(BIN)/pytest -n 3 --dist worksteal
 
 # The built-in staging service at the address and log path the launchpad's defaults point to.
 simulator: $(STAMP)

@@ -327,7 +327,8 @@ class HourWriter:
             self._emit(
                 now,
                 self._head(50, now, request_id)
-                + f'"hashedUserId":"{user_hash}","msg":"[Staging] ContinuityPack missing: no continuity pack for request"}}',
+                + f'"hashedUserId":"{user_hash}",'
+                + '"msg":"[Staging] ContinuityPack missing: no continuity pack for request"}',
                 "pack_missing",
                 50,
                 origin,
@@ -338,7 +339,8 @@ class HourWriter:
             self._emit(
                 now,
                 self._head(40, now, request_id)
-                + f'"hashedUserId":"{user_hash}","reason":"{reason}","msg":"[Staging] ContinuityPack fallback: using default pack"}}',
+                + f'"hashedUserId":"{user_hash}","reason":"{reason}",'
+                + '"msg":"[Staging] ContinuityPack fallback: using default pack"}',
                 "pack_fallback",
                 40,
                 origin,
@@ -484,13 +486,9 @@ class HourWriter:
         ok = rng.random() >= 0.01
         provider = PROVIDERS[rng.randrange(len(PROVIDERS))]
         provider_user_id = f"{provider[:2]}-{rng.randrange(10**9):09d}"
-        vi_user_id = "%08x-%04x-4%03x-a%03x-%012x" % (
-            rng.getrandbits(32),
-            rng.getrandbits(16),
-            rng.getrandbits(12),
-            rng.getrandbits(12),
-            rng.getrandbits(48),
-        )
+        # Drawn in this order, so a seed still gives the same day.
+        time_low, time_mid, time_high, clock, node = (rng.getrandbits(bits) for bits in (32, 16, 12, 12, 48))
+        vi_user_id = f"{time_low:08x}-{time_mid:04x}-4{time_high:03x}-a{clock:03x}-{node:012x}"
         method, url = IDENTITY_ROUTES.get(op, ("GET", f"/v1/identity/providers/{vi_user_id}"))
         self._incoming(start_ms, request_id, "organic", method, url)
         now = start_ms + rng.randrange(2, 40)
@@ -648,7 +646,8 @@ def runbook_metrics(truth: dict) -> list[list]:
         ["Locked fact", violations.get("locked_fact", 0)],
         ["Ungrounded", violations.get("ungrounded", 0)],
         ["Posture", violations.get("posture", 0)],
-        ["Link operations", truth["identity"]["by_op"].get("link", 0) + truth["identity"]["by_op"].get("link_failed", 0)],
+        ["Link operations",
+         truth["identity"]["by_op"].get("link", 0) + truth["identity"]["by_op"].get("link_failed", 0)],
         ["Total errors", truth["error_lines"]],
         ["HTTP 5xx", truth["requests"]["by_status_class"].get("5xx", 0)],
         ["Timeouts", sum(truth["requests"]["by_status"].get(status, 0) for status in TIMEOUT_STATUSES)],
@@ -768,7 +767,7 @@ def generate(out: Path, *, megabytes: float | None, lines: int | None, seed: int
     per_hour = _requests_per_hour(arrivals)
     first_numbers = []
     running = 0
-    for hour, count in enumerate(per_hour):
+    for _hour, count in enumerate(per_hour):
         first_numbers.append(running)
         running += count + HOUR_MS // HEALTH_CHECK_EVERY_MS
     tasks = [(seed, hour, day_start_ms, first_numbers[hour], per_hour[hour]) for hour in range(24)]

@@ -10,13 +10,13 @@ from staging_validation.campaign.jobs import (
     campaign_verdict_job,
     start_campaign,
 )
+from staging_validation.campaign.notification_jobs import campaign_alert_notifications, campaign_run_failures
 from staging_validation.campaign.overview import (
     campaign_hours_summary_asset,
     campaigns_overview_asset,
     campaigns_overview_sensor,
 )
 from staging_validation.campaign.resources import CampaignStore
-from staging_validation.campaign.notification_jobs import campaign_alert_notifications, campaign_run_failures
 from staging_validation.campaign.sensors import campaign_clock
 from staging_validation.campaign.watch_sensor import campaign_watch
 from staging_validation.storage import default_data_root

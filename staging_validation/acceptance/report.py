@@ -8,9 +8,9 @@ import base64
 import dataclasses
 import io
 import json
-from collections.abc import Sequence
 import re
 import textwrap
+from collections.abc import Sequence
 from datetime import datetime
 
 import pandas as pd

@@ -49,6 +49,7 @@ from staging_validation.lifecycle import (
     record_verdict,
 )
 from staging_validation.plan import SNAPSHOT_EVERY_CAMPAIGN_S, ProbeStep, plan_for_hour
+from staging_validation.schemas.event_columns import EventKind
 from staging_validation.schemas.events import EVENT_SCHEMA
 from staging_validation.schemas.probe_records import RECORD_SCHEMA, records_to_table
 from staging_validation.storage import atomic_write_bytes, local_path
@@ -58,7 +59,6 @@ from staging_validation.telemetry.aggregates import (
     render_hourly_log_line,
     render_metrics_log_line,
 )
-from staging_validation.schemas.event_columns import EventKind
 from staging_validation.watch.windows import alerts_by_window, with_hour
 
 HOURLY_GROUP = "campaign_hours"
@@ -159,10 +159,10 @@ def probe_records(context: dg.AssetExecutionContext, store: CampaignStore):
         value_is="merged identities", threshold_is="merges allowed",
     )
     yield hour_check_result(
-        "probe_rows_stored", campaign, hour, len(records) > 0,
-        f"{len(records)} probe requests stored" if records else
+        "probe_rows_stored", campaign, hour, len(frame) > 0,
+        f"{len(frame)} probe requests stored" if len(frame) else
         "no probe request stored: this hour is a gap (its probes did not run)",
-        dg.AssetCheckSeverity.WARN, value=len(records), threshold=1, samples=len(records),
+        dg.AssetCheckSeverity.WARN, value=len(frame), threshold=1, samples=len(frame),
         value_is="probe rows", threshold_is="rows expected at least",
     )
 
@@ -204,7 +204,7 @@ def telemetry_events(context: dg.AssetExecutionContext, store: CampaignStore):
             "lines": dg.MetadataValue.int(parsed.lines_total),
             "unparsed_lines": dg.MetadataValue.int(parsed.unparsed_lines),
             # JSON log records over all lines; unparsed lines by reason (not JSON, oversize, bad/out-of-window time)
-            "readable_share": _float_or_none(None if share is None else round(share, 3)),
+            "readable_share": number(share),
             "unparsed_by_reason": dg.MetadataValue.json(parsed.rejected),
             "invalid_utf8_lines": dg.MetadataValue.int(parsed.invalid_utf8_lines),
             "lines_by_source": dg.MetadataValue.json(parsed.by_source),

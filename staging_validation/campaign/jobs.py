@@ -24,7 +24,6 @@ from staging_validation.target.client import bearer_token, resolve_base_url
 from staging_validation.target.profile import load_target_profile
 from staging_validation.telemetry.sources import source_mappings
 
-
 # When runs wait for a free slot of the run queue (dagster.yaml), the higher `dagster/priority` starts
 # first: a campaign's collector (its probes run on the campaign clock only once it has started), then the
 # hour lane, verdicts included, ahead of runs launched by hand. Ingestion and verdict share one priority:
@@ -49,9 +48,10 @@ def collect_probe_steps(context: dg.OpExecutionContext, config: CollectorConfig,
                      f"{summary.already_recorded} recorded before")
 
 
-@dg.job(description="Sensor-driven (campaign_clock requests it; no need to launch it by hand): the campaign's probe collector for one verdict round (requested by campaign_clock when the "
-                    "round is registered; it starts the campaign clock, so the probes' timing never depends on "
-                    "how fast a run is launched).", executor_def=dg.in_process_executor,
+@dg.job(description="Sensor-driven (campaign_clock requests it when a verdict round is registered; no need to "
+                    "launch it by hand): the campaign's probe collector for one verdict round. It starts the "
+                    "campaign clock, so the probes' timing never depends on how fast a run is launched.",
+        executor_def=dg.in_process_executor,
         tags={"dagster/priority": COLLECTOR_RUN_PRIORITY})
 def campaign_collector():
     collect_probe_steps()

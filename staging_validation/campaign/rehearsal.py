@@ -29,7 +29,6 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from staging_validation.campaign.jobs import start_campaign
-from staging_validation.campaign.overview import campaigns_overview_sensor
 from staging_validation.campaign.run_tags import (
     COLLECTOR_PHASE,
     TAG_CAMPAIGN,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.config_files import ConfigError
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.simulator.app import build_app
 from staging_validation.simulator.engine import ALTERNATE, DOCUMENTED, StagingService
 from staging_validation.simulator.profiles import DEFAULT_PROFILE_FILE, load_profile

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.schemas.event_columns import EventKind
+from staging_validation.schemas.timing import CampaignTiming
 
 PROBE_REQUEST_ID_PREFIX = "sv-"
 
@@ -77,7 +77,8 @@ class TelemetryLog:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8")  # O_APPEND: copytruncate leaves no gap
+        # O_APPEND: copytruncate leaves no gap; the writer keeps the file open for its whole life.
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._hostname = socket.gethostname()
@@ -148,7 +149,7 @@ class TelemetryLog:
             if mode == "rename":
                 self._file.close()
                 os.replace(self.path, rotated)
-                self._file = open(self.path, "a", encoding="utf-8")
+                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open, as above)
             elif mode == "copytruncate":
                 shutil.copyfile(self.path, rotated)
                 self._file.truncate(0)

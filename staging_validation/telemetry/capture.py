@@ -428,7 +428,7 @@ class LogFollower:
     def _read_path(self, cursor: CaptureCursor) -> tuple[bytes, CaptureCursor, list[str], bool]:
         path = Path(self.source.path)
         try:
-            handle = open(path, "rb")
+            handle = open(path, "rb")  # noqa: SIM115 (the follower keeps it open across polls)
         except FileNotFoundError:
             handle = None  # between a rename and the writer reopening, only the rotated file exists
         except OSError as exc:

@@ -9,7 +9,6 @@ import json
 
 import pandas as pd
 import pyarrow as pa
-
 import pyarrow.parquet as pq
 
 from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS, HOURLY_ASSET_TELEMETRY_EVENTS, CampaignLayout

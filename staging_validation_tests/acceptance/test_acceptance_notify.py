@@ -12,9 +12,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
+from staging_validation.acceptance.alert_rules import Alert
 from staging_validation.acceptance.decision import decide
 from staging_validation.acceptance.gates import evaluate_gates
-from staging_validation.acceptance.alert_rules import Alert
 from staging_validation.acceptance.notify import (
     NotificationSettings,
     Notifier,

@@ -6,9 +6,9 @@ import re
 import pandas as pd
 import pytest
 
+from staging_validation.acceptance.alert_rules import Alert
 from staging_validation.acceptance.decision import decide
 from staging_validation.acceptance.gates import evaluate_gates
-from staging_validation.acceptance.alert_rules import Alert
 from staging_validation.acceptance.notify import compose_decision_message
 from staging_validation.acceptance.policy import Policy
 from staging_validation.acceptance.report import CHARTS, CampaignEvidence, write_campaign_outputs

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from staging_validation.campaign_target import telemetry_store
+from staging_validation.config_files import ConfigError
 from staging_validation.layout import CampaignLayout
 from staging_validation.lifecycle import CampaignState, load_campaign_state, register_campaign_state
-
 from staging_validation.schemas.timing import CampaignTiming
-from staging_validation.config_files import ConfigError
-from staging_validation.campaign_target import telemetry_store
 
 START_MS = 1_700_000_000_000
 

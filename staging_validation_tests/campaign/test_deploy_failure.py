@@ -9,8 +9,8 @@ import dagster as dg
 
 from staging_validation.campaign.rehearsal import QUIET_RUN_CONFIG
 from staging_validation.campaign.sensors import campaign_clock
-from staging_validation.lifecycle import CampaignStatus, load_campaign_state
 from staging_validation.definitions import build_definitions
+from staging_validation.lifecycle import CampaignStatus, load_campaign_state
 
 
 def closed_port() -> int:

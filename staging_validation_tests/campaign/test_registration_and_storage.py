@@ -12,8 +12,8 @@ import yaml
 from staging_validation.acceptance.notify import Message, Notifier
 from staging_validation.campaign.jobs import CampaignLaunchConfig, NotificationConfig
 from staging_validation.campaign.partitions import campaign_partitions
-from staging_validation.lifecycle import load_campaign_state
 from staging_validation.definitions import build_definitions
+from staging_validation.lifecycle import load_campaign_state
 from staging_validation.target.profile import DOCUMENTED_PROFILE
 from staging_validation.telemetry.capture import TelemetrySource
 
@@ -128,8 +128,9 @@ def test_webhook_url_comes_from_the_environment_and_is_never_recorded(tmp_path, 
 
 
 def test_hourly_partitions_are_stored_as_parquet_per_campaign_hour_and_reject_traversal(tmp_path):
-    from staging_validation.campaign.io_managers import CampaignParquetIOManager
     from upath import UPath
+
+    from staging_validation.campaign.io_managers import CampaignParquetIOManager
 
     manager = CampaignParquetIOManager(base_path=UPath(tmp_path))
     path = manager.get_path_for_partition(None, UPath(tmp_path) / "probe_records", "night-1/07")

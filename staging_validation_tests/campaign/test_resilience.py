@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 
 from staging_validation.campaign.partitions import campaign_hour_key
 from staging_validation.campaign.rehearsal import QUIET_RUN_CONFIG
+from staging_validation.definitions import build_definitions
 from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS, HOURLY_ASSET_TELEMETRY_EVENTS, CampaignLayout
 from staging_validation.lifecycle import load_campaign_state
-from staging_validation.definitions import build_definitions
 
 HOUR_SECONDS = 3.0
 
@@ -45,9 +45,11 @@ def test_rematerializing_an_hour_is_idempotent_and_needs_only_stored_data(tmp_pa
             log.unlink()
         stored.unlink()
         ingest = defs.resolve_job_def("campaign_hour")
-        assert ingest.execute_in_process(instance=instance, partition_key=hour_zero, run_config=QUIET_RUN_CONFIG).success
+        assert ingest.execute_in_process(instance=instance, partition_key=hour_zero,
+                                         run_config=QUIET_RUN_CONFIG).success
         assert pq.read_table(stored).equals(before)
 
         # And once more, unchanged: re-materializing is idempotent.
-        assert ingest.execute_in_process(instance=instance, partition_key=hour_zero, run_config=QUIET_RUN_CONFIG).success
+        assert ingest.execute_in_process(instance=instance, partition_key=hour_zero,
+                                         run_config=QUIET_RUN_CONFIG).success
         assert pq.read_table(stored).equals(before)

@@ -14,9 +14,9 @@ from staging_validation.campaign.jobs import CampaignLaunchConfig, register_camp
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaign.sensors import SENSOR_INTERVAL_ENV, campaign_clock, sensor_interval_s
 from staging_validation.campaign.watch_sensor import campaign_watch, watch_campaign
+from staging_validation.campaign_target import log_follower
 from staging_validation.config_files import ConfigError
 from staging_validation.definitions import build_definitions
-from staging_validation.campaign_target import log_follower
 from staging_validation.lifecycle import load_campaign_state, mark_running
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.storage import atomic_write_text

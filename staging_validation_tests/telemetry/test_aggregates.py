@@ -146,7 +146,8 @@ def test_the_metrics_text_has_the_runbook_layout_then_what_it_lacked(trap_log):
     text = render_final_metrics_text(final_metrics(None, parse_log(trap_log).events))
     lines = text.splitlines()
     assert lines[0] == "=== 24-HOUR STAGING VALIDATION METRICS ==="
-    assert lines[1:5] == ["Missing-pack events: 0", "Default-pack fallbacks: 0", "Total builds: 2", "Avg size: 150 bytes"]
+    assert lines[1:5] == ["Missing-pack events: 0", "Default-pack fallbacks: 0", "Total builds: 2",
+                          "Avg size: 150 bytes"]
     assert "  Locked fact: 0" in lines and "  Posture: 1" in lines
     assert lines[30] == "Timeouts: 1"
     assert "Latency p99: 28900 ms" in lines
