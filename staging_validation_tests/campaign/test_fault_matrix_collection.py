@@ -73,7 +73,7 @@ def test_hour_zero_begins_when_the_collector_is_ready_however_late_its_run_was_l
     run_collector(data_root, "late-launch")
 
     state = load_campaign_state(data_root, "late-launch")
-    assert state.status is CampaignStatus.RUNNING and state.timing.start_ms >= collector_started * 1000
+    assert state.status is CampaignStatus.RUNNING and state.timing.start_ms >= int(collector_started * 1000)
     outcomes = hour_outcomes(data_root, "late-launch", 0)
     assert {step: o.status for step, o in outcomes.items()} == {
         ProbeStep.IDENTITY_WATCH: StepStatus.RAN, ProbeStep.DEPLOY_VERIFICATION: StepStatus.RAN}
@@ -108,7 +108,7 @@ def test_a_collector_that_starts_hours_late_records_them_as_not_run_and_probes_t
     # Started late, inside hour 2; the rows keep the times the requests were really sent at (a step that
     # outlasts its hour on a busy machine keeps its later times too: nothing is back-dated).
     for outcome in hour_outcomes(data_root, "restarted", 2).values():
-        assert collector_started * 1000 <= outcome.started_ms < state.timing.hour_start_s(3) * 1000
+        assert int(collector_started * 1000) <= outcome.started_ms < state.timing.hour_start_s(3) * 1000
     rows = hour_records(data_root, "restarted", 2).to_pandas()
     assert (rows["time"] >= pd.Timestamp(collector_started, unit="s", tz="UTC").floor("ms")).all()
 
