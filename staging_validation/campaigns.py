@@ -39,13 +39,16 @@ class CampaignState(StrictModel):
     created_at_ms: int
     timing: CampaignTiming
     planned_hours: int = pydantic.Field(default=24, ge=1, le=MAX_CAMPAIGN_HOURS)
-    status: str = "active"  # active | stopped (early stop, awaiting its verdict) | decided
+    # active | stopped (early stop, awaiting its verdict) | validator_failed (its own runs kept failing,
+    # awaiting its verdict) | decided
+    status: str = "active"
     extension_count: int = 0
     extension_hours: int = 0  # hours added by extensions so far
     # Set when a critical failure ends the campaign before its planned end: the gate, the rule, the hour,
     # when it was first seen, the reason and evidence (acceptance.decision.EarlyStop's fields).
     early_stop: dict | None = None
     settings: dict = pydantic.Field(default_factory=dict)  # the launch config, secrets excluded
+    validator_failure: str | None = None  # why the campaign was stopped as validator_failed
 
     @pydantic.field_validator("campaign")
     @classmethod

@@ -45,30 +45,40 @@ def log_follower(data_root: str | Path, state: CampaignState) -> LogFollower:
     return LogFollower(source, telemetry_store(data_root, state), state.timing, time_path=time_path)
 
 
-async def _probe_hour(state: CampaignState, plan: HourPlan) -> list[ProbeResult]:
+async def _phase_probe(client: TargetClient, state: CampaignState, phase: Phase, hour: int) -> ProbeResult | None:
+    """The probe step a phase plays in `hour` (None: the phase only observes)."""
     timing = state.timing
+    if phase is Phase.DEPLOY:
+        return await deploy_verification(client, timing)
+    if phase is Phase.SMOKE_LOOP:
+        return await smoke_loop(client, timing, hour)
+    if phase is Phase.PROMPT_SET:
+        return await prompt_set(client, timing, hour)
+    if phase is Phase.STRESS:
+        rate = float(state.settings.get("stress_baseline_rps", 5.0)) * STRESS_MULTIPLIER
+        return await stress(client, timing, hour, rate)
+    return None
+
+
+async def _probe_hour(state: CampaignState, plan: HourPlan, makeup: Phase | None) -> list[ProbeResult]:
     async with TargetClient(target_profile(state), base_url=state.settings.get("base_url")) as client:
         # Every hour starts with a cheap identity check, so an accidental merge is caught in the hour it
         # begins (the runbook's "REJECT IMMEDIATELY"), not only by the final identity test at hour 24.
-        results = [await identity_check(client, timing)]
-        if plan.phase is Phase.DEPLOY:
-            results.append(await deploy_verification(client, timing))
-        elif plan.phase is Phase.SMOKE_LOOP:
-            results.append(await smoke_loop(client, timing, plan.hour))
-        elif plan.phase is Phase.PROMPT_SET:
-            results.append(await prompt_set(client, timing, plan.hour))
-        elif plan.phase is Phase.STRESS:
-            rate = float(state.settings.get("stress_baseline_rps", 5.0)) * STRESS_MULTIPLIER
-            results.append(await stress(client, timing, plan.hour, rate))
+        results = [await identity_check(client, state.timing)]
+        for phase in (plan.phase, makeup):
+            played = await _phase_probe(client, state, phase, plan.hour) if phase is not None else None
+            if played is not None:
+                results.append(played)
         return results
 
 
-def run_hour_probes(state: CampaignState, plan: HourPlan) -> list[ProbeResult]:
-    """The hour's probes; an hour that is already over when its run starts probes nothing (a gap)."""
+def run_hour_probes(state: CampaignState, plan: HourPlan, makeup: Phase | None = None) -> list[ProbeResult]:
+    """The hour's probes, plus the make-up of an earlier hour's missed step (`validator_gaps.makeup_step`);
+    an hour that is already over when its run starts probes nothing (a gap)."""
     hour_end = state.timing.hour_start_s(plan.hour + 1)
     if time.time() >= hour_end:
         return []
-    return asyncio.run(_probe_hour(state, plan))
+    return asyncio.run(_probe_hour(state, plan, makeup))
 
 
 async def _final_checks(state: CampaignState) -> list[ProbeResult]:

@@ -10,11 +10,11 @@ import staging_validation
 PACKAGE = Path(staging_validation.__file__).parent
 # Lower index = lower layer. A module may import its own layer or any layer below it, never above.
 LAYERS = [
-    {"config_files", "storage", "schemas"},
+    {"config_files", "storage", "schemas", "plan"},
     {"simulator", "target"},
-    {"probes", "telemetry", "campaigns"},
+    {"probes", "telemetry", "campaigns", "validator_gaps"},
     {"acceptance"},
-    {"plan", "hour_runner", "watch"},
+    {"hour_runner", "watch"},
     {"campaign", "definitions", "cli"},
 ]
 

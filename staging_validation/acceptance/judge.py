@@ -23,10 +23,12 @@ from staging_validation.campaigns import (
     CampaignState,
     load_campaign_state,
     load_hourly_table,
+    stored_hours,
 )
 from staging_validation.schemas.probe_records import RECORD_SCHEMA
 from staging_validation.storage import campaign_dir
 from staging_validation.schemas.events import EVENT_SCHEMA
+from staging_validation.validator_gaps import ValidatorCoverage, ended_hours, validator_coverage
 
 # The hour-24 identity and determinism tests, stored once per campaign by the verdict assets.
 FINAL_CHECKS_PATH = Path("verdict") / "final_checks.parquet"
@@ -49,14 +51,31 @@ def load_campaign_tables(data_root: str | Path, state: CampaignState) -> tuple[p
     return with_final_checks(records, final, state), events
 
 
+def campaign_validator_coverage(data_root: str | Path, state: CampaignState, records: pd.DataFrame,
+                                now_s: float | None = None) -> ValidatorCoverage:
+    """What the validator collected of the round this state judges. An early-stopped campaign is judged up
+    to the hour before its stop (the stop hour was cut short on purpose), so a re-judgement later says the
+    same; otherwise every judged hour that has ended."""
+    judged = judged_hours(state)
+    if state.stopped_at_hour is not None:
+        considered = state.stopped_at_hour
+    else:
+        considered = ended_hours(state.timing.campaign_seconds(now_s), judged)
+    return validator_coverage(state.planned_hours, judged, considered, records,
+                              stored_hours(data_root, state.campaign, HOURLY_ASSET_TELEMETRY_EVENTS),
+                              failed_reason=state.validator_failure)
+
+
 def decide_campaign(state: CampaignState, gates: list[GateResult], hours_with_data: Iterable[int],
-                    policy: Policy) -> tuple[Decision, list[int], float]:
+                    policy: Policy, validator: ValidatorCoverage | None = None) -> tuple[Decision, list[int], float]:
     """The decision over the hours this round judges: (decision, observed hours, coverage)."""
     judged = judged_hours(state)
     observed = sorted(h for h in set(hours_with_data) if h < judged)
     share = coverage(observed, judged)
     stopped = EarlyStop(**state.early_stop) if state.early_stop else None
-    return decide(gates, share, policy, extension_count=state.extension_count, stopped=stopped), observed, share
+    decision = decide(gates, share, policy, extension_count=state.extension_count, stopped=stopped,
+                      validator=validator)
+    return decision, observed, share
 
 
 def judge_campaign(data_root: str | Path, campaign_id: str, policy: Policy | None = None,
@@ -67,8 +86,10 @@ def judge_campaign(data_root: str | Path, campaign_id: str, policy: Policy | Non
     policy = policy or campaign_policy(state)
     records, events = load_campaign_tables(data_root, state)
     gates = evaluate_gates(records, events, policy)
-    decision, observed, share = decide_campaign(state, gates, events["hour"].astype(int), policy)
+    validator = campaign_validator_coverage(data_root, state, records)
+    decision, observed, share = decide_campaign(state, gates, events["hour"].astype(int), policy, validator)
     return CampaignEvidence(campaign=state.campaign, state=state, records=records, events=events, gates=gates,
                             decision=decision, alerts=alerts or [], hours_observed=observed,
                             decided_at=pd.Timestamp.now(tz="UTC").to_pydatetime(), coverage=share,
-                            judged_hours=judged_hours(state), extension_count=state.extension_count)
+                            judged_hours=judged_hours(state), extension_count=state.extension_count,
+                            validator=validator)

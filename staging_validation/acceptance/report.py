@@ -22,6 +22,7 @@ from staging_validation.campaigns import CampaignState
 from staging_validation.storage import atomic_write_bytes, atomic_write_text
 from staging_validation.telemetry.aggregates import final_metrics, render_final_metrics_text
 from staging_validation.schemas.event_columns import EventKind
+from staging_validation.validator_gaps import ValidatorCoverage
 
 REPORT_NAME = "STAGING_ACCEPTANCE_REPORT.md"
 DECISION_NAME = "decision.json"
@@ -51,6 +52,7 @@ class CampaignEvidence:
     coverage: float  # share of the judged hours with data, as the decision used it
     judged_hours: int  # hours 0..judged_hours-1 are the ones this decision covers
     extension_count: int  # extensions that ran before this decision
+    validator: ValidatorCoverage | None = None  # what the validator collected (None: not known)
 
 
 def write_campaign_outputs(out_dir: str | Path, evidence: CampaignEvidence, notification: Message) -> dict[str, Path]:
@@ -82,6 +84,7 @@ def decision_document(evidence: CampaignEvidence, notification: Message) -> dict
         "decided_at": evidence.decided_at.isoformat(),
         "observed_hours": sorted(evidence.hours_observed),
         "coverage": evidence.coverage,
+        "validator": evidence.validator.as_dict() if evidence.validator else None,
         "extension": {"count": evidence.extension_count, "hours": decision.extend_hours},
         "gates": [{"gate": g.gate, "name": g.name, "critical": g.critical, "status": g.status,
                    "metrics": g.metrics, "thresholds": g.thresholds, "samples": g.samples, "reason": g.reason}
@@ -376,6 +379,37 @@ def _anomalies_section(evidence: CampaignEvidence, metrics: dict) -> list[str]:
     return lines + [f"- {item}" for item in found] + [""]
 
 
+def _coverage_rows(validator: ValidatorCoverage | None) -> list[list[object]]:
+    """Probe and telemetry coverage, separately: telemetry is captured whatever the validator's runs do, so
+    it says nothing about whether the probes ran in their hours."""
+    if validator is None:
+        return [["Probe coverage", "not measured (no record of what the validator collected)"]]
+    return [["Probe coverage", f"{validator.probe_coverage:.0%}: {validator.ran_in_hour} of {validator.due_steps} "
+                               "due probe steps ran in their hour"],
+            ["Telemetry coverage", f"{validator.telemetry_coverage:.0%}: {len(validator.telemetry_hours)} of "
+                                   f"{validator.judged_hours} hours ingested"]]
+
+
+def _validator_section(validator: ValidatorCoverage | None) -> list[str]:
+    """What the validator missed: its own gaps, never evidence against the target."""
+    lines = ["## What the validator missed", ""]
+    if validator is None:
+        return lines + ["Not measured: this decision was made without a record of what the validator collected.", ""]
+    if not validator.gaps and not validator.telemetry_missing and not validator.failed_reason:
+        return lines + ["Nothing: every due probe step ran in its hour and every hour's telemetry was ingested.", ""]
+    if validator.failed_reason:
+        lines += [f"The campaign was stopped because the validator's own runs kept failing: "
+                  f"{validator.failed_reason}", ""]
+    if validator.gaps:
+        lines += _table(["Hour", "Step", "Why it did not run", "Made up"],
+                        [[g.hour, g.step.value, g.cause,
+                          f"in hour {g.made_up_in}" if g.made_up_in is not None else "no"] for g in validator.gaps])
+        lines.append("")
+    if validator.telemetry_missing:
+        lines += [f"Telemetry not ingested for hours {_hour_ranges(validator.telemetry_missing)}.", ""]
+    return lines + ["These are the validator's gaps: evidence they cost is never counted against the target.", ""]
+
+
 def render_report(evidence: CampaignEvidence, notification: Message, metrics: dict, hourly: pd.DataFrame) -> str:
     decision, state = evidence.decision, evidence.state
     hours = sorted(evidence.hours_observed)
@@ -387,7 +421,9 @@ def render_report(evidence: CampaignEvidence, notification: Message, metrics: di
                  ["Decided", evidence.decided_at.isoformat()],
                  ["Planned hours", state.planned_hours],
                  ["Extensions before this decision", evidence.extension_count],
-                 ["Observed hours", f"{len(hours)} of {evidence.judged_hours} (coverage {evidence.coverage:.0%})"],
+                 ["Observed hours", f"{len(hours)} of {evidence.judged_hours} with telemetry events "
+                                    f"(coverage {evidence.coverage:.0%})"],
+                 *_coverage_rows(evidence.validator),
                  ["Decision", f"**{decision.decision}** (rule `{decision.rule}`){extending}"],
              ]), "", *_deploy_section(evidence.records)]
     for section, gate in enumerate(evidence.gates, start=2):
@@ -400,6 +436,7 @@ def render_report(evidence: CampaignEvidence, notification: Message, metrics: di
     lines += _operational_section(metrics, hourly)
     lines += _incidents_section(evidence)
     lines += _anomalies_section(evidence, metrics)
+    lines += _validator_section(evidence.validator)
     lines += ["## 10. Final gate table", "",
               *_table(["#", "Gate", "Critical", "Status", "Rule", "Samples"],
                       [[g.gate, g.name, "yes" if g.critical else "no", g.status, f"`{g.rule}`", g.samples]

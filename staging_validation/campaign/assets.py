@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 
 from staging_validation.acceptance.decision import Decision, judged_hours
-from staging_validation.acceptance.judge import decide_campaign, load_campaign_tables
+from staging_validation.acceptance.judge import campaign_validator_coverage, decide_campaign, load_campaign_tables
 from staging_validation.acceptance.gates import GateResult, evaluate_gates, identity_merges
 from staging_validation.acceptance.monitor import Alert
 from staging_validation.acceptance.notify import (
@@ -35,6 +35,8 @@ from staging_validation.hour_runner import (
     run_hour_probes,
 )
 from staging_validation.plan import SNAPSHOT_EVERY_CAMPAIGN_S, plan_for_hour
+from staging_validation.campaign.gaps import makeup_for_hour
+from staging_validation.validator_gaps import coverage_from_dict, makeup_phase
 from staging_validation.schemas.probe_records import RECORD_SCHEMA, records_to_table
 from staging_validation.telemetry.aggregates import hourly_report as summarize_hour
 from staging_validation.telemetry.aggregates import (
@@ -103,7 +105,10 @@ def probe_records(context: dg.AssetExecutionContext, store: CampaignStore):
     campaign, hour = split_campaign_hour(context.partition_key)
     state = store.load(campaign)
     plan = plan_for_hour(hour, state.planned_hours)
-    results = run_hour_probes(state, plan)
+    makeup = makeup_for_hour(store.data_root, state, hour)
+    if makeup is not None:
+        context.log.info(f"making up the missed {makeup.value} step of an earlier hour")
+    results = run_hour_probes(state, plan, makeup=makeup_phase(makeup) if makeup else None)
     records = [record for result in results for record in result.records]
     table = records_to_table(records)
     frame = table.to_pandas()
@@ -117,6 +122,7 @@ def probe_records(context: dg.AssetExecutionContext, store: CampaignStore):
             "connection_errors": dg.MetadataValue.int(int((frame["outcome"] == "connection_error").sum())),
             "failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures) or "none"),
             "probed": dg.MetadataValue.bool(bool(results)),
+            "made_up_step": makeup.value if makeup else "none",
         },
     )
     deploy_failed = [r for r in results if r.probe == "deploy" and not r.passed]
@@ -321,7 +327,9 @@ def campaign_decision(context: dg.AssetExecutionContext, store: CampaignStore, g
     judged = store.load(context.partition_key)
     policy = campaign_policy(judged)
     gates = _gate_objects(gate_results)
-    decision, observed, share = decide_campaign(judged, gates, gate_results["hours_observed"], policy)
+    records, _ = load_campaign_tables(store.data_root, judged)
+    validator = campaign_validator_coverage(store.data_root, judged, records)
+    decision, observed, share = decide_campaign(judged, gates, gate_results["hours_observed"], policy, validator)
     payload = {
         **dataclasses.asdict(decision),
         "campaign": judged.campaign,
@@ -329,6 +337,7 @@ def campaign_decision(context: dg.AssetExecutionContext, store: CampaignStore, g
         "observed_hours": observed,
         "judged_hours": judged_hours(judged),
         "coverage": share,
+        "validator": validator.as_dict(),
         "extension_count": judged.extension_count,
     }
     round_due = judged.timing.campaign_seconds() >= judged.total_hours * 3600
@@ -338,7 +347,11 @@ def campaign_decision(context: dg.AssetExecutionContext, store: CampaignStore, g
     elif decision.decision != "EXTEND" or not decision.extend_hours:
         store.save(judged.model_copy(update={"status": "decided"}))
     return dg.Output(payload, metadata={"decision": decision.decision, "rule": decision.rule,
-                                        "coverage": dg.MetadataValue.float(share)})
+                                        "coverage": dg.MetadataValue.float(share),
+                                        "probe_coverage": dg.MetadataValue.float(round(validator.probe_coverage, 4)),
+                                        "telemetry_coverage": dg.MetadataValue.float(
+                                            round(validator.telemetry_coverage, 4)),
+                                        "validator_gaps": dg.MetadataValue.int(len(validator.gaps))})
 
 
 def _decision_object(payload: dict) -> Decision:
@@ -370,6 +383,7 @@ def acceptance_report(context: dg.AssetExecutionContext, store: CampaignStore, g
         alerts=_alerts(store, state.campaign), hours_observed=campaign_decision["observed_hours"],
         decided_at=pd.Timestamp(campaign_decision["decided_at"]), coverage=campaign_decision["coverage"],
         judged_hours=campaign_decision["judged_hours"], extension_count=campaign_decision["extension_count"],
+        validator=coverage_from_dict(campaign_decision["validator"]) if campaign_decision.get("validator") else None,
     )
     paths = write_campaign_outputs(store.campaign_dir(state.campaign), evidence, message)
     report_path = paths["report"]

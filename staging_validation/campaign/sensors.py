@@ -11,6 +11,7 @@ import dagster as dg
 
 from staging_validation.acceptance.notify import Notifier, campaign_notification_settings, compose_alert_message
 from staging_validation.acceptance.policy import campaign_policy
+from staging_validation.campaign.gaps import new_gap_alerts, stop_if_validator_failed
 from staging_validation.campaign.jobs import campaign_hour_job, campaign_probes_job, campaign_verdict_job
 from staging_validation.campaign.partitions import campaign_hour_key
 from staging_validation.campaign.resources import CampaignStore
@@ -99,6 +100,9 @@ def due_run_requests(states: list[CampaignState], cursor: dict, probe_run_done: 
             progress["next_probe_hour"] = max(progress["next_probe_hour"], now_hour + 1)
             last_ingest = min(now_hour - 1, last_hour)
             round_name = str(state.total_hours)
+        elif state.status == "validator_failed":
+            # Its own runs kept failing: no more hour runs (they would fail too), the verdict says why.
+            last_ingest, round_name = -1, "validator_failed"
         else:
             last_ingest = state.stopped_at_hour if state.stopped_at_hour is not None else -1
             round_name = "early"
@@ -138,9 +142,26 @@ def run_is_done(instance: dg.DagsterInstance, run_key: str) -> bool:
 )
 def campaign_clock(context: dg.SensorEvaluationContext, store: CampaignStore):
     cursor = json.loads(context.cursor) if context.cursor else {}
-    requests = due_run_requests(readable_campaigns(context, store), cursor,
-                                lambda key: run_is_done(context.instance, key))
+    states = [watch_validator(context, store, state, cursor) for state in readable_campaigns(context, store)]
+    requests = due_run_requests(states, cursor, lambda key: run_is_done(context.instance, key))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
+
+
+def watch_validator(context: dg.SensorEvaluationContext, store: CampaignStore, state: CampaignState,
+                    cursor: dict) -> CampaignState:
+    """The validator's own faults, before the clock requests anything: alert each probe step that did not
+    run in its hour, and stop a campaign whose runs keep failing (its state as the clock must see it)."""
+    if state.status != "active":
+        return state
+    records = context.instance.get_run_records(dg.RunsFilter(tags={TAG_CAMPAIGN: state.campaign}))
+    progress = cursor.setdefault(state.campaign, {"next_probe_hour": 0, "next_ingest_hour": 0, "verdicts": []})
+    for alert in new_gap_alerts(store, state, records, progress):
+        context.log.warning(f"{state.campaign}: {alert['message']}")
+    stopped = stop_if_validator_failed(store, state, records)
+    if stopped is None:
+        return state
+    context.log.error(f"{state.campaign}: {stopped['message']}")
+    return store.load(state.campaign)
 
 
 def readable_campaigns(context: dg.SensorEvaluationContext, store: CampaignStore) -> list[CampaignState]:
