@@ -20,10 +20,13 @@ import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
+from pathlib import Path
 
 import pandas as pd
 
+from staging_validation.campaigns import HOURLY_ASSET_PROBE_RECORDS, CampaignState, load_hourly_table
 from staging_validation.plan import Phase, phase_for_hour
+from staging_validation.schemas.probe_records import RECORD_SCHEMA
 
 
 class Step(StrEnum):
@@ -129,6 +132,14 @@ def makeup_step(hour: int, planned_hours: int, gaps: Iterable[Gap]) -> Step | No
     open_gaps = sorted((g for g in gaps if g.made_up_in is None and g.hour < hour and g.step in STEP_PHASE),
                        key=lambda g: (g.hour, g.step.value))
     return open_gaps[0].step if open_gaps else None
+
+
+def makeup_for_hour(data_root: str | Path, state: CampaignState, hour: int) -> Step | None:
+    """The missed step of an earlier hour that `hour`'s probe run plays as well, from what the earlier hours
+    stored (the same answer however often the hour is re-run)."""
+    records = load_hourly_table(data_root, state.campaign, HOURLY_ASSET_PROBE_RECORDS, RECORD_SCHEMA)
+    earlier = records[records["hour"] < hour]
+    return makeup_step(hour, state.planned_hours, find_gaps(state.planned_hours, hour, recorded_steps(earlier)))
 
 
 def makeup_phase(step: Step) -> Phase:

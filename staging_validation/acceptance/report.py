@@ -421,8 +421,8 @@ def render_report(evidence: CampaignEvidence, notification: Message, metrics: di
                  ["Decided", evidence.decided_at.isoformat()],
                  ["Planned hours", state.planned_hours],
                  ["Extensions before this decision", evidence.extension_count],
-                 ["Observed hours", f"{len(hours)} of {evidence.judged_hours} with telemetry events "
-                                    f"(coverage {evidence.coverage:.0%})"],
+                 ["Observed hours", f"{len(hours)} of {evidence.judged_hours} (coverage {evidence.coverage:.0%}: "
+                                    "hours with telemetry events)"],
                  *_coverage_rows(evidence.validator),
                  ["Decision", f"**{decision.decision}** (rule `{decision.rule}`){extending}"],
              ]), "", *_deploy_section(evidence.records)]

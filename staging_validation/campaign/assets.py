@@ -35,8 +35,7 @@ from staging_validation.hour_runner import (
     run_hour_probes,
 )
 from staging_validation.plan import SNAPSHOT_EVERY_CAMPAIGN_S, plan_for_hour
-from staging_validation.campaign.gaps import makeup_for_hour
-from staging_validation.validator_gaps import coverage_from_dict, makeup_phase
+from staging_validation.validator_gaps import coverage_from_dict, makeup_for_hour, makeup_phase
 from staging_validation.schemas.probe_records import RECORD_SCHEMA, records_to_table
 from staging_validation.telemetry.aggregates import hourly_report as summarize_hour
 from staging_validation.telemetry.aggregates import (

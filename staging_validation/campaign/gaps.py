@@ -1,5 +1,5 @@
 """The Dagster side of the validator's gaps: which probe runs did not record in their hour and why, the
-`monitor.validator_gap` alerts, the make-up an hour run plays, and stopping a campaign whose own runs
+`monitor.validator_gap` alerts, and stopping a campaign whose own runs
 keep failing. The rules themselves are `staging_validation.validator_gaps` (plain functions)."""
 
 from __future__ import annotations
@@ -19,31 +19,20 @@ from staging_validation.campaigns import (
     HOURLY_ASSET_PROBE_RECORDS,
     CampaignState,
     hourly_asset_dir,
-    load_hourly_table,
 )
 from staging_validation.schemas.probe_records import RECORD_SCHEMA
 from staging_validation.schemas.timing import hour_key
 from staging_validation.validator_gaps import (
     GAP_ALERT_RULE,
     Gap,
-    Step,
     ended_hours,
     find_gaps,
-    makeup_step,
     recorded_steps,
     validator_failure,
 )
 
 VALIDATOR_FAILED_RULE = "monitor.validator_failed"
 UNDER_WAY = {dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING}
-
-
-def makeup_for_hour(data_root: str | Path, state: CampaignState, hour: int) -> Step | None:
-    """The missed step of an earlier hour that `hour`'s probe run plays as well, from what earlier hours
-    stored (the same answer however often the hour is re-run)."""
-    records = load_hourly_table(data_root, state.campaign, HOURLY_ASSET_PROBE_RECORDS, RECORD_SCHEMA)
-    earlier = records[records["hour"] < hour]
-    return makeup_step(hour, state.planned_hours, find_gaps(state.planned_hours, hour, recorded_steps(earlier)))
 
 
 def _hour_records(data_root: str | Path, campaign: str, hour: int):

@@ -1,5 +1,7 @@
 
+import math
 import time
+from pathlib import Path
 
 import dagster as dg
 import pydantic
@@ -10,8 +12,11 @@ from staging_validation.campaign.assets import INGESTION_ASSETS, PROBE_ASSETS, V
 from staging_validation.campaign.partitions import campaign_partitions
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaigns import MAX_CAMPAIGN_HOURS, CampaignState
+
+MAX_PLANNED_HOURS = 24  # the runbook's day; extensions add up to MAX_CAMPAIGN_HOURS
 from staging_validation.schemas.timing import CampaignTiming
-from staging_validation.config_files import ConfigError
+from staging_validation.config_files import ConfigError, validate_model
+from staging_validation.plan import MIN_HOUR_SECONDS, RUNBOOK_HOUR_SECONDS, hour_seconds_problem
 from staging_validation.storage import validate_campaign_id
 from staging_validation.target.client import bearer_token, resolve_base_url
 from staging_validation.target.profile import load_target_profile
@@ -65,9 +70,14 @@ class CampaignLaunchConfig(dg.Config):
         default="", description="Instead of a path: a command printing the log from byte {offset}."
     )
     policy: str = pydantic.Field(default="", description="Acceptance policy YAML; empty: the shipped policy.")
-    hours: int = pydantic.Field(default=24, ge=1, le=24, description="Planned campaign hours before the verdict.")
-    hour_seconds: float = pydantic.Field(default=3600.0, gt=0, description="Length of a campaign hour in seconds.")
-    stress_baseline_rps: float = pydantic.Field(default=5.0, gt=0, description="Hour 7 sends twice this rate.")
+    # No pydantic bounds here: Dagster would raise them as the chained cause of a step error; the launch
+    # checks them itself (`launch_problems`) and fails with the problem as the message.
+    hours: int = pydantic.Field(default=24, description=f"Planned campaign hours before the verdict, 1 to {MAX_PLANNED_HOURS}.")
+    hour_seconds: float = pydantic.Field(
+        default=3600.0,
+        description=f"Length of a campaign hour in seconds, {MIN_HOUR_SECONDS:g} (the measured floor) to "
+        f"{RUNBOOK_HOUR_SECONDS:g}.")
+    stress_baseline_rps: float = pydantic.Field(default=5.0, description="Hour 7 sends twice this rate (> 0).")
     notification: NotificationConfig = NotificationConfig()
 
     def settings(self) -> dict:
@@ -83,9 +93,29 @@ class CampaignLaunchConfig(dg.Config):
         }
 
 
+def launch_problems(config: CampaignLaunchConfig) -> list[str]:
+    """Every field of the launch form that cannot work, each naming the field."""
+    problems = []
+    if not 1 <= config.hours <= MAX_PLANNED_HOURS:
+        problems.append(f"hours: {config.hours} is out of range: a campaign plans 1 to {MAX_PLANNED_HOURS} hours "
+                        "(extensions add more)")
+    hour_problem = hour_seconds_problem(config.hour_seconds)
+    if hour_problem:
+        problems.append(f"hour_seconds: {hour_problem}")
+    if not (math.isfinite(config.stress_baseline_rps) and config.stress_baseline_rps > 0):
+        problems.append(f"stress_baseline_rps: {config.stress_baseline_rps:g} must be a positive number of requests "
+                        "per second")
+    if not config.telemetry_command and Path(config.telemetry_path).is_dir():
+        problems.append(f"telemetry_path: {config.telemetry_path} is a directory; give the target's log file")
+    return problems
+
+
 def register_campaign(store: CampaignStore, config: CampaignLaunchConfig, now_ms: int | None = None) -> CampaignState:
     """Validate every input a campaign will use, then write its registration; raises ConfigError."""
     campaign = validate_campaign_id(config.campaign)
+    problems = launch_problems(config)
+    if problems:
+        raise ConfigError(f"campaign {campaign!r} not launched: " + "; ".join(problems))
     if (store.campaign_dir(campaign) / "campaign.json").exists():
         raise ConfigError(f"campaign {campaign!r}: already registered; choose a new id")
     settings = config.settings()
@@ -95,8 +125,8 @@ def register_campaign(store: CampaignStore, config: CampaignLaunchConfig, now_ms
     resolve_base_url(profile, settings["base_url"])
     bearer_token(profile)
     load_policy(settings["policy"])
-    TelemetrySource.model_validate(settings["telemetry"])
-    notification = NotificationSettings.model_validate(settings["notification"])
+    validate_model(settings["telemetry"], TelemetrySource, "telemetry")
+    notification = validate_model(settings["notification"], NotificationSettings, "notification")
     if notification.webhook_url_env and notification.webhook_url() is None:
         raise ConfigError(f"notification.webhook_url_env: environment variable {notification.webhook_url_env} "
                           "is not set or empty")

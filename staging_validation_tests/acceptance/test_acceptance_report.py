@@ -162,7 +162,7 @@ def test_the_first_extend_is_reported_as_judged_not_as_the_lengthened_campaign(t
                                 judged_hours=24, extension_count=0)
     paths = write_campaign_outputs(tmp_path, evidence, message)
     report = paths["report"].read_text()
-    assert "| Observed hours | 24 of 24 (coverage 100%) |" in report
+    assert "| Observed hours | 24 of 24 (coverage 100%: hours with telemetry events) |" in report
     assert "| Extensions before this decision | 0 |" in report
     assert "(rule `extend.forced_review`), extending the campaign by 48 hours |" in report
     assert "have no stored data" not in report and "no probe result" not in report
