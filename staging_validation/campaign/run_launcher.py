@@ -18,7 +18,7 @@ from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, Wor
 PROC = Path("/proc")
 
 
-def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
     """The pid the run's latest worker reported (an engine event carrying a `pid`)."""
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT, ascending=False,
                                            limit=50).records
@@ -54,7 +54,7 @@ class LocalRunLauncher(DefaultRunLauncher):
 
     def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
         instance = self._instance
-        pid = _worker_pid(instance, run.run_id)
+        pid = worker_pid(instance, run.run_id)
         if pid is None:
             return CheckRunHealthResult(WorkerStatus.RUNNING, "no worker pid reported yet")
         started_at = _process_started_at(pid)
