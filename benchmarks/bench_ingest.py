@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     spec = {
         "call": "bench_ingest:ingest_hour",
         "args": [str(raw_path), str(parquet_path)],
-        # what a campaign step process has loaded already (campaigns imports pandas, which pyarrow.compute
+        # what a campaign step process has loaded already (the lifecycle imports pandas, which pyarrow.compute
         # would otherwise import lazily inside the first parse: ~0.17 s)
-        "imports": ["pyarrow.parquet", "staging_validation.campaigns", "staging_validation.telemetry.parse"],
+        "imports": ["pyarrow.parquet", "staging_validation.lifecycle", "staging_validation.telemetry.parse"],
     }
     specs = {
         "cold: first hour in a fresh process": spec,

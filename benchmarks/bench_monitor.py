@@ -5,7 +5,7 @@
 
 Ours is the monitor's fast path: `LogFollower.poll()` (capture what the target's log gained since the
 cursor into the raw hour files, fsync included) then `parse_log` over exactly those new bytes of the raw
-files, as `watch.CampaignMonitor` does. The runbook's monitor.sh greps the whole log three times
+files, as `watch.telemetry_watch.TelemetryWatch` does. The runbook's monitor.sh greps the whole log three times
 (`RUNBOOK_MONITOR_SH`). The base log is captured once (untimed: the monitor has followed it all day);
 each repetition starts from that state — log cut back to its base size, cursor and raw files as
 committed — appends the same 1 MB of new lines (whole lines from the middle of the large day), then

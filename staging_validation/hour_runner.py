@@ -13,36 +13,34 @@ from collections.abc import Callable
 from pathlib import Path
 
 from staging_validation.acceptance.policy import campaign_policy
-from staging_validation.campaigns import CampaignState
-from staging_validation.config_files import validate_model
 from staging_validation.plan import STRESS_MULTIPLIER, HourPlan, Phase
 from staging_validation.probes.identity import determinism_check, identity_check
 from staging_validation.probes.prompt_set import prompt_set
 from staging_validation.probes.smoke import deploy_verification, smoke_loop
 from staging_validation.probes.stress import stress
 from staging_validation.probes.result import ProbeResult
-from staging_validation.storage import campaign_dir
+from staging_validation.layout import CampaignLayout
+from staging_validation.lifecycle import CampaignState
+from staging_validation.storage import local_path
 from staging_validation.target.client import TargetClient
 from staging_validation.target.profile import TargetProfile, load_target_profile
-from staging_validation.telemetry.capture import CaptureError, LogFollower, TelemetrySource, raw_hour_path
+from staging_validation.telemetry.capture import CaptureError, LogFollower, raw_hour_path
 from staging_validation.telemetry.parse import ParsedTelemetry, parse_log
 
 CAPTURE_POLL_S = 1.0  # how often an hour run drains the target's log while it waits for the hour's end
 
 
 def target_profile(state: CampaignState) -> TargetProfile:
-    return load_target_profile(state.settings.get("target_profile") or None)
+    return load_target_profile(state.settings.target_profile)
 
 
 def telemetry_store(data_root: str | Path, state: CampaignState) -> Path:
-    return campaign_dir(data_root, state.campaign) / "telemetry"
+    return local_path(CampaignLayout.of(data_root, state.campaign).telemetry_dir)
 
 
 def log_follower(data_root: str | Path, state: CampaignState) -> LogFollower:
-    source = validate_model(state.settings.get("telemetry"), TelemetrySource,
-                            f"campaign {state.campaign}: settings.telemetry")
     time_path = target_profile(state).telemetry.fields.time
-    return LogFollower(source, telemetry_store(data_root, state), state.timing, time_path=time_path)
+    return LogFollower(state.settings.telemetry, telemetry_store(data_root, state), state.timing, time_path=time_path)
 
 
 async def _phase_probe(client: TargetClient, state: CampaignState, phase: Phase, hour: int) -> ProbeResult | None:
@@ -55,13 +53,13 @@ async def _phase_probe(client: TargetClient, state: CampaignState, phase: Phase,
     if phase is Phase.PROMPT_SET:
         return await prompt_set(client, timing, hour)
     if phase is Phase.STRESS:
-        rate = float(state.settings.get("stress_baseline_rps", 5.0)) * STRESS_MULTIPLIER
+        rate = state.settings.stress_baseline_rps * STRESS_MULTIPLIER
         return await stress(client, timing, hour, rate)
     return None
 
 
 async def _probe_hour(state: CampaignState, plan: HourPlan, makeup: Phase | None) -> list[ProbeResult]:
-    async with TargetClient(target_profile(state), base_url=state.settings.get("base_url")) as client:
+    async with TargetClient(target_profile(state), base_url=state.settings.base_url) as client:
         # Every hour starts with a cheap identity check, so an accidental merge is caught in the hour it
         # begins (the runbook's "REJECT IMMEDIATELY"), not only by the final identity test at hour 24.
         results = [await identity_check(client, state.timing)]
@@ -84,7 +82,7 @@ def run_hour_probes(state: CampaignState, plan: HourPlan, makeup: Phase | None =
 async def _final_checks(state: CampaignState) -> list[ProbeResult]:
     # As many requests per user as gate 3 judges, so a stricter policy still gets its samples.
     requests_per_user = campaign_policy(state).gates.relationship_determinism.consecutive_requests
-    async with TargetClient(target_profile(state), base_url=state.settings.get("base_url")) as client:
+    async with TargetClient(target_profile(state), base_url=state.settings.base_url) as client:
         return [
             await identity_check(client, state.timing),
             await determinism_check(client, state.timing, requests_per_user=requests_per_user),

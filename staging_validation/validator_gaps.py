@@ -23,8 +23,10 @@ from enum import StrEnum
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
-from staging_validation.campaigns import HOURLY_ASSET_PROBE_RECORDS, CampaignState, load_hourly_table
+from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS, CampaignLayout
+from staging_validation.lifecycle import CampaignState
 from staging_validation.plan import Phase, phase_for_hour
 from staging_validation.schemas.probe_records import RECORD_SCHEMA
 
@@ -137,8 +139,13 @@ def makeup_step(hour: int, planned_hours: int, gaps: Iterable[Gap]) -> Step | No
 def makeup_for_hour(data_root: str | Path, state: CampaignState, hour: int) -> Step | None:
     """The missed step of an earlier hour that `hour`'s probe run plays as well, from what the earlier hours
     stored (the same answer however often the hour is re-run)."""
-    records = load_hourly_table(data_root, state.campaign, HOURLY_ASSET_PROBE_RECORDS, RECORD_SCHEMA)
-    earlier = records[records["hour"] < hour]
+    layout = CampaignLayout.of(data_root, state.campaign)
+    frames = []
+    for stored in layout.stored_hours(HOURLY_ASSET_PROBE_RECORDS):
+        if stored < hour:
+            with layout.hour_file(HOURLY_ASSET_PROBE_RECORDS, stored).open("rb") as handle:
+                frames.append(pq.read_table(handle, schema=RECORD_SCHEMA, columns=["probe", "campaign_s"]).to_pandas())
+    earlier = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"probe": [], "campaign_s": []})
     return makeup_step(hour, state.planned_hours, find_gaps(state.planned_hours, hour, recorded_steps(earlier)))
 
 
@@ -215,11 +222,13 @@ def coverage_from_dict(payload: dict) -> ValidatorCoverage:
 
 
 def validator_coverage(planned_hours: int, judged_hours: int, hours_ended: int, records: pd.DataFrame,
-                       telemetry_hours: Iterable[int], failed_reason: str | None = None) -> ValidatorCoverage:
-    """The validator's coverage of a verdict round over hours 0..judged_hours-1 (those that have ended)."""
+                       telemetry_hours: Iterable[int], failed_reason: str | None = None,
+                       causes: Mapping[int, str] | None = None) -> ValidatorCoverage:
+    """The validator's coverage of a verdict round over hours 0..judged_hours-1 (those that have ended);
+    `causes` says per hour why its probe run did not record (the clock's gap alerts)."""
     judged_ended = min(judged_hours, hours_ended)
     recorded = recorded_steps(records)
-    gaps = find_gaps(planned_hours, judged_ended, recorded)
+    gaps = find_gaps(planned_hours, judged_ended, recorded, causes=causes)
     due = sum(len(due_steps(hour, planned_hours)) for hour in range(judged_ended))
     return ValidatorCoverage(due_steps=due, ran_in_hour=due - len(gaps), gaps=gaps, judged_hours=judged_hours,
                              telemetry_hours=sorted({h for h in telemetry_hours if 0 <= h < judged_hours}),

@@ -10,9 +10,9 @@ import staging_validation
 PACKAGE = Path(staging_validation.__file__).parent
 # Lower index = lower layer. A module may import its own layer or any layer below it, never above.
 LAYERS = [
-    {"config_files", "storage", "schemas", "plan"},
+    {"config_files", "storage", "schemas", "layout", "plan"},
     {"simulator", "target"},
-    {"probes", "telemetry", "campaigns", "validator_gaps"},
+    {"probes", "telemetry", "lifecycle", "validator_gaps"},
     {"acceptance"},
     {"hour_runner", "watch"},
     {"campaign", "definitions", "cli"},

@@ -11,7 +11,7 @@ from rich.table import Table
 from staging_validation.acceptance.judge import judge_campaign
 from staging_validation.acceptance.policy import load_policy
 from staging_validation.config_files import ConfigError
-from staging_validation.storage import default_data_root
+from staging_validation.storage import as_data_path, default_data_root
 
 # 5: the validator failed to collect the evidence (a rule `inconclusive.*`): nothing is known against the target.
 EXIT_CODES = {"ACCEPT": 0, "EXTEND": 3, "REJECT": 4, "INCONCLUSIVE": 5}
@@ -24,14 +24,16 @@ DECISION_STYLE = {"ACCEPT": "bold green", "EXTEND": "bold yellow", "REJECT": "bo
 @click.option("--campaign", "campaign_id", required=True, help="Id of a stored campaign.")
 @click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Policy YAML to judge with (default: the campaign's own, else the shipped one).")
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path),
-              help="Where campaigns are stored (default: data/ or $STAGING_VALIDATION_DATA).")
-def verdict(campaign_id: str, policy_path: Path | None, data_root: Path | None) -> None:
+@click.option("--data-root", help="Where campaigns are stored: a folder or a URL such as s3://bucket/data "
+              "(default: data/ or $STAGING_VALIDATION_DATA).")
+@click.option("--round", "round_id", help="The verdict round to re-judge, e.g. 24 or early (default: the latest).")
+def verdict(campaign_id: str, policy_path: Path | None, data_root: str | None, round_id: str | None) -> None:
     """Recompute the five gates and the decision from stored data; exit 0 ACCEPT, 3 EXTEND, 4 REJECT,
     5 INCONCLUSIVE (the validator missed the evidence)."""
-    data_root = data_root or default_data_root()
+    root = as_data_path(data_root) if data_root else default_data_root()
     try:
-        evidence = judge_campaign(data_root, campaign_id, load_policy(policy_path) if policy_path else None)
+        evidence = judge_campaign(root, campaign_id, load_policy(policy_path) if policy_path else None,
+                                  round_id=round_id)
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(1) from None

@@ -21,7 +21,7 @@ import pandas as pd
 
 from staging_validation.acceptance.gates import GateResult, event_evidence, identity_merges, merge_evidence
 from staging_validation.acceptance.policy import Policy
-from staging_validation.campaigns import CampaignState
+from staging_validation.lifecycle import EarlyStop
 from staging_validation.schemas.event_columns import EventKind
 from staging_validation.validator_gaps import ValidatorCoverage
 
@@ -40,26 +40,11 @@ class Decision:
     deciding_gates: list[int]
 
 
-@dataclasses.dataclass
-class EarlyStop:
-    gate: int
-    rule: str
-    first_seen: str  # ISO time of the first offending line or probe row
-    hour: int
-    reason: str
-    evidence: list[dict]
-
-
 def coverage(hours_with_data: Iterable[int], hours_expected: int) -> float:
     """Share of the campaign's hours 0..hours_expected-1 that have stored data."""
     if hours_expected <= 0:
         return 0.0
     return len({h for h in hours_with_data if 0 <= h < hours_expected}) / hours_expected
-
-
-def judged_hours(state: CampaignState) -> int:
-    """Hours a verdict covers: up to the early-stop hour, else the planned plus extension hours."""
-    return state.stopped_at_hour + 1 if state.stopped_at_hour is not None else state.total_hours
 
 
 def _names(gates: list[GateResult]) -> str:

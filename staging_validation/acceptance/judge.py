@@ -6,90 +6,130 @@ re-judges gets exactly what the campaign would have decided with that policy.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable
-from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
+from upath import UPath
 
-from staging_validation.acceptance.decision import Decision, EarlyStop, coverage, decide, judged_hours
+from staging_validation.acceptance.alert_rules import Alert
+from staging_validation.acceptance.decision import Decision, coverage, decide
 from staging_validation.acceptance.gates import GateResult, evaluate_gates
-from staging_validation.acceptance.monitor import Alert
 from staging_validation.acceptance.policy import Policy, campaign_policy
 from staging_validation.acceptance.report import CampaignEvidence
-from staging_validation.campaigns import (
-    HOURLY_ASSET_PROBE_RECORDS,
-    HOURLY_ASSET_TELEMETRY_EVENTS,
-    CampaignState,
-    load_campaign_state,
-    load_hourly_table,
-    stored_hours,
-)
-from staging_validation.schemas.probe_records import RECORD_SCHEMA
-from staging_validation.storage import campaign_dir
+from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS, HOURLY_ASSET_TELEMETRY_EVENTS, CampaignLayout
+from staging_validation.lifecycle import CampaignState, RoundSpec, load_campaign_state
 from staging_validation.schemas.events import EVENT_SCHEMA
-from staging_validation.validator_gaps import ValidatorCoverage, ended_hours, validator_coverage
+from staging_validation.schemas.probe_records import RECORD_SCHEMA
+from staging_validation.storage import DataPath
+from staging_validation.validator_gaps import GAP_ALERT_RULE, ValidatorCoverage, ended_hours, validator_coverage
 
-# The hour-24 identity and determinism tests, stored once per campaign by the verdict assets.
-FINAL_CHECKS_PATH = Path("verdict") / "final_checks.parquet"
+
+def read_parquet(path: DataPath, schema: pa.Schema) -> pd.DataFrame:
+    """One stored table, from a local path or any UPath."""
+    with path.open("rb") as handle:
+        return pq.read_table(handle, schema=schema).to_pandas()
 
 
-def with_final_checks(records: pd.DataFrame, final: pd.DataFrame, state: CampaignState) -> pd.DataFrame:
-    """The hourly probe records plus the hour-24 checks, which join at hour `total_hours`."""
+def load_hourly_table(layout: CampaignLayout, asset: str, schema: pa.Schema, below_hour: int) -> pd.DataFrame:
+    """The stored hours 0..below_hour-1 of one hourly asset, concatenated, with an `hour` column."""
+    frames = []
+    for hour in layout.stored_hours(asset):
+        if hour < below_hour:
+            frames.append(read_parquet(layout.hour_file(asset, hour), schema).assign(hour=hour))
+    if not frames:
+        return schema.empty_table().to_pandas().assign(hour=pd.Series(dtype="int64"))
+    return pd.concat(frames, ignore_index=True)
+
+
+def with_final_checks(records: pd.DataFrame, final: pd.DataFrame, hour: int) -> pd.DataFrame:
+    """The hourly probe records plus the final checks, which join at `hour` (the one after those judged)."""
     if final.empty:
         return records
-    final = final.assign(hour=state.total_hours)
+    final = final.assign(hour=hour)
     return pd.concat([records, final], ignore_index=True) if len(records) else final
 
 
-def load_campaign_tables(data_root: str | Path, state: CampaignState) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(records, events) of every stored hour, with the final checks."""
-    records = load_hourly_table(data_root, state.campaign, HOURLY_ASSET_PROBE_RECORDS, RECORD_SCHEMA)
-    events = load_hourly_table(data_root, state.campaign, HOURLY_ASSET_TELEMETRY_EVENTS, EVENT_SCHEMA)
-    final_path = campaign_dir(data_root, state.campaign) / FINAL_CHECKS_PATH
-    final = pq.read_table(final_path, schema=RECORD_SCHEMA).to_pandas() if final_path.exists() else records.iloc[0:0]
-    return with_final_checks(records, final, state), events
+def load_campaign_tables(layout: CampaignLayout, round_spec: RoundSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(records, events) a round judges: its hours as stored, with the round's final checks. Hours stored
+    after the round (an extension's) are left out, so a round re-judged later sees what it saw."""
+    judged = round_spec.judged_hours
+    records = load_hourly_table(layout, HOURLY_ASSET_PROBE_RECORDS, RECORD_SCHEMA, judged)
+    events = load_hourly_table(layout, HOURLY_ASSET_TELEMETRY_EVENTS, EVENT_SCHEMA, judged)
+    final_path = layout.round_final_checks_file(round_spec.round_id)
+    final = read_parquet(final_path, RECORD_SCHEMA) if final_path.exists() else records.iloc[0:0]
+    return with_final_checks(records, final, judged), events
 
 
-def campaign_validator_coverage(data_root: str | Path, state: CampaignState, records: pd.DataFrame,
-                                now_s: float | None = None) -> ValidatorCoverage:
-    """What the validator collected of the round this state judges. An early-stopped campaign is judged up
-    to the hour before its stop (the stop hour was cut short on purpose), so a re-judgement later says the
-    same; otherwise every judged hour that has ended."""
-    judged = judged_hours(state)
-    if state.stopped_at_hour is not None:
-        considered = state.stopped_at_hour
+def gap_causes(layout: CampaignLayout) -> dict[int, str]:
+    """Per hour, why its probe run did not record, as the clock alerted it (`monitor.validator_gap`)."""
+    if not layout.alerts_file.exists():
+        return {}
+    causes: dict[int, str] = {}
+    for line in layout.alerts_file.read_text(encoding="utf-8").splitlines():
+        alert = json.loads(line) if line.strip() else {}
+        if alert.get("rule") == GAP_ALERT_RULE:
+            for evidence in alert.get("evidence", []):
+                causes.setdefault(int(evidence["hour"]), str(evidence["cause"]))
+    return causes
+
+
+def round_validator_coverage(layout: CampaignLayout, state: CampaignState, round_spec: RoundSpec,
+                             records: pd.DataFrame, now_s: float | None = None) -> ValidatorCoverage:
+    """What the validator collected of a round. An early-stopped round is judged up to the hour before its
+    stop (the stop hour was cut short on purpose), so a re-judgement later says the same; otherwise every
+    judged hour that has ended."""
+    judged = round_spec.judged_hours
+    if round_spec.early_stop is not None:
+        considered = round_spec.early_stop.hour
     else:
         considered = ended_hours(state.timing.campaign_seconds(now_s), judged)
+    failure = state.validator_failure.reason if state.validator_failure else None
     return validator_coverage(state.planned_hours, judged, considered, records,
-                              stored_hours(data_root, state.campaign, HOURLY_ASSET_TELEMETRY_EVENTS),
-                              failed_reason=state.validator_failure)
+                              layout.stored_hours(HOURLY_ASSET_TELEMETRY_EVENTS), failed_reason=failure,
+                              causes=gap_causes(layout))
 
 
-def decide_campaign(state: CampaignState, gates: list[GateResult], hours_with_data: Iterable[int],
-                    policy: Policy, validator: ValidatorCoverage | None = None) -> tuple[Decision, list[int], float]:
-    """The decision over the hours this round judges: (decision, observed hours, coverage)."""
-    judged = judged_hours(state)
+def decide_round(round_spec: RoundSpec, gates: list[GateResult], hours_with_data: Iterable[int],
+                 policy: Policy, validator: ValidatorCoverage | None = None) -> tuple[Decision, list[int], float]:
+    """The decision of one round, a pure function of its gates, hours and what the validator collected:
+    (decision, observed hours, coverage)."""
+    judged = round_spec.judged_hours
     observed = sorted(h for h in set(hours_with_data) if h < judged)
     share = coverage(observed, judged)
-    stopped = EarlyStop(**state.early_stop) if state.early_stop else None
-    decision = decide(gates, share, policy, extension_count=state.extension_count, stopped=stopped,
+    decision = decide(gates, share, policy, extension_count=round_spec.extension_count, stopped=round_spec.early_stop,
                       validator=validator)
     return decision, observed, share
 
 
-def judge_campaign(data_root: str | Path, campaign_id: str, policy: Policy | None = None,
-                   alerts: list[Alert] | None = None) -> CampaignEvidence:
-    """Gates and decision of a stored campaign (ConfigError if the id is invalid or unknown), judged with
-    `policy`, else the campaign's own policy file, else the shipped default."""
+def round_for_rejudging(state: CampaignState, round_id: str | None) -> RoundSpec:
+    """The round named, else the round a verdict run would judge now; before any round is due, the current
+    round over the hours stored so far (a preview: nothing is recorded from a re-judgement)."""
+    if round_id is None and not state.rounds and not state.current_round_due():
+        return state.current_round()
+    return state.round_to_judge(round_id)
+
+
+def judge_campaign(data_root: str | os.PathLike | UPath, campaign_id: str, policy: Policy | None = None,
+                   alerts: list[Alert] | None = None, round_id: str | None = None) -> CampaignEvidence:
+    """Gates and decision of a stored campaign's round (ConfigError if the id, the round or the state is
+    invalid), judged with `policy`, else the campaign's own policy file, else the shipped default."""
     state = load_campaign_state(data_root, campaign_id)
+    layout = CampaignLayout.of(data_root, campaign_id)
     policy = policy or campaign_policy(state)
-    records, events = load_campaign_tables(data_root, state)
+    round_spec = round_for_rejudging(state, round_id)
+    records, events = load_campaign_tables(layout, round_spec)
     gates = evaluate_gates(records, events, policy)
-    validator = campaign_validator_coverage(data_root, state, records)
-    decision, observed, share = decide_campaign(state, gates, events["hour"].astype(int), policy, validator)
+    validator = round_validator_coverage(layout, state, round_spec, records)
+    decision, observed, share = decide_round(round_spec, gates, events["hour"].astype(int), policy, validator)
+    recorded = state.verdict_round(round_spec.round_id)
+    decided_at = (pd.Timestamp(recorded.decided_at_ms, unit="ms", tz="UTC") if recorded is not None
+                  else pd.Timestamp.now(tz="UTC"))
     return CampaignEvidence(campaign=state.campaign, state=state, records=records, events=events, gates=gates,
                             decision=decision, alerts=alerts or [], hours_observed=observed,
-                            decided_at=pd.Timestamp.now(tz="UTC").to_pydatetime(), coverage=share,
-                            judged_hours=judged_hours(state), extension_count=state.extension_count,
+                            decided_at=decided_at.to_pydatetime(), coverage=share,
+                            judged_hours=round_spec.judged_hours, extension_count=round_spec.extension_count,
                             validator=validator)

@@ -22,14 +22,12 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 
 import httpx
-import pydantic
 
+from staging_validation.acceptance.alert_rules import Alert
 from staging_validation.acceptance.decision import Decision
 from staging_validation.acceptance.gates import GateResult
-from staging_validation.acceptance.monitor import Alert
 from staging_validation.acceptance.policy import Policy
-from staging_validation.campaigns import CampaignState
-from staging_validation.config_files import StrictModel, validate_model
+from staging_validation.lifecycle import Delivery, NotificationSettings
 from staging_validation.storage import atomic_write_bytes
 
 SMTP_TIMEOUT_S = 10.0
@@ -37,49 +35,10 @@ WEBHOOK_TIMEOUT_S = 10.0
 TO_BE_SCHEDULED = "on a date to be scheduled"
 
 
-class NotificationSettings(StrictModel):
-    smtp_host: str | None = None  # no host: email is only written to the outbox
-    smtp_port: int = pydantic.Field(default=587, ge=1, le=65535)
-    smtp_starttls: bool = True
-    smtp_username: str | None = None
-    smtp_password_env: str | None = None  # the NAME of the environment variable holding the password
-    sender: str = "staging-validation@localhost"
-    recipients: list[str] = pydantic.Field(default_factory=list)
-    webhook_url_env: str | None = None  # the NAME of the environment variable holding the webhook URL
-    retries: int = pydantic.Field(default=2, ge=0, le=10)
-    retry_backoff_s: float = pydantic.Field(default=2.0, ge=0)
-
-    def webhook_url(self) -> str | None:
-        """The URL from the variable `webhook_url_env` names; None when none is named or it is unset."""
-        return (os.environ.get(self.webhook_url_env) or None) if self.webhook_url_env else None
-
-    @pydantic.model_validator(mode="after")
-    def _complete(self) -> NotificationSettings:
-        if self.smtp_host and not self.recipients:
-            raise ValueError("recipients: an SMTP host is configured but nobody would receive the email")
-        if self.smtp_username and not self.smtp_password_env:
-            raise ValueError("smtp_password_env: name the environment variable that holds the SMTP password")
-        return self
-
-
-def campaign_notification_settings(state: CampaignState) -> NotificationSettings:
-    """The notification settings a campaign was launched with; a stored value that no longer validates is a
-    ConfigError naming the campaign and the field."""
-    return validate_model(state.settings.get("notification") or {}, NotificationSettings,
-                          f"campaign {state.campaign}: settings.notification")
-
-
 @dataclasses.dataclass
 class Message:
     subject: str
     body: str
-
-
-@dataclasses.dataclass
-class Delivery:
-    status: str  # "sent" | "failed: <reason>" | "not-configured"
-    channels: dict[str, str]  # channel -> "sent" | "failed: <reason>" | "not-configured"
-    eml_path: Path
 
 
 # --- composing ----------------------------------------------------------------------------------
@@ -184,7 +143,7 @@ class Notifier:
             status = "sent"
         self._write(eml_path, email, {"X-Delivery-Status": status,
                                       **{f"X-Delivery-{name.title()}": r for name, r in channels.items()}})
-        return Delivery(status=status, channels=channels, eml_path=eml_path)
+        return Delivery(status=status, channels=channels, eml=str(eml_path), sent_at_ms=int(time.time() * 1000))
 
     def _email(self, message: Message) -> EmailMessage:
         email = EmailMessage()
@@ -219,7 +178,7 @@ class Notifier:
 
     def _send_smtp(self, email: EmailMessage) -> None:
         settings = self.settings
-        with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SMTP_TIMEOUT_S) as client:
+        with smtplib.SMTP(settings.smtp_host or "", settings.smtp_port, timeout=SMTP_TIMEOUT_S) as client:
             if settings.smtp_starttls:
                 client.starttls(context=ssl.create_default_context())
             if settings.smtp_username:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pydantic
 
-from staging_validation.campaigns import CampaignState
+from staging_validation.lifecycle import CampaignState
 from staging_validation.config_files import StrictModel, load_yaml_model
 from staging_validation.probes.identity import DEFAULT_CONSECUTIVE_REQUESTS
 
@@ -89,7 +89,7 @@ class Gates(StrictModel):
     identity: IdentityGate = IdentityGate()
 
 
-class EarlyStop(StrictModel):
+class EarlyStopRules(StrictModel):
     missing_pack: bool = True
     identity_merge: bool = True
 
@@ -110,7 +110,7 @@ class Policy(StrictModel):
     coverage_minimum: float = pydantic.Field(default=0.9, gt=0, le=1)
     extension_hours: int = pydantic.Field(default=48, ge=48, le=72)
     gates: Gates = Gates()
-    early_stop: EarlyStop = EarlyStop()
+    early_stop: EarlyStopRules = EarlyStopRules()
     monitor: MonitorRules = MonitorRules()
     release_date: dt.date | None = None
     redeploy_date: dt.date | None = None
@@ -125,4 +125,4 @@ def load_policy(path: str | Path | None = None) -> Policy:
 
 def campaign_policy(state: CampaignState) -> Policy:
     """The policy a campaign was launched with (the shipped one unless its settings name a file)."""
-    return load_policy(state.settings.get("policy") or None)
+    return load_policy(state.settings.policy)

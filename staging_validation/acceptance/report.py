@@ -8,7 +8,6 @@ import dataclasses
 import io
 import json
 from datetime import datetime
-from pathlib import Path
 
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -16,23 +15,23 @@ from matplotlib.figure import Figure
 
 from staging_validation.acceptance.decision import Decision
 from staging_validation.acceptance.gates import GateResult, ambiguity_checks_counted, percent_text
-from staging_validation.acceptance.monitor import Alert
+from staging_validation.acceptance.alert_rules import Alert
 from staging_validation.acceptance.notify import Message
-from staging_validation.campaigns import CampaignState
-from staging_validation.storage import atomic_write_bytes, atomic_write_text
+from staging_validation.layout import CHARTS_DIR, CampaignLayout
+from staging_validation.lifecycle import CampaignState
+from staging_validation.storage import DataPath, atomic_write_bytes, atomic_write_text
 from staging_validation.telemetry.aggregates import final_metrics, render_final_metrics_text
 from staging_validation.schemas.event_columns import EventKind
 from staging_validation.validator_gaps import ValidatorCoverage
 
-REPORT_NAME = "STAGING_ACCEPTANCE_REPORT.md"
-DECISION_NAME = "decision.json"
-METRICS_NAME = "staging-validation-metrics.txt"
-CHARTS = {
-    "latency": "charts/latency_by_hour.png",
-    "ambiguity": "charts/ambiguity_rate_by_hour.png",
-    "governor": "charts/governor_attempts.png",
-    "requests": "charts/requests_per_hour.png",
+CHART_FILES = {
+    "latency": "latency_by_hour.png",
+    "ambiguity": "ambiguity_rate_by_hour.png",
+    "governor": "governor_attempts.png",
+    "requests": "requests_per_hour.png",
 }
+# Where the report links them: relative to the report, which sits in the campaign folder.
+CHARTS = {key: f"{CHARTS_DIR}/{name}" for key, name in CHART_FILES.items()}
 
 
 @dataclasses.dataclass
@@ -55,20 +54,20 @@ class CampaignEvidence:
     validator: ValidatorCoverage | None = None  # what the validator collected (None: not known)
 
 
-def write_campaign_outputs(out_dir: str | Path, evidence: CampaignEvidence, notification: Message) -> dict[str, Path]:
-    out_dir = Path(out_dir)
+def write_campaign_outputs(layout: CampaignLayout, evidence: CampaignEvidence,
+                           notification: Message) -> dict[str, DataPath]:
     metrics = final_metrics(evidence.records, evidence.events)
     hourly = hourly_series(evidence.events)
-    written = {}
-    for key, relative in CHARTS.items():
-        written[f"chart_{key}"] = out_dir / relative
+    written: dict[str, DataPath] = {}
+    for key, name in CHART_FILES.items():
+        written[f"chart_{key}"] = layout.chart_file(name)
         atomic_write_bytes(written[f"chart_{key}"], _CHART_RENDERERS[key](hourly, metrics, evidence))
-    written["metrics"] = out_dir / METRICS_NAME
+    written["metrics"] = layout.metrics_file
     atomic_write_text(written["metrics"], render_final_metrics_text(metrics))
-    written["decision"] = out_dir / DECISION_NAME
+    written["decision"] = layout.decision_file
     atomic_write_text(written["decision"], json.dumps(decision_document(evidence, notification), indent=2) + "\n")
     # The report last: its presence means every file it links to is already in place.
-    written["report"] = out_dir / REPORT_NAME
+    written["report"] = layout.report_file
     atomic_write_text(written["report"], render_report(evidence, notification, metrics, hourly))
     return written
 

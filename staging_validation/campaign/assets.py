@@ -2,23 +2,20 @@
 
 
 import dataclasses
+import io
 import json
 import time
 
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from staging_validation.acceptance.decision import Decision, judged_hours
-from staging_validation.acceptance.judge import campaign_validator_coverage, decide_campaign, load_campaign_tables
+from staging_validation.acceptance.alert_rules import Alert
+from staging_validation.acceptance.decision import Decision
 from staging_validation.acceptance.gates import GateResult, evaluate_gates, identity_merges
-from staging_validation.acceptance.monitor import Alert
-from staging_validation.acceptance.notify import (
-    Message,
-    Notifier,
-    campaign_notification_settings,
-    compose_decision_message,
-)
+from staging_validation.acceptance.judge import decide_round, load_campaign_tables, round_validator_coverage
+from staging_validation.acceptance.notify import Message, Notifier, compose_decision_message
 from staging_validation.acceptance.policy import campaign_policy
 from staging_validation.acceptance.report import CampaignEvidence, write_campaign_outputs
 from staging_validation.campaign.partitions import (
@@ -27,6 +24,8 @@ from staging_validation.campaign.partitions import (
     split_campaign_hour,
 )
 from staging_validation.campaign.resources import CampaignStore
+from staging_validation.campaign.run_tags import TAG_HOUR, TAG_PHASE, VERDICT_PHASE
+from staging_validation.config_files import ConfigError
 from staging_validation.hour_runner import (
     capture_until_hour_end,
     hour_telemetry,
@@ -34,24 +33,40 @@ from staging_validation.hour_runner import (
     run_final_checks,
     run_hour_probes,
 )
+from staging_validation.lifecycle import (
+    CampaignState,
+    EarlyStop,
+    IllegalTransition,
+    RoundSpec,
+    VerdictRound,
+    record_notification,
+    record_verdict,
+    stop_early,
+)
 from staging_validation.plan import SNAPSHOT_EVERY_CAMPAIGN_S, plan_for_hour
+from staging_validation.schemas.events import EVENT_SCHEMA
 from staging_validation.validator_gaps import coverage_from_dict, makeup_for_hour, makeup_phase
 from staging_validation.schemas.probe_records import RECORD_SCHEMA, records_to_table
+from staging_validation.storage import atomic_write_bytes, local_path
 from staging_validation.telemetry.aggregates import hourly_report as summarize_hour
 from staging_validation.telemetry.aggregates import (
     metrics_snapshot,
     render_hourly_log_line,
     render_metrics_log_line,
 )
-from staging_validation.schemas.events import EVENT_SCHEMA
-from staging_validation.watch import alerts_by_window, with_hour
+from staging_validation.watch.windows import alerts_by_window, with_hour
 
 HOURLY_GROUP = "campaign_hours"
 VERDICT_GROUP = "campaign_verdict"
 STATUS_SEVERITY = {"REVIEW": dg.AssetCheckSeverity.WARN, "NO_DATA": dg.AssetCheckSeverity.WARN,
                    "FAIL": dg.AssetCheckSeverity.ERROR}
-GATE_CHECKS = {1: "gate_1_continuity_pack", 2: "gate_2_ambiguity_rate", 3: "gate_3_relationship_determinism",
-               4: "gate_4_governor_regen", 5: "gate_5_identity_correctness"}
+GATE_CHECKS = {
+    1: ("gate_1_continuity_pack", "Gate 1 (critical): every request had its ContinuityPack."),
+    2: ("gate_2_ambiguity_rate", "Gate 2: the organic ambiguity rate is within the policy's band."),
+    3: ("gate_3_relationship_determinism", "Gate 3 (critical): a stable user's relationship resolves the same."),
+    4: ("gate_4_governor_regen", "Gate 4: the governor passes without regeneration often enough, and fast."),
+    5: ("gate_5_identity_correctness", "Gate 5 (critical): identities resolve, link and never merge."),
+}
 SNAPSHOT_SCHEMA = pa.schema([("at", pa.timestamp("ms", tz="UTC")), ("line", pa.string()), ("snapshot", pa.string())])
 HOURLY_REPORT_SCHEMA = pa.schema([("hour", pa.int32()), ("line", pa.string()), ("report", pa.string())])
 # An hour whose probes never ran (it was over before its probe run could start) is a gap, not an error.
@@ -67,21 +82,20 @@ def _records_frame(probe_records: pa.Table | None) -> pd.DataFrame:
 
 
 def _is_stopped(store: CampaignStore, campaign: str) -> bool:
-    return store.load(campaign).status != "active"
+    return not store.load(campaign).status.collecting
 
 
 def _stop_after_failed_deploy(store: CampaignStore, campaign: str, deploy) -> None:
     """The runbook: "Tests should pass 4/4. If not, something is broken. Stop." """
-    state = store.load(campaign)
-    if state.status != "active":
+    if not store.load(campaign).status.collecting:
         return
     failed = [r for r in deploy.records if r.passed is False]
     first = min((r.time for r in failed), default=pd.Timestamp.now(tz="UTC"))
-    store.save(state.model_copy(update={"status": "stopped", "early_stop": {
-        "gate": 0, "rule": "early_stop.deploy_verification_failed", "first_seen": str(first), "hour": 0,
-        "reason": "deploy verification failed: " + "; ".join(deploy.failures),
-        "evidence": [{"time": str(r.time), "row": f"{r.case} {r.route} -> {r.outcome}: {r.error}"} for r in failed[:5]],
-    }}))
+    stop_early(store.data_root, campaign, EarlyStop(
+        gate=0, rule="early_stop.deploy_verification_failed", first_seen=str(first), hour=0,
+        reason="deploy verification failed: " + "; ".join(deploy.failures),
+        evidence=[{"time": str(r.time), "row": f"{r.case} {r.route} -> {r.outcome}: {r.error}"} for r in failed[:5]],
+    ))
 
 
 # --- hourly ---------------------------------------------------------------------------------------
@@ -266,16 +280,40 @@ def hourly_report(context: dg.AssetExecutionContext, probe_records: pa.Table | N
 
 
 # --- verdict --------------------------------------------------------------------------------------
+# A verdict run judges one round (`lifecycle.RoundSpec`): the one its run tag names, else the one the
+# campaign's state calls for. Its decision is a pure function of the stored data and the round, and the
+# round's transition and notification are recorded once, so re-materializing any verdict asset is safe.
+
+
+def _round_to_judge(context: dg.AssetExecutionContext, state: CampaignState) -> RoundSpec:
+    tags = context.run.tags
+    requested = tags.get(TAG_HOUR) if tags.get(TAG_PHASE) == VERDICT_PHASE else None
+    try:
+        return state.round_to_judge(requested)
+    except ConfigError as exc:
+        raise dg.Failure(description=str(exc)) from None
 
 
 @dg.asset(partitions_def=campaign_partitions, io_manager_key="parquet_io_manager", group_name=VERDICT_GROUP,
           kinds={"python", "parquet"})
 def final_checks(context: dg.AssetExecutionContext, store: CampaignStore) -> dg.Output[pa.Table]:
-    """The runbook's hour-24 tests: a discord and a sovereign identity, and consecutive requests of stable users."""
+    """The runbook's hour-24 tests: a discord and a sovereign identity, and consecutive requests of stable users.
+
+    Run once per round against the target; a re-materialization returns the round's stored rows."""
     state = store.load(context.partition_key)
+    round_spec = _round_to_judge(context, state)
+    kept = store.layout(state.campaign).round_final_checks_file(round_spec.round_id)
+    if kept.exists():
+        table = pq.read_table(str(kept))
+        return dg.Output(table, metadata={"round": round_spec.round_id, "probed_now": False,
+                                          "requests": dg.MetadataValue.int(table.num_rows)})
     results = run_final_checks(state)
     table = records_to_table([record for result in results for record in result.records])
-    return dg.Output(table, metadata={r.probe: dg.MetadataValue.bool(r.passed) for r in results})
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    atomic_write_bytes(kept, sink.getvalue())
+    return dg.Output(table, metadata={"round": round_spec.round_id, "probed_now": True,
+                                      **{r.probe: dg.MetadataValue.bool(r.passed) for r in results}})
 
 
 # The verdict assets read these through `load_campaign_tables`, the loader the verdict CLI re-judges with,
@@ -289,22 +327,25 @@ CAMPAIGN_TABLES = [probe_records, telemetry_events, final_checks]
     group_name=VERDICT_GROUP,
     kinds={"python"},
     deps=CAMPAIGN_TABLES,
-    check_specs=[dg.AssetCheckSpec(name, asset="gate_results") for name in GATE_CHECKS.values()],
+    check_specs=[dg.AssetCheckSpec(name, asset="gate_results", description=description)
+                 for name, description in GATE_CHECKS.values()],
 )
 def gate_results(context: dg.AssetExecutionContext, store: CampaignStore):
-    """The five acceptance gates over every stored hour of the campaign."""
+    """The five acceptance gates over the stored hours of the round being judged."""
     state = store.load(context.partition_key)
+    round_spec = _round_to_judge(context, state)
     policy = campaign_policy(state)
-    records, events = load_campaign_tables(store.data_root, state)
+    records, events = load_campaign_tables(store.layout(state.campaign), round_spec)
     gates = evaluate_gates(records, events, policy)
     yield dg.Output(
-        {"gates": [dataclasses.asdict(g) for g in gates],
+        {"round": round_spec.model_dump(mode="json"),
+         "gates": [dataclasses.asdict(g) for g in gates],
          "hours_observed": sorted(set(events["hour"].astype(int).tolist()))},
-        metadata={f"gate_{g.gate}": g.status for g in gates},
+        metadata={"round": round_spec.round_id, **{f"gate_{g.gate}": g.status for g in gates}},
     )
     for gate in gates:
         yield dg.AssetCheckResult(
-            check_name=GATE_CHECKS[gate.gate],
+            check_name=GATE_CHECKS[gate.gate][0],
             passed=gate.status == "PASS",
             severity=STATUS_SEVERITY.get(gate.status, dg.AssetCheckSeverity.WARN),
             description=f"{gate.status}: {gate.reason} (rule {gate.rule})",
@@ -320,36 +361,47 @@ def _gate_objects(payload: dict) -> list[GateResult]:
 @dg.asset(partitions_def=campaign_partitions, io_manager_key="json_io_manager", group_name=VERDICT_GROUP,
           kinds={"python"})
 def campaign_decision(context: dg.AssetExecutionContext, store: CampaignStore, gate_results: dict) -> dg.Output[dict]:
-    """ACCEPT, EXTEND or REJECT, with the rule that fired; an EXTEND lengthens the campaign once per round.
-
-    The payload describes the campaign as judged: the report is written after the state is lengthened."""
-    judged = store.load(context.partition_key)
-    policy = campaign_policy(judged)
-    gates = _gate_objects(gate_results)
-    records, _ = load_campaign_tables(store.data_root, judged)
-    validator = campaign_validator_coverage(store.data_root, judged, records)
-    decision, observed, share = decide_campaign(judged, gates, gate_results["hours_observed"], policy, validator)
+    """ACCEPT, EXTEND, REJECT or INCONCLUSIVE for the round, with the rule that fired. The round is recorded once: its
+    first record applies it (an EXTEND lengthens the campaign, anything else ends it), a re-run changes
+    nothing and keeps the recorded time."""
+    campaign = context.partition_key
+    round_spec = RoundSpec.model_validate(gate_results["round"])
+    state = store.load(campaign)
+    policy = campaign_policy(state)
+    records, _ = load_campaign_tables(store.layout(campaign), round_spec)
+    validator = round_validator_coverage(store.layout(campaign), state, round_spec, records)
+    decision, observed, share = decide_round(round_spec, _gate_objects(gate_results),
+                                             gate_results["hours_observed"], policy, validator)
+    try:
+        _, recorded = record_verdict(store.data_root, campaign, VerdictRound(
+            round_id=round_spec.round_id, judged_hours=round_spec.judged_hours,
+            extension_count=round_spec.extension_count, decision=decision.decision, rule=decision.rule,
+            extend_hours=decision.extend_hours, decided_at_ms=int(time.time() * 1000)))
+    except IllegalTransition as exc:
+        raise dg.Failure(description=str(exc)) from None
+    same = (recorded.decision, recorded.rule) == (decision.decision, decision.rule)
+    if not same:
+        # The stored data changed since the round was decided (an hour re-collected, a policy edited):
+        # the campaign keeps the recorded decision; this run shows what the data says now.
+        context.log.warning(f"round {round_spec.round_id} was decided {recorded.decision} ({recorded.rule}); "
+                            f"the stored data now gives {decision.decision} ({decision.rule})")
     payload = {
         **dataclasses.asdict(decision),
-        "campaign": judged.campaign,
-        "decided_at": pd.Timestamp.now(tz="UTC").isoformat(),
+        "campaign": campaign,
+        "round": round_spec.round_id,
+        "decided_at": pd.Timestamp(recorded.decided_at_ms, unit="ms", tz="UTC").isoformat(),
         "observed_hours": observed,
-        "judged_hours": judged_hours(judged),
+        "judged_hours": round_spec.judged_hours,
         "coverage": share,
         "validator": validator.as_dict(),
-        "extension_count": judged.extension_count,
+        "extension_count": round_spec.extension_count,
     }
-    round_due = judged.timing.campaign_seconds() >= judged.total_hours * 3600
-    if decision.decision == "EXTEND" and decision.extend_hours and round_due and judged.status == "active":
-        store.save(judged.model_copy(update={"extension_count": judged.extension_count + 1,
-                                             "extension_hours": judged.extension_hours + decision.extend_hours}))
-    elif decision.decision != "EXTEND" or not decision.extend_hours:
-        store.save(judged.model_copy(update={"status": "decided"}))
-    return dg.Output(payload, metadata={"decision": decision.decision, "rule": decision.rule,
-                                        "coverage": dg.MetadataValue.float(share),
-                                        "probe_coverage": dg.MetadataValue.float(round(validator.probe_coverage, 4)),
+    return dg.Output(payload, metadata={"round": round_spec.round_id, "decision": decision.decision,
+                                        "rule": decision.rule, "matches_recorded": same,
+                                        "coverage": dg.MetadataValue.float(round(share, 3)),
+                                        "probe_coverage": dg.MetadataValue.float(round(validator.probe_coverage, 3)),
                                         "telemetry_coverage": dg.MetadataValue.float(
-                                            round(validator.telemetry_coverage, 4)),
+                                            round(validator.telemetry_coverage, 3)),
                                         "validator_gaps": dg.MetadataValue.int(len(validator.gaps))})
 
 
@@ -372,8 +424,10 @@ def acceptance_report(context: dg.AssetExecutionContext, store: CampaignStore, g
                       campaign_decision: dict) -> dg.Output[dict]:
     """STAGING_ACCEPTANCE_REPORT.md, decision.json, the metrics text and the charts, in the campaign folder."""
     state = store.load(context.partition_key)
+    layout = store.layout(state.campaign)
     policy = campaign_policy(state)
-    records, events = load_campaign_tables(store.data_root, state)
+    round_spec = RoundSpec.model_validate(gate_results["round"])
+    records, events = load_campaign_tables(layout, round_spec)
     gates = _gate_objects(gate_results)
     decision = _decision_object(campaign_decision)
     message = compose_decision_message(decision, gates, policy, state.campaign, campaign_decision["observed_hours"])
@@ -384,12 +438,14 @@ def acceptance_report(context: dg.AssetExecutionContext, store: CampaignStore, g
         judged_hours=campaign_decision["judged_hours"], extension_count=campaign_decision["extension_count"],
         validator=coverage_from_dict(campaign_decision["validator"]) if campaign_decision.get("validator") else None,
     )
-    paths = write_campaign_outputs(store.campaign_dir(state.campaign), evidence, message)
+    paths = write_campaign_outputs(layout, evidence, message)
     report_path = paths["report"]
     return dg.Output(
-        {"paths": {name: str(path) for name, path in paths.items()},
+        {"round": round_spec.round_id,
+         "paths": {name: str(path) for name, path in paths.items()},
          "notification": {"subject": message.subject, "body": message.body}},
         metadata={"report": dg.MetadataValue.path(str(report_path)),
+                  "round": round_spec.round_id,
                   "decision": decision.decision,
                   "summary": dg.MetadataValue.md(report_path.read_text(encoding="utf-8")[:20000])},
     )
@@ -399,22 +455,32 @@ def acceptance_report(context: dg.AssetExecutionContext, store: CampaignStore, g
           kinds={"python", "email"})
 def decision_notification(context: dg.AssetExecutionContext, store: CampaignStore,
                           acceptance_report: dict) -> dg.Output[dict]:
-    """The runbook's message for the decision: email and webhook as configured, always a copy in the outbox."""
+    """The runbook's message for the round's decision: email and webhook as configured, always a copy in the
+    outbox. Sent once per round: a re-run returns the recorded delivery and sends nothing."""
     state = store.load(context.partition_key)
-    settings = campaign_notification_settings(state)
-    notifier = Notifier(settings, store.campaign_dir(state.campaign) / "outbox")
-    delivery = notifier.send(Message(**acceptance_report["notification"]))
+    round_id = acceptance_report["round"]
+    recorded = state.verdict_round(round_id)
+    if recorded is None:
+        raise dg.Failure(description=f"campaign {state.campaign}: round {round_id} has no recorded decision")
+    delivery = recorded.notified
+    sent_now = delivery is None
+    if delivery is None:
+        notifier = Notifier(state.settings.notification, local_path(store.layout(state.campaign).outbox_dir))
+        delivery = notifier.send(Message(**acceptance_report["notification"]))
+        delivery = record_notification(store.data_root, state.campaign, round_id, delivery).notified
+        assert delivery is not None
     return dg.Output(
-        {"status": delivery.status, "channels": delivery.channels, "eml": str(delivery.eml_path),
-         "sent_at": time.time()},
-        metadata={"status": delivery.status, "eml": dg.MetadataValue.path(str(delivery.eml_path))},
+        {"round": round_id, **delivery.model_dump(mode="json")},
+        metadata={"round": round_id, "status": delivery.status, "sent_now": sent_now,
+                  "eml": dg.MetadataValue.path(delivery.eml)},
     )
 
 
-# Sensors report the monitor's alerts against this asset, so they show in the UI beside the campaign.
+# The watch sensor and the run-failure sensor report their alerts against this asset, so they show in the
+# UI beside the campaign.
 monitor_alerts_asset = dg.AssetSpec(
     "monitor_alerts", partitions_def=campaign_partitions, group_name=VERDICT_GROUP, kinds={"python"},
-    description="Alerts raised by the background monitor (observations; the list lives in alerts.jsonl).",
+    description="Alerts raised while the campaign runs (observations; the list lives in alerts.jsonl).",
 )
 
 PROBE_ASSETS = [probe_records]

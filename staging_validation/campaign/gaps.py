@@ -6,22 +6,17 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
 
-from staging_validation.acceptance.monitor import Alert
+from staging_validation.acceptance.alert_rules import Alert
 from staging_validation.campaign.jobs import campaign_probes_job
 from staging_validation.campaign.partitions import split_campaign_hour
 from staging_validation.campaign.resources import CampaignStore
-from staging_validation.campaigns import (
-    HOURLY_ASSET_PROBE_RECORDS,
-    CampaignState,
-    hourly_asset_dir,
-)
+from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS
+from staging_validation.lifecycle import CampaignState, fail_validator
 from staging_validation.schemas.probe_records import RECORD_SCHEMA
-from staging_validation.schemas.timing import hour_key
 from staging_validation.validator_gaps import (
     GAP_ALERT_RULE,
     Gap,
@@ -35,9 +30,12 @@ VALIDATOR_FAILED_RULE = "monitor.validator_failed"
 UNDER_WAY = {dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING}
 
 
-def _hour_records(data_root: str | Path, campaign: str, hour: int):
-    path = hourly_asset_dir(data_root, campaign, HOURLY_ASSET_PROBE_RECORDS) / f"{hour_key(hour)}.parquet"
-    return pq.read_table(path, schema=RECORD_SCHEMA).to_pandas() if path.exists() else RECORD_SCHEMA.empty_table().to_pandas()
+def _hour_records(store: CampaignStore, campaign: str, hour: int):
+    path = store.layout(campaign).hour_file(HOURLY_ASSET_PROBE_RECORDS, hour)
+    if not path.exists():
+        return RECORD_SCHEMA.empty_table().to_pandas()
+    with path.open("rb") as handle:
+        return pq.read_table(handle, schema=RECORD_SCHEMA).to_pandas()
 
 
 def probe_run_cause(record: dg.RunRecord | None, hour_end_s: float) -> str | None:
@@ -100,7 +98,7 @@ def new_gap_alerts(store: CampaignStore, state: CampaignState, records: list[dg.
         cause = probe_run_cause(runs.get(hour), state.timing.hour_start_s(hour + 1))
         if cause is None:
             break
-        recorded = recorded_steps(_hour_records(store.data_root, state.campaign, hour))
+        recorded = recorded_steps(_hour_records(store, state.campaign, hour))
         for gap in find_gaps(state.planned_hours, hour + 1, recorded, unsettled=range(hour), causes={hour: cause}):
             if gap.key not in alerted:
                 raised.append(dataclasses.asdict(gap_alert(gap, int(now_s * 1000))))
@@ -113,19 +111,19 @@ def new_gap_alerts(store: CampaignStore, state: CampaignState, records: list[dg.
 
 def stop_if_validator_failed(store: CampaignStore, state: CampaignState, records: list[dg.RunRecord],
                              now_s: float | None = None) -> dict | None:
-    """Stop a campaign whose own runs keep failing (validator_failed): no more hour runs are requested for
-    it, its verdict says why. Returns the alert stored, or None."""
+    """Stop a campaign whose own runs keep failing (→ validator_failed, a final status: no more runs are
+    requested for it; a re-judgement says why, `inconclusive.validator_failed`). Returns the alert stored,
+    or None."""
     ended = sorted((r for r in records if r.dagster_run.is_finished and r.end_time is not None),
                    key=lambda r: r.end_time or 0.0)
     reason = validator_failure((r.dagster_run.tags.get("dagster/run_key", r.dagster_run.run_id),
                                 r.dagster_run.status == dg.DagsterRunStatus.FAILURE) for r in ended)
     if reason is None:
         return None
-    latest = store.load(state.campaign)
-    if latest.status != "active":
+    if not store.load(state.campaign).status.collecting:
         return None
-    store.save(latest.model_copy(update={"status": "validator_failed", "validator_failure": reason}))
     now_ms = int((time.time() if now_s is None else now_s) * 1000)
+    fail_validator(store.data_root, state.campaign, reason, now_ms=now_ms)
     alert = dataclasses.asdict(Alert(now_ms, "critical", VALIDATOR_FAILED_RULE,
                                      f"Campaign stopped: {reason}.", 1, []))
     store.append_alerts(state.campaign, [alert])

@@ -1,4 +1,4 @@
-"""Parquet and JSON per partition, in the campaign folder layout of `staging_validation.campaigns`."""
+"""Parquet and JSON per partition, at the paths `staging_validation.layout` gives them."""
 
 from __future__ import annotations
 
@@ -12,23 +12,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
-from staging_validation.storage import atomic_write_bytes, validate_campaign_id
+from staging_validation.layout import CampaignLayout
+from staging_validation.storage import atomic_write_bytes
 
 
 class CampaignPathsMixin:
-    """campaigns/<id>/hours/<asset>/<HH> for hourly assets, campaigns/<id>/verdict/<asset> otherwise.
-
-    The campaign key comes from a user, so it is validated before it touches the filesystem.
-    """
+    """An hourly asset's partition "<campaign>/<HH>" is the layout's hour file, a campaign asset's its
+    verdict file (UPathIOManager adds the extension). The layout validates the campaign id."""
 
     def get_path_for_partition(self, context, path: UPath, partition: str) -> UPath:
         asset_name = path.name
-        base = path.parent
         parts = partition.split("/")
-        campaign = validate_campaign_id(parts[0])
+        layout = CampaignLayout.of(path.parent, parts[0])
         if len(parts) == 2:
-            return base / "campaigns" / campaign / "hours" / asset_name / parts[1]
-        return base / "campaigns" / campaign / "verdict" / asset_name
+            return UPath(layout.hour_file(asset_name, int(parts[1])).with_suffix(""))
+        return UPath(layout.verdict_file(asset_name, ""))
 
 
 class CampaignParquetIOManager(CampaignPathsMixin, dg.UPathIOManager):
@@ -41,7 +39,8 @@ class CampaignParquetIOManager(CampaignPathsMixin, dg.UPathIOManager):
         atomic_write_bytes(path, sink.getvalue())
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pa.Table:
-        return pq.read_table(str(path))
+        with path.open("rb") as handle:
+            return pq.read_table(handle)
 
 
 class CampaignJsonIOManager(CampaignPathsMixin, dg.UPathIOManager):

@@ -6,21 +6,19 @@ from pathlib import Path
 import dagster as dg
 import pydantic
 
-from staging_validation.acceptance.notify import NotificationSettings
 from staging_validation.acceptance.policy import load_policy
 from staging_validation.campaign.assets import INGESTION_ASSETS, PROBE_ASSETS, VERDICT_ASSETS
 from staging_validation.campaign.partitions import campaign_partitions
 from staging_validation.campaign.resources import CampaignStore
-from staging_validation.campaigns import MAX_CAMPAIGN_HOURS, CampaignState
-
-MAX_PLANNED_HOURS = 24  # the runbook's day; extensions add up to MAX_CAMPAIGN_HOURS
-from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.config_files import ConfigError, validate_model
+from staging_validation.lifecycle import MAX_CAMPAIGN_HOURS, CampaignSettings, CampaignState, register_campaign_state
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.plan import MIN_HOUR_SECONDS, RUNBOOK_HOUR_SECONDS, hour_seconds_problem
 from staging_validation.storage import validate_campaign_id
 from staging_validation.target.client import bearer_token, resolve_base_url
 from staging_validation.target.profile import load_target_profile
-from staging_validation.telemetry.capture import TelemetrySource
+
+MAX_PLANNED_HOURS = 24  # the runbook's day; extensions add up to MAX_CAMPAIGN_HOURS
 
 campaign_probes_job = dg.define_asset_job(
     "campaign_probes",
@@ -80,17 +78,18 @@ class CampaignLaunchConfig(dg.Config):
     stress_baseline_rps: float = pydantic.Field(default=5.0, description="Hour 7 sends twice this rate (> 0).")
     notification: NotificationConfig = NotificationConfig()
 
-    def settings(self) -> dict:
+    def settings(self) -> CampaignSettings:
+        """The campaign's typed settings; ConfigError naming the field that does not validate."""
         telemetry = {"command": self.telemetry_command} if self.telemetry_command else {"path": self.telemetry_path}
         notification = {k: v for k, v in self.notification.model_dump().items() if v not in ("", None)}
-        return {
+        return validate_model({
             "target_profile": self.target_profile or None,
             "base_url": self.base_url or None,
             "telemetry": telemetry,
             "policy": self.policy or None,
             "stress_baseline_rps": self.stress_baseline_rps,
             "notification": notification,
-        }
+        }, CampaignSettings, "launch config")
 
 
 def launch_problems(config: CampaignLaunchConfig) -> list[str]:
@@ -116,17 +115,16 @@ def register_campaign(store: CampaignStore, config: CampaignLaunchConfig, now_ms
     problems = launch_problems(config)
     if problems:
         raise ConfigError(f"campaign {campaign!r} not launched: " + "; ".join(problems))
-    if (store.campaign_dir(campaign) / "campaign.json").exists():
+    if store.layout(campaign).state_file.exists():
         raise ConfigError(f"campaign {campaign!r}: already registered; choose a new id")
     settings = config.settings()
-    profile = load_target_profile(settings["target_profile"])
+    profile = load_target_profile(settings.target_profile)
     # The hourly probe runs build their client from these; a bad URL or a missing token would fail
     # every one of them, so the launch refuses instead.
-    resolve_base_url(profile, settings["base_url"])
+    resolve_base_url(profile, settings.base_url)
     bearer_token(profile)
-    load_policy(settings["policy"])
-    validate_model(settings["telemetry"], TelemetrySource, "telemetry")
-    notification = validate_model(settings["notification"], NotificationSettings, "notification")
+    load_policy(settings.policy)
+    notification = settings.notification
     if notification.webhook_url_env and notification.webhook_url() is None:
         raise ConfigError(f"notification.webhook_url_env: environment variable {notification.webhook_url_env} "
                           "is not set or empty")
@@ -138,8 +136,7 @@ def register_campaign(store: CampaignStore, config: CampaignLaunchConfig, now_ms
         planned_hours=config.hours,
         settings=settings,
     )
-    store.save(state)
-    return state
+    return register_campaign_state(store.data_root, state)
 
 
 @dg.op(description="Validate the launch config, register the campaign; campaign_clock then runs hour 0 at once.")
@@ -156,6 +153,7 @@ def register_campaign_op(context: dg.OpExecutionContext, config: CampaignLaunchC
     return state.campaign
 
 
-@dg.job(description="Launch a validation campaign from the launchpad.")
+# Not retried: a launch that failed is a config error to fix, or a registration already made.
+@dg.job(description="Launch a validation campaign from the launchpad.", tags={"dagster/max_retries": "0"})
 def start_campaign():
     register_campaign_op()

@@ -1,7 +1,6 @@
 import dagster as dg
 
-from staging_validation.campaigns import MAX_CAMPAIGN_HOURS
-
+from staging_validation.lifecycle import MAX_CAMPAIGN_HOURS
 from staging_validation.schemas.timing import hour_key
 
 campaign_partitions = dg.DynamicPartitionsDefinition(name="campaign")

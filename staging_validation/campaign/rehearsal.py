@@ -1,7 +1,7 @@
 """A whole campaign against the built-in simulator, driven through the project's Dagster definitions.
 
 The rehearsal plays the daemon's part in-process: it evaluates the same `campaign_clock` and
-`campaign_monitor` sensors, executes the runs they request (the same jobs, assets and checks) in the
+`campaign_watch` sensors, executes the runs they request (the same jobs, assets and checks) in the
 persistent instance, honours run keys, and records the monitor's observations, so the UI shows the
 rehearsed campaign exactly like a live one.
 """
@@ -22,29 +22,31 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from staging_validation.campaign.jobs import start_campaign
-from staging_validation.campaign.sensors import (
+from staging_validation.campaign.run_tags import (
     TAG_HOUR,
     TAG_HOUR_LANE,
+    TAG_NOTIFICATION_LANE,
     TAG_PHASE,
     TAG_PROBE_LANE,
-    campaign_clock,
-    campaign_monitor,
 )
-from staging_validation.campaigns import (
+from staging_validation.campaign.sensors import campaign_clock
+from staging_validation.campaign.watch_sensor import campaign_watch
+from staging_validation.layout import CampaignLayout
+from staging_validation.lifecycle import (
     MAX_CAMPAIGN_HOURS,
     CampaignState,
+    close_campaign,
     load_campaign_state,
-    save_campaign_state,
 )
 from staging_validation.definitions import build_definitions
 from staging_validation.simulator.process import start_simulator
 from staging_validation.simulator.profiles import load_profile
-from staging_validation.storage import campaign_dir, validate_campaign_id
+from staging_validation.storage import validate_campaign_id
 
 RUN_KEY_TAG = "dagster/run_key"
 SENSOR_NAME_TAG = "dagster/sensor_name"
 # Run events stay in the instance (the UI shows them); the terminal shows the progress bars.
-LANE_TAGS = (TAG_PROBE_LANE, TAG_HOUR_LANE)
+LANE_TAGS = (TAG_PROBE_LANE, TAG_HOUR_LANE, TAG_NOTIFICATION_LANE)
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
@@ -74,7 +76,7 @@ def _lane_worker(instance_ref, data_root: str, requests: multiprocessing.Queue, 
     while (work := requests.get()) is not None:
         result = defs.resolve_job_def(work["job_name"]).execute_in_process(
             instance=instance, partition_key=work["partition_key"], tags=work["tags"],
-            run_config=QUIET_RUN_CONFIG, raise_on_error=False,
+            run_config={**QUIET_RUN_CONFIG, **work["run_config"]}, raise_on_error=False,
         )
         results.put((work["run_key"], result.success))
 
@@ -114,7 +116,8 @@ class _Lanes:
         lane = next(f"{tag}={request.tags[tag]}" for tag in LANE_TAGS if tag in request.tags)
         self.in_flight[request.run_key] = request
         self.workers[lane][1].put({
-            "job_name": request.job_name, "partition_key": str(request.partition_key), "run_key": request.run_key,
+            "job_name": request.job_name, "run_key": request.run_key, "run_config": dict(request.run_config),
+            "partition_key": None if request.partition_key is None else str(request.partition_key),
             "tags": {**request.tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: sensor_name},
         })
 
@@ -198,16 +201,15 @@ def rehearse(
             failed = _drive(instance, defs, data_root, campaign, lanes, console, first_verdict_only)
         finally:
             simulator.stop()
-    folder = campaign_dir(data_root, campaign)
-    decision = json.loads((folder / "decision.json").read_text(encoding="utf-8"))
-    return RehearsalOutcome(campaign, decision, decision.get("gates", []),
-                            folder / "STAGING_ACCEPTANCE_REPORT.md", failed)
+    layout = CampaignLayout.of(data_root, campaign)
+    decision = json.loads(layout.decision_file.read_text(encoding="utf-8"))
+    return RehearsalOutcome(campaign, decision, decision.get("gates", []), Path(layout.report_file), failed)
 
 
 def _drive(instance: dg.DagsterInstance, defs: dg.Definitions, data_root: Path, campaign: str, lanes: _Lanes,
            console: Console, first_verdict_only: bool) -> list[str]:
     """Tick the sensors and execute what they request until the campaign has its final decision."""
-    cursors: dict[str, str | None] = {campaign_clock.name: None, campaign_monitor.name: None}
+    cursors: dict[str, str | None] = {campaign_clock.name: None, campaign_watch.name: None}
     failed: list[str] = []
     # The longest campaign there can be, plus slack for the verdicts: past it, something is stuck.
     hour_seconds = load_campaign_state(data_root, campaign).timing.hour_seconds
@@ -227,7 +229,7 @@ def _drive(instance: dg.DagsterInstance, defs: dg.Definitions, data_root: Path, 
 
         while True:
             state = load_campaign_state(data_root, campaign)
-            for sensor in (campaign_clock, campaign_monitor):
+            for sensor in (campaign_clock, campaign_watch):
                 context = dg.build_sensor_context(instance=instance, cursor=cursors[sensor.name],
                                                   definitions=defs, instance_ref=instance.get_ref(),
                                                   resources=defs.resources)
@@ -239,16 +241,18 @@ def _drive(instance: dg.DagsterInstance, defs: dg.Definitions, data_root: Path, 
                     if first_verdict_only and _after_the_planned_hours(request, state):
                         continue  # an extension hour, requested while the first verdict is still running
                     lanes.submit(request, sensor.name)
-                    progress.update(bar_for(request), status="running")
+                    if TAG_HOUR in request.tags:  # notification runs get no bar
+                        progress.update(bar_for(request), status="running")
             for request, success in lanes.finished():
-                progress.update(bar_for(request), advance=1, status="[green]done" if success else "[red]failed")
+                if TAG_HOUR in request.tags:
+                    progress.update(bar_for(request), advance=1, status="[green]done" if success else "[red]failed")
                 if not success:
                     failed.append(request.run_key)
                 if first_verdict_only and request.tags[TAG_PHASE] == "verdict":
                     if not success:  # there is no decision to end the campaign on
                         raise RuntimeError(f"the verdict run {request.run_key} failed; its events are in the instance")
-                    _close_campaign(data_root, campaign)
-            if state.status == "decided" and lanes.idle:
+                    close_campaign(data_root, campaign)
+            if state.status.final and lanes.idle:
                 return failed
             if time.time() > deadline:
                 raise RuntimeError(f"campaign {campaign} reached no decision in time; its runs are in the instance")
@@ -257,14 +261,8 @@ def _drive(instance: dg.DagsterInstance, defs: dg.Definitions, data_root: Path, 
 
 
 def _after_the_planned_hours(request: dg.RunRequest, state: CampaignState) -> bool:
-    return request.tags[TAG_PHASE] != "verdict" and int(request.tags[TAG_HOUR]) >= state.planned_hours
-
-
-def _close_campaign(data_root: Path, campaign: str) -> None:
-    """Marks the campaign decided on the verdict just made, so the clock requests no extension hours."""
-    state = load_campaign_state(data_root, campaign)
-    if state.status != "decided":
-        save_campaign_state(data_root, state.model_copy(update={"status": "decided"}))
+    return (request.tags[TAG_PHASE] != "verdict" and TAG_HOUR in request.tags
+            and int(request.tags[TAG_HOUR]) >= state.planned_hours)
 
 
 def print_outcome(console: Console, outcome: RehearsalOutcome) -> None:

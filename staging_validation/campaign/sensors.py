@@ -1,7 +1,6 @@
-"""The campaign clock (requests hour runs and verdicts when due) and the background monitor."""
+"""The campaign clock: requests each campaign's hour runs and verdicts when due."""
 
 
-import dataclasses
 import json
 import math
 import os
@@ -9,18 +8,15 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from staging_validation.acceptance.notify import Notifier, campaign_notification_settings, compose_alert_message
-from staging_validation.acceptance.policy import campaign_policy
 from staging_validation.campaign.gaps import new_gap_alerts, stop_if_validator_failed
 from staging_validation.campaign.jobs import campaign_hour_job, campaign_probes_job, campaign_verdict_job
 from staging_validation.campaign.partitions import campaign_hour_key
 from staging_validation.campaign.resources import CampaignStore
-from staging_validation.campaigns import CampaignState
+from staging_validation.campaign.run_tags import TAG_CAMPAIGN, TAG_HOUR, TAG_HOUR_LANE, TAG_PHASE, TAG_PROBE_LANE
+from staging_validation.lifecycle import CampaignState
 from staging_validation.schemas.timing import hour_key
 from staging_validation.config_files import ConfigError
-from staging_validation.hour_runner import log_follower, target_profile
 from staging_validation.plan import plan_for_hour
-from staging_validation.watch import CampaignMonitor
 
 SENSOR_INTERVAL_ENV = "STAGING_VALIDATION_SENSOR_INTERVAL_S"
 
@@ -40,14 +36,6 @@ def sensor_interval_s() -> int:
 
 SENSOR_INTERVAL_S = sensor_interval_s()
 
-TAG_CAMPAIGN = "staging-validation/campaign"
-TAG_HOUR = "staging-validation/hour"
-TAG_PHASE = "staging-validation/phase"
-# dagster.yaml allows one run per value of each lane tag: per campaign, one probe run at a time and one
-# hour (ingestion or verdict) run at a time. Probes get their own lane so they start when their hour
-# starts, never queued behind the previous hour's ingestion.
-TAG_PROBE_LANE = "staging-validation/probe-lane"
-TAG_HOUR_LANE = "staging-validation/hour-lane"
 FINISHED_STATUSES = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
@@ -88,11 +76,11 @@ def due_run_requests(states: list[CampaignState], cursor: dict, probe_run_done: 
     """
     requests = []
     for state in states:
-        if state.status == "decided":
+        if state.status.final:
             continue
         progress = cursor.setdefault(state.campaign, {"next_probe_hour": 0, "next_ingest_hour": 0, "verdicts": []})
         now_hour = math.floor(state.timing.campaign_seconds(now_s) / 3600)
-        if state.status == "active":
+        if state.status.collecting:
             last_hour = state.total_hours - 1
             if progress["next_probe_hour"] <= now_hour <= last_hour:
                 requests.append(_hour_request(state, campaign_probes_job.name, probe_run_key(state.campaign, now_hour),
@@ -100,9 +88,6 @@ def due_run_requests(states: list[CampaignState], cursor: dict, probe_run_done: 
             progress["next_probe_hour"] = max(progress["next_probe_hour"], now_hour + 1)
             last_ingest = min(now_hour - 1, last_hour)
             round_name = str(state.total_hours)
-        elif state.status == "validator_failed":
-            # Its own runs kept failing: no more hour runs (they would fail too), the verdict says why.
-            last_ingest, round_name = -1, "validator_failed"
         else:
             last_ingest = state.stopped_at_hour if state.stopped_at_hour is not None else -1
             round_name = "early"
@@ -114,7 +99,7 @@ def due_run_requests(states: list[CampaignState], cursor: dict, probe_run_done: 
                                           TAG_HOUR_LANE, hour))
             progress["next_ingest_hour"] = hour + 1
         round_complete = progress["next_ingest_hour"] > last_ingest and (
-            state.status != "active" or progress["next_ingest_hour"] >= state.total_hours
+            not state.status.collecting or progress["next_ingest_hour"] >= state.total_hours
         )
         if round_complete and round_name not in progress["verdicts"]:
             progress["verdicts"].append(round_name)
@@ -151,7 +136,7 @@ def watch_validator(context: dg.SensorEvaluationContext, store: CampaignStore, s
                     cursor: dict) -> CampaignState:
     """The validator's own faults, before the clock requests anything: alert each probe step that did not
     run in its hour, and stop a campaign whose runs keep failing (its state as the clock must see it)."""
-    if state.status != "active":
+    if not state.status.collecting:
         return state
     records = context.instance.get_run_records(dg.RunsFilter(tags={TAG_CAMPAIGN: state.campaign}))
     progress = cursor.setdefault(state.campaign, {"next_probe_hour": 0, "next_ingest_hour": 0, "verdicts": []})
@@ -170,68 +155,3 @@ def readable_campaigns(context: dg.SensorEvaluationContext, store: CampaignStore
     for problem in skipped:
         context.log.warning(problem)
     return states
-
-
-def monitor_campaign(store: CampaignStore, state: CampaignState) -> list[dict]:
-    """One monitor step for one campaign: act on, store and send the alerts it raises.
-
-    What must not be lost goes first: the alerts, then the early stop (a stopped campaign is not watched
-    again, so its alert must already be stored). The notifications follow (SMTP retries can outlast the
-    sensor's timeout), and the step is committed last, so a step cut short is judged again: an alert may
-    repeat, not be lost. A step still under way elsewhere makes this one a no-op.
-    """
-    # Every setting is read before the step: a bad one must stop it before it stores anything.
-    policy = campaign_policy(state)
-    monitor = CampaignMonitor(store.data_root, state, log_follower(store.data_root, state),
-                              target_profile(state).telemetry, policy)
-    notifier = Notifier(campaign_notification_settings(state), store.campaign_dir(state.campaign) / "outbox")
-    with monitor.exclusive() as alone:
-        if not alone:
-            return []
-        step = monitor.step()
-        raised = [dataclasses.asdict(alert) for alert in step.alerts]
-        if raised:
-            store.append_alerts(state.campaign, raised)
-        if step.early_stop is not None:
-            # A critical failure ends the campaign now: no further hour runs, the clock requests the verdict.
-            latest = store.load(state.campaign)
-            if latest.status == "active":
-                store.save(latest.model_copy(update={"status": "stopped", "early_stop": step.early_stop}))
-        for alert in step.alerts:
-            notifier.send(compose_alert_message(alert, state.campaign))
-        monitor.commit(step)
-    return raised
-
-
-@dg.sensor(
-    name="campaign_monitor",
-    minimum_interval_seconds=SENSOR_INTERVAL_S,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="monitor.sh: errors, missing packs, slow requests and identity merges over new telemetry only.",
-)
-def campaign_monitor(context: dg.SensorEvaluationContext, store: CampaignStore):
-    observations = []
-    for state in readable_campaigns(context, store):
-        if state.status != "active":
-            continue
-        try:
-            raised = monitor_campaign(store, state)
-        except (ConfigError, OSError) as exc:  # one campaign's broken settings must not blind the others
-            context.log.error(f"{state.campaign}: not monitored this tick: {exc}")
-            continue
-        for alert in raised:
-            context.log.warning(f"{state.campaign}: {alert['severity']} {alert['rule']}: {alert['message']}")
-        if raised:
-            observations.append(dg.AssetObservation(
-                asset_key="monitor_alerts",
-                partition=state.campaign,
-                metadata={
-                    "alerts": dg.MetadataValue.int(len(raised)),
-                    "critical": dg.MetadataValue.int(sum(a["severity"] == "critical" for a in raised)),
-                    "list": dg.MetadataValue.md("\n".join(
-                        f"- **{a['severity']}** `{a['rule']}`: {a['message']}" for a in raised)),
-                },
-            ))
-    if not observations:
-        return dg.SkipReason("no new alerts")
-    return dg.SensorResult(asset_events=observations)

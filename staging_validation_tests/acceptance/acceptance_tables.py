@@ -1,6 +1,6 @@
 """Build probe-record and telemetry-event tables from a few dicts, filling the schema's defaults.
 
-The shapes are exactly what `campaigns.load_hourly_table` returns: the shared schema plus `hour`.
+The shapes are exactly what `acceptance.judge.load_hourly_table` returns: the shared schema plus `hour`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,14 @@ import json
 import pandas as pd
 import pyarrow as pa
 
-from staging_validation.schemas.probe_records import RECORD_SCHEMA
+import pyarrow.parquet as pq
+
+from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS, HOURLY_ASSET_TELEMETRY_EVENTS, CampaignLayout
+from staging_validation.lifecycle import CampaignState
 from staging_validation.schemas.events import EVENT_SCHEMA
+from staging_validation.schemas.probe_records import RECORD_SCHEMA
+from staging_validation.schemas.timing import CampaignTiming
+from staging_validation.storage import atomic_write_text
 
 START = pd.Timestamp("2026-11-20T00:00:00Z")
 RECORD_DEFAULTS = {"probe": "smoke", "case": "normal", "user": "u1", "route": "/v1/chat", "method": "POST",
@@ -105,3 +111,20 @@ def identity_rows(hour: int = 0, merged: bool = False) -> list[dict]:
              "passed": not merged, "error": "accidental merge: both got one id" if merged else None},
             {**base, "case": "lookup_discord", "vi_user_id": discord_id},
             {**base, "case": "link_astralis", "vi_user_id": discord_id}]
+
+
+def store_campaign(data_root, campaign: str, record_frame: pd.DataFrame, event_frame: pd.DataFrame,
+                   **state_fields) -> None:
+    """campaign.json (as the lifecycle would have left it) plus one Parquet file per hour and asset, as the
+    Dagster IO manager writes them."""
+    state_fields.setdefault("timing", CampaignTiming(start_ms=int(START.value // 1_000_000), hour_seconds=3600))
+    state_fields.setdefault("created_at_ms", 0)
+    state = CampaignState(campaign=campaign, **state_fields)
+    layout = CampaignLayout.of(data_root, campaign)
+    atomic_write_text(layout.state_file, state.model_dump_json())
+    for asset, frame, schema in ((HOURLY_ASSET_PROBE_RECORDS, record_frame, RECORD_SCHEMA),
+                                 (HOURLY_ASSET_TELEMETRY_EVENTS, event_frame, EVENT_SCHEMA)):
+        layout.hours_dir(asset).mkdir(parents=True, exist_ok=True)
+        for hour, rows in frame.groupby("hour"):
+            table = pa.Table.from_pandas(rows.drop(columns="hour"), schema=schema, preserve_index=False)
+            pq.write_table(table, layout.hour_file(asset, int(hour)))

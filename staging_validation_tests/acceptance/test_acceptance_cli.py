@@ -14,42 +14,17 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from staging_validation.acceptance.judge import FINAL_CHECKS_PATH, judge_campaign
-from staging_validation.campaigns import (
-    HOURLY_ASSET_PROBE_RECORDS,
-    HOURLY_ASSET_TELEMETRY_EVENTS,
-    CampaignState,
-    hourly_asset_dir,
-    save_campaign_state,
-)
-from staging_validation.schemas.timing import CampaignTiming, hour_key
+from staging_validation.acceptance.judge import judge_campaign
 from staging_validation.cli import main
+from staging_validation.layout import CampaignLayout
 from staging_validation.schemas.probe_records import RECORD_SCHEMA
-from staging_validation.storage import campaign_dir
-from staging_validation.schemas.events import EVENT_SCHEMA
 from staging_validation_tests.acceptance.acceptance_tables import (
-    START,
     events,
     healthy_campaign,
     identity_rows,
     records,
+    store_campaign,
 )
-
-
-def store_campaign(data_root: Path, campaign: str, record_frame: pd.DataFrame, event_frame: pd.DataFrame,
-                   **state_fields) -> None:
-    """campaign.json plus one Parquet file per hour and asset, as the Dagster IO manager writes them."""
-    state = CampaignState(campaign=campaign, created_at_ms=0,
-                          timing=CampaignTiming(start_ms=int(START.value // 1_000_000), hour_seconds=3600),
-                          **state_fields)
-    save_campaign_state(data_root, state)
-    for asset, frame, schema in ((HOURLY_ASSET_PROBE_RECORDS, record_frame, RECORD_SCHEMA),
-                                 (HOURLY_ASSET_TELEMETRY_EVENTS, event_frame, EVENT_SCHEMA)):
-        folder = hourly_asset_dir(data_root, campaign, asset)
-        folder.mkdir(parents=True, exist_ok=True)
-        for hour, rows in frame.groupby("hour"):
-            table = pa.Table.from_pandas(rows.drop(columns="hour"), schema=schema, preserve_index=False)
-            pq.write_table(table, folder / f"{hour_key(int(hour))}.parquet")
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +40,11 @@ def data_root(tmp_path_factory) -> Path:
     store_campaign(root, "stopped", stopped_records, stopped_events, status="stopped", early_stop={
         "gate": 5, "rule": "early_stop.identity_merge", "first_seen": "2026-11-20T03:10:00+00:00", "hour": 3,
         "reason": "accidental identity merge", "evidence": []})
-    # The hour-24 identity test lives in the verdict folder; here it finds a merge.
+    # The hour-24 identity test is kept with its verdict round; here it finds a merge.
     final_records, final_events = healthy_campaign()
     store_campaign(root, "final-merge", final_records[final_records["probe"] != "identity"], final_events)
     final = records(identity_rows(merged=True)).drop(columns="hour")
-    final_path = campaign_dir(root, "final-merge") / FINAL_CHECKS_PATH
+    final_path = CampaignLayout.of(root, "final-merge").round_final_checks_file("24")
     final_path.parent.mkdir(parents=True)
     pq.write_table(pa.Table.from_pandas(final, schema=RECORD_SCHEMA, preserve_index=False), final_path)
     return root

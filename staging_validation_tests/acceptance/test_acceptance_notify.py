@@ -6,6 +6,7 @@ from __future__ import annotations
 import email
 import email.policy
 import socket
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -13,7 +14,7 @@ from aiosmtpd.smtp import AuthResult
 
 from staging_validation.acceptance.decision import decide
 from staging_validation.acceptance.gates import evaluate_gates
-from staging_validation.acceptance.monitor import Alert
+from staging_validation.acceptance.alert_rules import Alert
 from staging_validation.acceptance.notify import (
     NotificationSettings,
     Notifier,
@@ -113,9 +114,9 @@ def test_decision_email_is_delivered_through_smtp_with_login(smtp_server, tmp_pa
     assert body.startswith("Staging failed at gate 1 (ContinuityPack integrity). Root cause: 1 missing-pack event")
     assert "2026-11-20T02:17:00" in body and "Redeploying on 2026-12-03." in body
     assert "X-Delivery-Status" not in received
-    copy = outbox_copy(delivery.eml_path)
+    copy = outbox_copy(Path(delivery.eml))
     assert copy["X-Delivery-Status"] == "sent" and copy["Subject"] == received["Subject"]
-    assert SMTP_PASSWORD not in delivery.eml_path.read_text()
+    assert SMTP_PASSWORD not in Path(delivery.eml).read_text()
 
 
 def test_refusing_server_is_retried_then_the_outbox_copy_is_marked_failed(smtp_server, tmp_path):
@@ -126,10 +127,10 @@ def test_refusing_server_is_retried_then_the_outbox_copy_is_marked_failed(smtp_s
 
     assert mailbox.attempts == 3 and mailbox.received == []
     assert delivery.status.startswith("failed: smtp failed: SMTPDataError")
-    copy = outbox_copy(delivery.eml_path)
+    copy = outbox_copy(Path(delivery.eml))
     assert copy["X-Delivery-Status"].startswith("failed:") and "554" in copy["X-Delivery-Smtp"]
     assert copy.get_content().startswith("Staging failed at gate 1")
-    assert list((tmp_path / "outbox").iterdir()) == [delivery.eml_path]
+    assert list((tmp_path / "outbox").iterdir()) == [Path(delivery.eml)]
 
 
 def test_starttls_required_but_not_offered_fails_without_raising(smtp_server, tmp_path):
@@ -145,13 +146,13 @@ def test_unreachable_server_is_recorded_failed(tmp_path):
                                     recipients=["ops-lead@example.test"], retries=1, retry_backoff_s=0)
     delivery = Notifier(settings, tmp_path / "outbox").send(reject_message())
     assert "ConnectionRefusedError" in delivery.status and "after 2 attempts" in delivery.status
-    assert outbox_copy(delivery.eml_path)["X-Delivery-Status"] == delivery.status
+    assert outbox_copy(Path(delivery.eml))["X-Delivery-Status"] == delivery.status
 
 
 def test_nothing_configured_still_leaves_the_message_in_the_outbox(tmp_path):
     delivery = Notifier(NotificationSettings(), tmp_path / "outbox").send(reject_message())
     assert delivery.status == "not-configured"
-    copy = outbox_copy(delivery.eml_path)
+    copy = outbox_copy(Path(delivery.eml))
     assert copy["X-Delivery-Status"] == "not-configured" and "Root cause" in copy.get_content()
 
 
@@ -170,7 +171,7 @@ def test_webhook_error_status_is_retried_and_recorded_without_the_url(webhook_se
     delivery = Notifier(settings, tmp_path / "outbox").send(reject_message())
     assert len(webhook_server.received) == 2
     assert delivery.status == "failed: webhook failed: HTTPStatusError: HTTP 500 (after 2 attempts)"
-    assert webhook_server.url() not in delivery.eml_path.read_text()
+    assert webhook_server.url() not in Path(delivery.eml).read_text()
 
 
 def test_webhook_variable_unset_is_recorded_failed_naming_it(tmp_path, monkeypatch):
@@ -178,7 +179,7 @@ def test_webhook_variable_unset_is_recorded_failed_naming_it(tmp_path, monkeypat
     delivery = Notifier(NotificationSettings(webhook_url_env="SV_TEST_WEBHOOK_URL"), tmp_path / "outbox").send(
         reject_message())
     assert delivery.channels["webhook"] == "failed: webhook URL variable 'SV_TEST_WEBHOOK_URL' is not set"
-    assert "'SV_TEST_WEBHOOK_URL' is not set" in outbox_copy(delivery.eml_path)["X-Delivery-Webhook"]
+    assert "'SV_TEST_WEBHOOK_URL' is not set" in outbox_copy(Path(delivery.eml))["X-Delivery-Webhook"]
 
 
 def test_unreachable_webhook_is_recorded_by_error_class_only(tmp_path, monkeypatch):
@@ -187,7 +188,7 @@ def test_unreachable_webhook_is_recorded_by_error_class_only(tmp_path, monkeypat
     settings = NotificationSettings(webhook_url_env="SV_TEST_WEBHOOK_URL", retries=0)
     delivery = Notifier(settings, tmp_path / "outbox").send(reject_message())
     assert delivery.channels["webhook"] == "failed: ConnectError (after 1 attempts)"
-    assert "secret-path" not in delivery.eml_path.read_text()
+    assert "secret-path" not in Path(delivery.eml).read_text()
 
 
 def test_the_runbook_texts_with_generated_reasons_and_dates():

@@ -8,11 +8,12 @@ import pytest
 
 from staging_validation.acceptance.decision import decide
 from staging_validation.acceptance.gates import evaluate_gates
-from staging_validation.acceptance.monitor import Alert
+from staging_validation.acceptance.alert_rules import Alert
 from staging_validation.acceptance.notify import compose_decision_message
 from staging_validation.acceptance.policy import Policy
 from staging_validation.acceptance.report import CHARTS, CampaignEvidence, write_campaign_outputs
-from staging_validation.campaigns import CampaignState
+from staging_validation.layout import CampaignLayout
+from staging_validation.lifecycle import CampaignState
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation_tests.acceptance.acceptance_tables import START, events, healthy_campaign, records
 
@@ -54,8 +55,9 @@ def outputs(request, tmp_path_factory):
                                 decision=decision, alerts=alerts, hours_observed=hours,
                                 decided_at=pd.Timestamp("2026-11-21T00:05:00Z").to_pydatetime(), coverage=share,
                                 judged_hours=state.total_hours, extension_count=state.extension_count)
-    out_dir = tmp_path_factory.mktemp(request.param)
-    paths = write_campaign_outputs(out_dir, evidence, message)
+    layout = CampaignLayout.of(tmp_path_factory.mktemp(request.param), state.campaign)
+    paths = write_campaign_outputs(layout, evidence, message)
+    out_dir = layout.dir
     return request.param, out_dir, paths, message
 
 
@@ -135,13 +137,14 @@ def test_a_campaign_with_no_data_at_all_still_gets_a_complete_report(tmp_path):
                                 decision=decision, alerts=[], hours_observed=[],
                                 decided_at=pd.Timestamp("2026-11-21T00:05:00Z").to_pydatetime(), coverage=0.0,
                                 judged_hours=state.total_hours, extension_count=state.extension_count)
-    paths = write_campaign_outputs(tmp_path, evidence, message)
+    layout = CampaignLayout.of(tmp_path, state.campaign)
+    paths = write_campaign_outputs(layout, evidence, message)
     report = paths["report"].read_text()
     assert all(section in report for section in SECTIONS)
     assert "Decision: EXTEND (rule extend.critical_no_data)" in message.body
     assert "NOT RECORDED" in report and "24 of 24 campaign hours have no stored data: hours 0–23." in report
     for relative in CHARTS.values():
-        assert (tmp_path / relative).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (layout.dir / relative).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for name in ("report", "decision", "metrics"):
         assert PLACEHOLDERS.findall(paths[name].read_text()) == []
 
@@ -160,7 +163,7 @@ def test_the_first_extend_is_reported_as_judged_not_as_the_lengthened_campaign(t
                                 gates=gates, decision=decision, alerts=[], hours_observed=hours,
                                 decided_at=pd.Timestamp("2026-11-21T00:05:00Z").to_pydatetime(), coverage=1.0,
                                 judged_hours=24, extension_count=0)
-    paths = write_campaign_outputs(tmp_path, evidence, message)
+    paths = write_campaign_outputs(CampaignLayout.of(tmp_path, lengthened.campaign), evidence, message)
     report = paths["report"].read_text()
     assert "| Observed hours | 24 of 24 (coverage 100%: hours with telemetry events) |" in report
     assert "| Extensions before this decision | 0 |" in report

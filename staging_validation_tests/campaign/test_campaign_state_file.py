@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from staging_validation.campaigns import (
-
-    CampaignState,
-
-    load_campaign_state,
-
-    save_campaign_state,
-
-    state_path,
-
-)
+from staging_validation.layout import CampaignLayout
+from staging_validation.lifecycle import CampaignState, load_campaign_state, register_campaign_state
 
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.config_files import ConfigError
@@ -26,7 +17,7 @@ START_MS = 1_700_000_000_000
 def registered(data_root, campaign: str = "night-1") -> CampaignState:
     state = CampaignState(campaign=campaign, created_at_ms=START_MS,
                           timing=CampaignTiming(start_ms=START_MS, hour_seconds=60))
-    save_campaign_state(data_root, state)
+    register_campaign_state(data_root, state)
     return state
 
 
@@ -36,7 +27,7 @@ def registered(data_root, campaign: str = "night-1") -> CampaignState:
 )
 def test_an_edited_campaign_id_is_refused_on_load_naming_the_file(tmp_path, edited_id, problem):
     state = registered(tmp_path)
-    path = state_path(tmp_path, "night-1")
+    path = CampaignLayout.of(tmp_path, "night-1").state_file
     path.write_text(state.model_copy(update={"campaign": edited_id}).model_dump_json())
     with pytest.raises(ConfigError, match=problem) as refused:
         load_campaign_state(tmp_path, "night-1")

@@ -10,7 +10,7 @@ import dagster as dg
 from staging_validation.campaign.partitions import campaign_hour_key
 from staging_validation.campaign.rehearsal import QUIET_RUN_CONFIG
 from staging_validation.campaign.sensors import campaign_clock
-from staging_validation.campaigns import load_campaign_state
+from staging_validation.lifecycle import CampaignStatus, load_campaign_state
 from staging_validation.definitions import build_definitions
 
 
@@ -34,9 +34,9 @@ def test_a_target_that_fails_deploy_verification_is_rejected_at_once_with_the_re
         assert defs.resolve_job_def("campaign_probes").execute_in_process(
             instance=instance, partition_key=campaign_hour_key("broken", 0), run_config=QUIET_RUN_CONFIG).success
         state = load_campaign_state(data_root, "broken")
-        assert state.status == "stopped"
-        assert state.early_stop["rule"] == "early_stop.deploy_verification_failed"
-        assert "connection" in state.early_stop["reason"]
+        assert state.status == CampaignStatus.STOPPED
+        assert state.early_stop.rule == "early_stop.deploy_verification_failed"
+        assert "connection" in state.early_stop.reason
 
         context = dg.build_sensor_context(instance=instance, definitions=defs, instance_ref=instance.get_ref(),
                                           resources=defs.resources)
@@ -49,4 +49,4 @@ def test_a_target_that_fails_deploy_verification_is_rejected_at_once_with_the_re
     decision = json.loads((data_root / "campaigns" / "broken" / "decision.json").read_text())
     assert (decision["decision"], decision["rule"]) == ("REJECT", "early_stop.deploy_verification_failed")
     assert "deploy verification failed" in decision["notification"]["body"]
-    assert load_campaign_state(data_root, "broken").status == "decided"
+    assert load_campaign_state(data_root, "broken").status == CampaignStatus.DECIDED

@@ -7,14 +7,14 @@ import dagster as dg
 import pytest
 
 from staging_validation.campaign.sensors import due_run_requests
-from staging_validation.campaigns import CampaignState
+from staging_validation.lifecycle import CampaignState, EarlyStop
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.plan import Phase, phase_for_hour
 
 START_MS = 1_700_000_000_000
 
 
-def state(status: str = "active", planned: int = 24, extension_hours: int = 0, **extra) -> CampaignState:
+def state(status: str = "running", planned: int = 24, extension_hours: int = 0, **extra) -> CampaignState:
     return CampaignState(campaign="c1", created_at_ms=START_MS, timing=CampaignTiming(start_ms=START_MS, hour_seconds=10),
                          planned_hours=planned, status=status, extension_hours=extension_hours, **extra)
 
@@ -80,7 +80,8 @@ def test_verdict_follows_the_last_hour_and_an_extension_adds_hours_then_a_second
 def test_an_early_stop_ingests_up_to_the_stop_then_requests_the_verdict_once():
     cursor: dict = {}
     due([state()], cursor, 3.5)
-    stopped = state(status="stopped", early_stop={"hour": 3, "gate": 1, "rule": "early_stop.missing_pack"})
+    stopped = state(status="stopped", early_stop=EarlyStop(
+        hour=3, gate=1, rule="early_stop.missing_pack", first_seen="2023-11-14T22:13:50+00:00", reason="missing"))
     assert due([stopped], cursor, 3.6, unfinished_probe_runs={"c1:probes:03"}) == []
     assert due([stopped], cursor, 3.7) == ["c1:hour:03", "c1:verdict:early"]
     assert due([stopped], cursor, 6.0) == []

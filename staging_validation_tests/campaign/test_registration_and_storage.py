@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
 import pytest
 import yaml
 
-from staging_validation.acceptance.notify import Message, NotificationSettings, Notifier
+from staging_validation.acceptance.notify import Message, Notifier
 from staging_validation.campaign.jobs import CampaignLaunchConfig, NotificationConfig
 from staging_validation.campaign.partitions import campaign_partitions
-from staging_validation.campaigns import load_campaign_state
+from staging_validation.lifecycle import load_campaign_state
 from staging_validation.definitions import build_definitions
 from staging_validation.target.profile import DOCUMENTED_PROFILE
+from staging_validation.telemetry.capture import TelemetrySource
 
 LAUNCH = "register_campaign_op"
 
@@ -37,8 +39,8 @@ def test_start_campaign_registers_the_campaign_and_its_partition(tmp_path):
         assert result.success
         assert instance.get_dynamic_partitions(campaign_partitions.name) == ["night-1"]
         state = load_campaign_state(tmp_path, "night-1")
-        assert (state.planned_hours, state.timing.hour_seconds, state.status) == (12, 60, "active")
-        assert state.settings["telemetry"] == {"path": "/nonexistent/log"}
+        assert (state.planned_hours, state.timing.hour_seconds, state.status) == (12, 60, "registered")
+        assert state.settings.telemetry == TelemetrySource(path="/nonexistent/log")
         # A second launch with the same id would mix two campaigns' data: refused, first one intact.
         again = launch(defs, instance, campaign="night-1")
         assert not again.success and "already registered" in failure_text(again)
@@ -113,15 +115,15 @@ def test_webhook_url_comes_from_the_environment_and_is_never_recorded(tmp_path, 
                         notification={"webhook_url_env": "SV_TEST_WEBHOOK_URL"})
         assert result.success
     state = load_campaign_state(tmp_path, "hooked")
-    assert state.settings["notification"]["webhook_url_env"] == "SV_TEST_WEBHOOK_URL"
+    assert state.settings.notification.webhook_url_env == "SV_TEST_WEBHOOK_URL"
 
-    settings = NotificationSettings.model_validate({**state.settings["notification"], "retry_backoff_s": 0})
+    settings = state.settings.notification.model_copy(update={"retry_backoff_s": 0})
     delivery = Notifier(settings, tmp_path / "outbox").send(Message(subject="decision", body="REJECT\n"))
 
     assert len(webhook_server.received) == settings.retries + 1  # the URL was read and used
     assert delivery.channels["webhook"].startswith("failed: HTTPStatusError: HTTP 500")
     recorded = [(tmp_path / "campaigns" / "hooked" / "campaign.json").read_text(),
-                delivery.eml_path.read_text(), delivery.status, *delivery.channels.values()]
+                Path(delivery.eml).read_text(), delivery.status, *delivery.channels.values()]
     assert not [text for text in recorded if "T0KEN-in-the-url-5b2e" in text or webhook_url in text]
 
 

@@ -21,16 +21,10 @@ from rich.console import Console
 
 from staging_validation.acceptance.policy import DEFAULT_POLICY_PATH
 from staging_validation.campaign.rehearsal import RehearsalOutcome, rehearse
-from staging_validation.campaign.sensors import TAG_CAMPAIGN, TAG_HOUR, TAG_PHASE
-from staging_validation.campaigns import (
-    HOURLY_ASSET_PROBE_RECORDS,
-    HOURLY_ASSET_TELEMETRY_EVENTS,
-    hourly_asset_dir,
-    load_campaign_state,
-    stored_hours,
-)
+from staging_validation.campaign.run_tags import TAG_CAMPAIGN, TAG_HOUR, TAG_PHASE
+from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS, HOURLY_ASSET_TELEMETRY_EVENTS, CampaignLayout
+from staging_validation.lifecycle import CampaignStatus, load_campaign_state
 from staging_validation.simulator.profiles import load_profile
-from staging_validation.storage import campaign_dir
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +42,7 @@ class Rehearsal:
         self.outcome = outcome
         self.instance = instance
         self.data_root = data_root
-        self.folder = campaign_dir(data_root, outcome.campaign)
+        self.layout = CampaignLayout.of(data_root, outcome.campaign)
 
     @property
     def decision(self) -> dict:
@@ -61,7 +55,7 @@ class Rehearsal:
         return load_campaign_state(self.data_root, self.outcome.campaign)
 
     def alerts(self) -> list[dict]:
-        path = self.folder / "alerts.jsonl"
+        path = self.layout.alerts_file
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     def alert_rules(self) -> set[str]:
@@ -83,7 +77,7 @@ class Rehearsal:
                 for m in result.records]
 
     def extension_notices(self) -> int:
-        messages = (self.folder / "outbox").glob("*.eml")
+        messages = self.layout.outbox_dir.glob("*.eml")
         return sum(f"Staging extended {EXTENSION_HOURS} hours" in m.read_text() for m in messages)
 
     def report(self) -> str:
@@ -95,14 +89,14 @@ class Rehearsal:
         return report[start:report.index("\n## ", start + 1)]
 
     def probe_rows(self) -> pd.DataFrame:
-        folder = hourly_asset_dir(self.data_root, self.outcome.campaign, HOURLY_ASSET_PROBE_RECORDS)
+        folder = self.layout.hours_dir(HOURLY_ASSET_PROBE_RECORDS)
         return pd.concat([pq.read_table(path).to_pandas() for path in sorted(folder.glob("*.parquet"))])
 
     def assert_outputs_written(self) -> None:
         assert self.outcome.report_path.is_file()
-        charts = sorted(p.name for p in (self.folder / "charts").glob("*.png"))
-        assert len(charts) == 4 and all((self.folder / "charts" / name).stat().st_size > 0 for name in charts)
-        messages = list((self.folder / "outbox").glob("*.eml"))
+        charts = sorted(p.name for p in self.layout.report_file.parent.glob("charts/*.png"))
+        assert len(charts) == 4 and all(self.layout.chart_file(name).stat().st_size > 0 for name in charts)
+        messages = list(self.layout.outbox_dir.glob("*.eml"))
         assert messages, "no notification in the outbox"
         assert any(self.decision["decision"] in m.read_text() or "Staging" in m.read_text() for m in messages)
         for chart in charts:
@@ -148,15 +142,15 @@ def test_critical_fault_rejects_early_in_the_hour_it_was_injected(rehearsal, pro
     injected = fault_hour(profile)
     assert (run.decision["decision"], run.decision["rule"]) == ("REJECT", rule)
     assert run.gate(gate)["status"] == "FAIL"
-    assert run.state().early_stop["hour"] == injected
-    assert run.state().early_stop["gate"] == gate
+    assert run.state().early_stop.hour == injected
+    assert run.state().early_stop.gate == gate
     assert max(run.run_hours()) == injected, "a run was started for an hour after the early stop"
-    assert max(stored_hours(run.data_root, run.outcome.campaign, HOURLY_ASSET_TELEMETRY_EVENTS)) <= injected
+    assert max(run.layout.stored_hours(HOURLY_ASSET_TELEMETRY_EVENTS)) <= injected
     assert alert in run.alert_rules()
     if profile == "missing-pack":
         run.assert_outputs_written()
         # The outbox also holds the monitor's alert: look for the decision's message among them.
-        assert any("Staging failed at" in m.read_text() for m in (run.folder / "outbox").glob("*.eml"))
+        assert any("Staging failed at" in m.read_text() for m in run.layout.outbox_dir.glob("*.eml"))
 
 
 @pytest.mark.parametrize(("profile", "gate"), [("pack-fallback", 1), ("relationship-flap", 3)])
@@ -189,7 +183,7 @@ def test_extend_runs_the_extension_then_a_person_must_decide(rehearsal):
     assert (run.decision["decision"], run.decision["rule"]) == ("EXTEND", "extend.after_extension")
     assert run.gate(4)["status"] == "REVIEW"
     state = run.state()
-    assert (state.extension_count, state.extension_hours, state.status) == (1, EXTENSION_HOURS, "decided")
+    assert (state.extension_count, state.extension_hours, state.status) == (1, EXTENSION_HOURS, CampaignStatus.DECIDED)
     assert run.decision["observed_hours"] == list(range(hours + EXTENSION_HOURS))
     assert max(run.run_hours()) == hours + EXTENSION_HOURS - 1
     assert any("A person must decide" in item for item in run.decision["action_items"])
@@ -223,8 +217,7 @@ def test_telemetry_counts_equal_the_simulator_ground_truth(rehearsal, profile):
     assert (run.decision["decision"], run.decision["rule"]) == ("ACCEPT", "accept.all_pass")
     (stats_file,) = (run.data_root / "simulator" / run.outcome.campaign).glob("sim-*/final-stats.json")
     truth = json.loads(stats_file.read_text())
-    folder = hourly_asset_dir(run.data_root, run.outcome.campaign, HOURLY_ASSET_TELEMETRY_EVENTS)
-    assert stored_hours(run.data_root, run.outcome.campaign, HOURLY_ASSET_TELEMETRY_EVENTS) == list(range(HOURS))
+    assert run.layout.stored_hours(HOURLY_ASSET_TELEMETRY_EVENTS) == list(range(HOURS))
     # The capture files lines from before the campaign start (the simulator's negative hours) under hour 0;
     # lines after the last hour (while the verdict runs) belong to no stored hour.
     expected = {hour: Counter() for hour in range(HOURS)}
@@ -232,7 +225,8 @@ def test_telemetry_counts_equal_the_simulator_ground_truth(rehearsal, profile):
         if int(hour) < HOURS:
             expected[max(0, int(hour))].update(counts)
     for hour in range(HOURS):
-        stored = Counter(pq.read_table(folder / f"{hour:02d}.parquet", columns=["kind"]).column("kind").to_pylist())
+        table = pq.read_table(run.layout.hour_file(HOURLY_ASSET_TELEMETRY_EVENTS, hour), columns=["kind"])
+        stored = Counter(table.column("kind").to_pylist())
         assert stored == expected[hour], f"hour {hour}"
     if profile == "noisy-logs":
         assert truth["unparsed_lines"] > 0

@@ -9,12 +9,8 @@ import pyarrow.parquet as pq
 
 from staging_validation.campaign.partitions import campaign_hour_key
 from staging_validation.campaign.rehearsal import QUIET_RUN_CONFIG
-from staging_validation.campaigns import (
-    HOURLY_ASSET_PROBE_RECORDS,
-    HOURLY_ASSET_TELEMETRY_EVENTS,
-    hourly_asset_dir,
-    load_campaign_state,
-)
+from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS, HOURLY_ASSET_TELEMETRY_EVENTS, CampaignLayout
+from staging_validation.lifecycle import load_campaign_state
 from staging_validation.definitions import build_definitions
 
 HOUR_SECONDS = 3.0
@@ -36,8 +32,8 @@ def test_rematerializing_an_hour_is_idempotent_and_needs_only_stored_data(tmp_pa
             assert defs.resolve_job_def(job_name).execute_in_process(
                 instance=instance, partition_key=hour_zero, run_config=QUIET_RUN_CONFIG).success
         assert time.time() >= state.timing.hour_start_s(1)
-        assert pq.read_table(hourly_asset_dir(tmp_path, "resilient", HOURLY_ASSET_PROBE_RECORDS) / "00.parquet").num_rows
-        stored = hourly_asset_dir(tmp_path, "resilient", HOURLY_ASSET_TELEMETRY_EVENTS) / "00.parquet"
+        assert pq.read_table(CampaignLayout.of(tmp_path, "resilient").hour_file(HOURLY_ASSET_PROBE_RECORDS, 0)).num_rows
+        stored = CampaignLayout.of(tmp_path, "resilient").hour_file(HOURLY_ASSET_TELEMETRY_EVENTS, 0)
         before = pq.read_table(stored)
         assert before.num_rows > 50
 

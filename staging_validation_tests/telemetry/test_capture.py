@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from staging_validation.campaigns import CampaignState
+from staging_validation.lifecycle import CampaignState
 
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.config_files import ConfigError, validate_model

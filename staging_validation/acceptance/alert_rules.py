@@ -1,9 +1,10 @@
-"""The runbook's monitor loop as a pure function over one window of new telemetry and probe rows.
+"""The alert rules (the runbook's monitor.sh) as a pure function over one window of new telemetry and probe rows.
 
 Rules (thresholds from the policy's `monitor` section): more than 10 error lines → warning; any missing
 ContinuityPack → critical; more than 5 requests at or over 2000 ms → warning; an identity merge seen by a
 probe or in telemetry → critical. Two more that a person watching would not miss: probe requests that
-could not reach the target (a gap in the campaign) and 429 responses (the deployment throttles users). The caller feeds each 5-minute window once, so nothing is counted twice.
+could not reach the target (a gap in the campaign) and 429 responses (the deployment throttles users).
+The caller (`watch.windows`) feeds each 5-minute window once, so nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import pandas as pd
 
 from staging_validation.acceptance.gates import event_evidence, identity_merges, merge_evidence, record_evidence
 from staging_validation.acceptance.policy import Policy
-from staging_validation.schemas.outcome import Outcome
 from staging_validation.schemas.event_columns import EventKind
+from staging_validation.schemas.outcome import Outcome
 
 UNREACHABLE = (Outcome.CONNECTION_ERROR.value, Outcome.TIMEOUT.value)
 
@@ -41,7 +42,7 @@ def _severity(critical: bool) -> Severity:
     return "critical" if critical else "warning"
 
 
-def monitor_alerts(events_window: pd.DataFrame, records_window: pd.DataFrame, policy: Policy) -> list[Alert]:
+def window_alerts(events_window: pd.DataFrame, records_window: pd.DataFrame, policy: Policy) -> list[Alert]:
     rules = policy.monitor
     alerts = []
 

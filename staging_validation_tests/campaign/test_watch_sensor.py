@@ -1,10 +1,8 @@
-"""The campaign_monitor and campaign_clock sensors evaluated against a real instance and real log files."""
+"""The campaign_watch and campaign_clock sensors evaluated against a real instance and real log files."""
 
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 
 import dagster as dg
@@ -14,19 +12,17 @@ import pytest
 from staging_validation.acceptance.policy import load_policy
 from staging_validation.campaign.jobs import CampaignLaunchConfig, register_campaign
 from staging_validation.campaign.resources import CampaignStore
-from staging_validation.campaign.sensors import (
-    SENSOR_INTERVAL_ENV,
-    campaign_clock,
-    campaign_monitor,
-    monitor_campaign,
-    sensor_interval_s,
-)
-from staging_validation.campaigns import load_campaign_state
-from staging_validation.schemas.timing import CampaignTiming
+from staging_validation.campaign.sensors import SENSOR_INTERVAL_ENV, campaign_clock, sensor_interval_s
+from staging_validation.campaign.watch_sensor import campaign_watch, watch_campaign
 from staging_validation.config_files import ConfigError
 from staging_validation.definitions import build_definitions
 from staging_validation.hour_runner import log_follower, target_profile
-from staging_validation.watch import CampaignMonitor, with_hour
+from staging_validation.lifecycle import load_campaign_state
+from staging_validation.schemas.timing import CampaignTiming
+from staging_validation.storage import atomic_write_text
+from staging_validation.watch.alert_batches import deliver_alert_batch
+from staging_validation.watch.telemetry_watch import TelemetryWatch
+from staging_validation.watch.windows import with_hour
 
 HOUR_SECONDS = 600.0  # long hours: the whole test happens inside hour 0
 MISSING_PACK = "[Staging] ContinuityPack missing: no continuity pack for request"
@@ -53,38 +49,51 @@ def watched_campaign(tmp_path, campaign: str = "watched"):
     return store, state, log
 
 
-def test_monitor_alerts_once_on_new_lines_and_a_missing_pack_stops_the_campaign(tmp_path):
+def run_requested(defs, instance, request: dg.RunRequest) -> None:
+    """Execute a requested run as the daemon would launch it: its job, config and tags."""
+    assert defs.resolve_job_def(request.job_name).execute_in_process(
+        instance=instance, run_config=request.run_config, tags=request.tags,
+        partition_key=request.partition_key).success
+
+
+def test_watch_alerts_once_on_new_lines_and_a_missing_pack_stops_the_campaign(tmp_path):
     store, _, log = watched_campaign(tmp_path)
     defs = build_definitions(store.data_root)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("campaign", ["watched"])
-        assert tick(campaign_monitor, instance, defs).skip_message
+        assert tick(campaign_watch, instance, defs).skip_message
 
         with log.open("a") as handle:
             handle.writelines(pino("Unhandled error in chat handler", level=50, reqId=f"req-{n}") for n in range(11))
-        first = tick(campaign_monitor, instance, defs)
+        first = tick(campaign_watch, instance, defs)
         (observation,) = first.asset_events
         assert observation.asset_key == dg.AssetKey("monitor_alerts") and observation.partition == "watched"
         assert [a["rule"] for a in store.read_alerts("watched")] == ["monitor.errors"]
-        outbox = list((store.campaign_dir("watched") / "outbox").glob("*.eml"))
-        assert len(outbox) == 1 and "monitor.errors" in outbox[0].read_text()
+        # The tick stored the alert and asks for a notification run; the run sends it.
+        outbox = store.layout("watched").outbox_dir
+        assert not outbox.exists()
+        (request,) = first.run_requests
+        assert request.job_name == "campaign_alert_notifications" and request.run_key.startswith("watched:alerts:")
+        run_requested(defs, instance, request)
+        messages = list(outbox.glob("*.eml"))
+        assert len(messages) == 1 and "monitor.errors" in messages[0].read_text()
 
         # The same window again, nothing new: no second alert for what was already reported.
-        assert tick(campaign_monitor, instance, defs).skip_message
+        assert tick(campaign_watch, instance, defs).skip_message
         assert len(store.read_alerts("watched")) == 1
 
         with log.open("a") as handle:
             handle.write(pino(MISSING_PACK, level=50, reqId="req-99", hashedUserId="u1"))
-        tick(campaign_monitor, instance, defs)
+        tick(campaign_watch, instance, defs)
         alerts = store.read_alerts("watched")
         assert [(a["severity"], a["rule"]) for a in alerts][-1] == ("critical", "monitor.missing_pack")
         state = load_campaign_state(tmp_path / "data", "watched")
         assert state.status == "stopped"
-        assert (state.early_stop["rule"], state.early_stop["hour"], state.early_stop["gate"]) == (
+        assert (state.early_stop.rule, state.early_stop.hour, state.early_stop.gate) == (
             "early_stop.missing_pack", 0, 1)
 
         # A stopped campaign is no longer watched; the clock ingests hour 0 and requests the verdict.
-        assert tick(campaign_monitor, instance, defs).skip_message
+        assert tick(campaign_watch, instance, defs).skip_message
         requests = tick(campaign_clock, instance, defs).run_requests
         assert [r.run_key for r in requests] == ["watched:hour:00", "watched:verdict:early"]
 
@@ -95,51 +104,40 @@ def test_an_unreadable_log_is_one_warning_not_a_failing_sensor(tmp_path):
     register_campaign(store, CampaignLaunchConfig(campaign="blind", telemetry_path=str(tmp_path / "absent.log"),
                                                   hour_seconds=HOUR_SECONDS))
     with dg.instance_for_test() as instance:
-        tick(campaign_monitor, instance, defs)
-        tick(campaign_monitor, instance, defs)
+        tick(campaign_watch, instance, defs)
+        tick(campaign_watch, instance, defs)
     alerts = store.read_alerts("blind")
     assert [(a["severity"], a["rule"]) for a in alerts] == [("warning", "monitor.telemetry_unavailable")]
     assert "absent.log" in alerts[0]["message"]
 
 
-def test_an_early_stop_and_its_alert_are_stored_before_a_silent_smtp_server_is_answered(tmp_path):
-    store, state, log = watched_campaign(tmp_path, "stopping")
-    with socket.socket() as silent:  # accepts connections and never greets: the send waits on it
-        silent.bind(("127.0.0.1", 0))
-        silent.listen()
-        silent.settimeout(20)
-        notification = {"smtp_host": "127.0.0.1", "smtp_port": silent.getsockname()[1], "smtp_starttls": False,
-                        "recipients": ["ops@example.com"], "retries": 0}
-        state = state.model_copy(update={"settings": {**state.settings, "notification": notification}})
-        store.save(state)
-        with log.open("a") as handle:
-            handle.write(pino(MISSING_PACK, level=50, reqId="req-1", hashedUserId="u1"))
-        stepping = threading.Thread(target=monitor_campaign, args=(store, state))
-        stepping.start()
-        connection, _ = silent.accept()  # the step is sending now, and stays there until we hang up
-        assert store.load("stopping").status == "stopped"
-        assert [a["rule"] for a in store.read_alerts("stopping")] == ["monitor.missing_pack"]
-        # The step is not committed while it sends; an evaluation meanwhile (a tick after a timed-out
-        # one) leaves the campaign to it instead of raising the same alert again.
-        monitor = CampaignMonitor(store.data_root, state, log_follower(store.data_root, state),
-                                  target_profile(state).telemetry, load_policy())
-        with monitor.exclusive() as alone:
-            assert not alone
-        assert monitor_campaign(store, state) == []
-        connection.close()
-        stepping.join(timeout=30)
-        assert not stepping.is_alive()
-    (message,) = (store.campaign_dir("stopping") / "outbox").glob("*.eml")
-    assert "X-Delivery-Status: failed: smtp failed: SMTPServerDisconnected" in message.read_text()
-    assert monitor_campaign(store, state) == []  # committed: nothing is raised twice
-    assert len(store.read_alerts("stopping")) == 1
+def test_a_step_under_way_elsewhere_makes_a_second_one_a_no_op(tmp_path):
+    store, state, log = watched_campaign(tmp_path, "stepping")
+    with log.open("a") as handle:
+        handle.write(pino(MISSING_PACK, level=50, reqId="req-1", hashedUserId="u1"))
+    watch = TelemetryWatch(store.data_root, state, log_follower(store.data_root, state),
+                           target_profile(state).telemetry, load_policy())
+    # An evaluation that outlived its tick still holds the step: the next one leaves the campaign to it
+    # instead of raising the same alert again.
+    with watch.exclusive() as alone:
+        assert alone
+        assert watch_campaign(store, state) == ([], None)
+    raised, batch = watch_campaign(store, state)
+    assert [a["rule"] for a in raised] == ["monitor.missing_pack"] and batch is not None
+    assert watch_campaign(store, state) == ([], None)  # committed: nothing is raised twice
+    assert len(store.read_alerts("stepping")) == 1
+    deliveries = deliver_alert_batch(store.layout("stepping"), state.settings.notification, batch)
+    assert [d.status for d in deliveries] == ["not-configured"]
+    # The batch is delivered: a re-run of its notification job sends nothing again.
+    assert deliver_alert_batch(store.layout("stepping"), state.settings.notification, batch) == deliveries
+    assert len(list(store.layout("stepping").outbox_dir.glob("*.eml"))) == 1
 
 
 def test_a_step_cut_short_before_its_commit_is_judged_again_without_counting_twice(tmp_path):
     store, state, log = watched_campaign(tmp_path)
     with log.open("a") as handle:
         handle.writelines(pino("Unhandled error in chat handler", level=50, reqId=f"req-{n}") for n in range(11))
-    monitor = CampaignMonitor(store.data_root, state, log_follower(store.data_root, state),
+    monitor = TelemetryWatch(store.data_root, state, log_follower(store.data_root, state),
                               target_profile(state).telemetry, load_policy(None))
     (first,) = monitor.step().alerts
     (again,) = monitor.step().alerts
@@ -156,9 +154,9 @@ def test_lines_lost_to_a_log_truncated_between_ticks_raise_a_warning(tmp_path):
     store, _, log = watched_campaign(tmp_path)
     defs = build_definitions(store.data_root)
     with dg.instance_for_test() as instance:
-        tick(campaign_monitor, instance, defs)
+        tick(campaign_watch, instance, defs)
         log.write_text(pino("written after a truncation that nothing copied"))
-        tick(campaign_monitor, instance, defs)
+        tick(campaign_watch, instance, defs)
     alerts = store.read_alerts("watched")
     assert [(a["severity"], a["rule"]) for a in alerts] == [("warning", "monitor.telemetry_lost")]
     assert "lost" in alerts[0]["message"]
@@ -184,7 +182,7 @@ def test_one_unreadable_campaign_is_logged_and_skipped_while_the_others_run(tmp_
         requests = tick(campaign_clock, instance, defs).run_requests
         assert [r.run_key for r in requests] == ["good:probes:00"]
         clock_log = capfd.readouterr().err
-        tick(campaign_monitor, instance, defs)
+        tick(campaign_watch, instance, defs)
         monitor_log = capfd.readouterr().err
     for log in (clock_log, monitor_log):
         assert log.count("'corrupt' skipped") == 1 and "unreadable campaign state" in log
@@ -204,20 +202,24 @@ def test_a_campaign_with_broken_settings_is_reported_while_the_others_are_watche
         named = str(policy)
     else:
         section = breakage.split()[1]
-        changed = {**broken.settings[section], "webhook_url": "http://127.0.0.1/hook"}  # a key since removed
-        store.save(broken.model_copy(update={"settings": {**broken.settings, section: changed}}))
-        named = f"settings.{section}"
+        stored = json.loads(broken.model_dump_json())
+        stored["settings"][section]["webhook_url"] = "http://127.0.0.1/hook"  # a key since removed
+        atomic_write_text(store.layout("broken").state_file, json.dumps(stored))
+        named = f"settings.{section}.webhook_url"
     defs = build_definitions(store.data_root)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("campaign", ["good", broken.campaign])
         with log.open("a") as handle:
             handle.writelines(pino("Unhandled error in chat handler", level=50, reqId=f"req-{n}") for n in range(11))
-        result = tick(campaign_monitor, instance, defs)
+        result = tick(campaign_watch, instance, defs)
     assert [event.partition for event in result.asset_events] == ["good"]
     assert [a["rule"] for a in store.read_alerts("good")] == ["monitor.errors"]
     assert store.read_alerts("broken") == []  # refused before its step stored anything
     log_text = capfd.readouterr().err
-    assert "broken: not monitored this tick" in log_text and named in log_text
+    # A policy that cannot be read stops the watch of its campaign; stored settings that no longer validate
+    # make its state unreadable, so the campaign is skipped naming the file and the field.
+    problem = "broken: not watched this tick" if breakage == "policy file gone" else "'broken' skipped"
+    assert problem in log_text and named in log_text
 
 
 @pytest.mark.parametrize("configured", ["5s", "0", ""])

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from staging_validation.acceptance.monitor import monitor_alerts
+from staging_validation.acceptance.alert_rules import window_alerts
 from staging_validation.acceptance.policy import Policy
 from staging_validation_tests.acceptance.acceptance_tables import events, identity_rows, records
 
@@ -40,12 +40,12 @@ def completed(durations):
     ],
 )
 def test_monitor_rules(rows, expected):
-    alerts = monitor_alerts(events(rows), NO_RECORDS, POLICY)
+    alerts = window_alerts(events(rows), NO_RECORDS, POLICY)
     assert [(a.severity, a.rule, a.count) for a in alerts] == expected
 
 
 def test_identity_merge_seen_by_a_probe_is_critical():
-    alerts = monitor_alerts(events([]), records(identity_rows(hour=3, merged=True)), POLICY)
+    alerts = window_alerts(events([]), records(identity_rows(hour=3, merged=True)), POLICY)
     assert [(a.severity, a.rule) for a in alerts] == [("critical", "monitor.identity_merge")]
     assert "vi-3-discord" in alerts[0].message and alerts[0].evidence
 
@@ -53,14 +53,14 @@ def test_identity_merge_seen_by_a_probe_is_critical():
 def test_alert_time_is_the_first_offending_line_and_evidence_shows_lines():
     rows = [{"kind": "pack_missing", "level": 50, "time": "2026-11-20T08:03:00Z", "hour": 8},
             {"kind": "pack_missing", "level": 50, "time": "2026-11-20T08:01:00Z", "hour": 8}]
-    (alert,) = monitor_alerts(events(rows), NO_RECORDS, POLICY)
+    (alert,) = window_alerts(events(rows), NO_RECORDS, POLICY)
     assert alert.time_ms == pd.Timestamp("2026-11-20T08:01:00Z").value // 1_000_000
     assert alert.evidence[0]["time"].startswith("2026-11-20T08:01:00")
 
 
 def test_monitor_thresholds_and_severities_come_from_the_policy():
     policy = Policy.model_validate({"monitor": {"errors_warning_above": 2, "missing_pack_critical": False}})
-    alerts = monitor_alerts(events(error_lines(3) + [{"kind": "pack_missing", "level": 50}]), NO_RECORDS, policy)
+    alerts = window_alerts(events(error_lines(3) + [{"kind": "pack_missing", "level": 50}]), NO_RECORDS, policy)
     assert [(a.severity, a.rule, a.count) for a in alerts] == [("warning", "monitor.errors", 4),
                                                                 ("warning", "monitor.missing_pack", 1)]
 
@@ -84,5 +84,5 @@ def probe_rows(outcomes):
     ],
 )
 def test_unreachable_target_and_rate_limiting_rules(record_outcomes, event_rows, expected):
-    alerts = monitor_alerts(events(event_rows), records(probe_rows(record_outcomes)), POLICY)
+    alerts = window_alerts(events(event_rows), records(probe_rows(record_outcomes)), POLICY)
     assert [(a.severity, a.rule, a.count) for a in alerts] == expected

@@ -1,8 +1,8 @@
-"""The background monitor's step over new telemetry only (no Dagster import).
+"""A campaign's telemetry watch: one step over new telemetry and probe rows only (no Dagster import).
 
 The runbook's monitor.sh re-greps the whole log every 5 minutes; here each step reads only the bytes
-captured since the previous step, so its cost does not grow with the log. The rules themselves
-(`acceptance.monitor.monitor_alerts`) apply per 5-campaign-minute window of event time; the events of
+captured since the previous step, so its cost does not grow with the log. The alert rules
+(`acceptance.alert_rules`) apply per 5-campaign-minute window of event time (`watch.windows`); the events of
 windows that may still receive lines are kept in a small buffer between steps, so a window split
 across two steps is judged whole. Each (rule, window) alerts once.
 
@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import fcntl
 import io
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,66 +26,31 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from staging_validation.acceptance.alert_rules import Alert
 from staging_validation.acceptance.decision import early_stop
-from staging_validation.acceptance.monitor import Alert, monitor_alerts
 from staging_validation.acceptance.policy import Policy
-from staging_validation.campaigns import HOURLY_ASSET_PROBE_RECORDS, CampaignState, hourly_asset_dir
-from staging_validation.schemas.timing import CampaignTiming
-from staging_validation.schemas.probe_records import RECORD_SCHEMA
-from staging_validation.storage import atomic_write_bytes, atomic_write_text, campaign_dir
-from staging_validation.telemetry.capture import CaptureError, LogFollower
+from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS, CampaignLayout
+from staging_validation.lifecycle import CampaignState, EarlyStop
 from staging_validation.schemas.events import EVENT_SCHEMA
+from staging_validation.schemas.probe_records import RECORD_SCHEMA
 from staging_validation.schemas.telemetry_mapping import TelemetryMapping
+from staging_validation.storage import atomic_write_bytes, local_path
+from staging_validation.telemetry.capture import CaptureError, LogFollower
 from staging_validation.telemetry.parse import parse_log
-
-MONITOR_STATE_DIR = "monitor"
-
-
-def _epoch_ms(frame: pd.DataFrame) -> pd.Series:
-    return frame["time"].astype("datetime64[ms, UTC]").astype("int64")
-
-
-def with_hour(frame: pd.DataFrame, timing: CampaignTiming) -> pd.DataFrame:
-    """The frame with its campaign `hour` column, derived from each row's time."""
-    hours = timing.hour_of_ms(_epoch_ms(frame)) if len(frame) else []
-    return frame.assign(hour=pd.Series(hours, index=frame.index, dtype="int64"))
-
-
-def alerts_by_window(
-    events: pd.DataFrame, records: pd.DataFrame, timing: CampaignTiming, policy: Policy
-) -> list[tuple[int, Alert]]:
-    """The monitor rules applied to every 5-minute window present in the data."""
-    window_ms = timing.scale(policy.monitor.window_seconds) * 1000
-    event_windows = (_epoch_ms(events) - timing.start_ms) // window_ms if len(events) else pd.Series(dtype="int64")
-    record_windows = (_epoch_ms(records) - timing.start_ms) // window_ms if len(records) else pd.Series(dtype="int64")
-    found = []
-    for window in sorted(set(event_windows.tolist()) | set(record_windows.tolist())):
-        window_events = events[event_windows == window] if len(events) else events
-        window_records = records[record_windows == window] if len(records) else records
-        for alert in monitor_alerts(window_events, window_records, policy):
-            found.append((int(window), alert))
-    return found
+from staging_validation.watch.cursor import WatchCursor, load_watch_cursor, save_watch_cursor
+from staging_validation.watch.windows import alerts_by_window, epoch_ms, with_hour
 
 
 @dataclasses.dataclass
-class MonitorCursor:
-    raw_offsets: dict[str, int] = dataclasses.field(default_factory=dict)  # raw hour file -> bytes read
-    record_mtimes: dict[str, float] = dataclasses.field(default_factory=dict)  # probe partition -> mtime seen
-    alerted: list[str] = dataclasses.field(default_factory=list)  # "<rule>@<window>" already raised
-    # The open-window buffer that goes with these offsets: each commit writes a new one, then the cursor.
-    open_windows: str = "open_windows.parquet"
-
-
-@dataclasses.dataclass
-class MonitorStep:
+class WatchStep:
     alerts: list[Alert]  # raised for the first time
-    early_stop: dict | None  # the early stop a critical alert calls for (acceptance.decision.EarlyStop)
-    cursor: MonitorCursor  # where the next step starts, once committed
+    early_stop: EarlyStop | None  # the early stop a critical alert calls for
+    cursor: WatchCursor  # where the next step starts, once committed
     open_windows: pa.Table  # events of the windows that may still receive lines
 
 
-class CampaignMonitor:
-    """One campaign's monitor; its cursor and open-window buffers live in the campaign folder."""
+class TelemetryWatch:
+    """One campaign's watch; its cursor and open-window buffers live in the campaign's monitor folder."""
 
     def __init__(self, data_root: str | Path, state: CampaignState, follower: LogFollower,
                  mapping: TelemetryMapping, policy: Policy):
@@ -95,8 +59,9 @@ class CampaignMonitor:
         self.follower = follower
         self.mapping = mapping
         self.policy = policy
-        self.folder = campaign_dir(data_root, state.campaign) / MONITOR_STATE_DIR
-        self.cursor_path = self.folder / "cursor.json"
+        self.layout = CampaignLayout.of(data_root, state.campaign)
+        self.folder = local_path(self.layout.monitor_dir)
+        self.cursor_path = local_path(self.layout.monitor_cursor_file)
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[bool]:
@@ -114,12 +79,7 @@ class CampaignMonitor:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _load_cursor(self) -> MonitorCursor:
-        if not self.cursor_path.exists():
-            return MonitorCursor()
-        return MonitorCursor(**json.loads(self.cursor_path.read_text(encoding="utf-8")))
-
-    def _new_events(self, cursor: MonitorCursor) -> pa.Table:
+    def _new_events(self, cursor: WatchCursor) -> pa.Table:
         tables = []
         for raw_file in sorted((self.follower.store_dir / "raw").glob("*.log")):
             start = cursor.raw_offsets.get(raw_file.name, 0)
@@ -136,9 +96,9 @@ class CampaignMonitor:
             tables.append(pq.read_table(buffer_path, schema=EVENT_SCHEMA))
         return pa.concat_tables(tables) if tables else EVENT_SCHEMA.empty_table()
 
-    def _new_records(self, cursor: MonitorCursor) -> pd.DataFrame:
+    def _new_records(self, cursor: WatchCursor) -> pd.DataFrame:
         frames = []
-        folder = hourly_asset_dir(self.data_root, self.state.campaign, HOURLY_ASSET_PROBE_RECORDS)
+        folder = local_path(self.layout.hours_dir(HOURLY_ASSET_PROBE_RECORDS))
         for path in sorted(folder.glob("*.parquet")):
             mtime = path.stat().st_mtime
             if cursor.record_mtimes.get(path.name) == mtime:
@@ -149,10 +109,10 @@ class CampaignMonitor:
             return RECORD_SCHEMA.empty_table().to_pandas()
         return pd.concat(frames, ignore_index=True)
 
-    def step(self) -> MonitorStep:
+    def step(self) -> WatchStep:
         """Capture what is new, judge it: the alerts not raised before, and the early stop they call for."""
-        cursor = self._load_cursor()
-        found = []
+        cursor = load_watch_cursor(self.cursor_path, self.state.campaign)
+        found: list[tuple[object, Alert]] = []  # (the window or problem it is keyed by, the alert)
         now_ms = int(time.time() * 1000)
         try:
             chunk = self.follower.poll()
@@ -179,13 +139,11 @@ class CampaignMonitor:
                 raised.append(alert)
         stop = None
         if any(alert.severity == "critical" for alert in raised):
-            critical = early_stop(records, events, self.policy)
-            if critical is not None:
-                stop = json.loads(json.dumps(dataclasses.asdict(critical), default=str))
+            stop = early_stop(records, events, self.policy)
         open_windows = self._open_windows(events_table, timing.scale(self.policy.monitor.window_seconds) * 1000)
-        return MonitorStep(raised, stop, cursor, open_windows)
+        return WatchStep(raised, stop, cursor, open_windows)
 
-    def commit(self, step: MonitorStep) -> None:
+    def commit(self, step: WatchStep) -> None:
         """Store where the next step starts: a new open-window buffer, then the cursor naming it (so a crash
         leaves the previous pair whole), then drop every other buffer."""
         buffer_name = f"open_windows-{time.time_ns()}.parquet"
@@ -193,7 +151,7 @@ class CampaignMonitor:
         pq.write_table(step.open_windows, sink)
         atomic_write_bytes(self.folder / buffer_name, sink.getvalue())
         cursor = dataclasses.replace(step.cursor, open_windows=buffer_name)
-        atomic_write_text(self.cursor_path, json.dumps(dataclasses.asdict(cursor)))
+        save_watch_cursor(self.cursor_path, cursor)
         for stale in self.folder.glob("open_windows*.parquet"):
             if stale.name != buffer_name:
                 stale.unlink(missing_ok=True)
@@ -205,5 +163,5 @@ class CampaignMonitor:
         oldest_open_ms = timing.start_ms + (current - 1) * window_ms
         frame = events.to_pandas()
         if len(frame):
-            frame = frame[_epoch_ms(frame) >= oldest_open_ms]
+            frame = frame[epoch_ms(frame) >= oldest_open_ms]
         return pa.Table.from_pandas(frame, schema=EVENT_SCHEMA, preserve_index=False)
