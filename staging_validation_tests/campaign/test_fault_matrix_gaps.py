@@ -22,15 +22,15 @@ from staging_validation.campaign.jobs import CampaignLaunchConfig, register_camp
 from staging_validation.campaign.partitions import campaign_partitions
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaign.sensors import campaign_clock
-from staging_validation.campaigns import CampaignState, save_campaign_state
+from staging_validation.lifecycle import CampaignState, CampaignStatus, transition
 from staging_validation.cli import main
 from staging_validation.definitions import build_definitions
+from staging_validation.layout import CampaignLayout
 from staging_validation.plan import MIN_HOUR_SECONDS
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.validator_gaps import GAP_ALERT_RULE, ValidatorCoverage, validator_coverage
-from staging_validation_tests.acceptance.acceptance_tables import events, healthy_campaign, records
-from staging_validation_tests.acceptance.test_acceptance_cli import store_campaign
-from staging_validation_tests.campaign.test_monitor_sensor import tick
+from staging_validation_tests.acceptance.acceptance_tables import events, healthy_campaign, records, store_campaign
+from staging_validation_tests.campaign.test_watch_sensor import tick
 
 POLICY = load_policy(None)
 
@@ -54,18 +54,18 @@ def test_a_healthy_target_whose_probe_runs_all_ran_late_is_inconclusive_not_exte
     assert evidence.validator.probe_coverage == 0 and evidence.validator.telemetry_coverage == 1
     result = CliRunner().invoke(main, ["verdict", "--campaign", "late-probes", "--data-root", str(tmp_path)])
     assert result.exit_code == EXIT_CODES["INCONCLUSIVE"] == 5, result.output
-    # The same campaign judged again after an extension is still not a REJECT.
-    extended = judge_campaign(tmp_path, "late-probes").state.model_copy(update={"extension_count": 1})
-    save_campaign_state(tmp_path, extended)
-    assert judge_campaign(tmp_path, "late-probes").decision.rule == "inconclusive.validator"
+    # The same campaign judged after an extension is still not a REJECT.
+    store_campaign(tmp_path, "late-probes-extended", records([]).iloc[0:0], healthy_events, planned_hours=3,
+                   extension_count=1)
+    assert judge_campaign(tmp_path, "late-probes-extended").decision.rule == "inconclusive.validator"
 
 
 def test_the_report_states_probe_and_telemetry_coverage_apart_and_what_the_validator_missed(tmp_path):
     _, healthy_events = healthy_campaign(hours=3)
     store_campaign(tmp_path, "late-probes", records([]).iloc[0:0], healthy_events, planned_hours=3)
-    evidence = judge_campaign(tmp_path / "", "late-probes")
+    evidence = judge_campaign(tmp_path, "late-probes")
     message = compose_decision_message(evidence.decision, evidence.gates, POLICY, "late-probes", [0, 1, 2])
-    paths = write_campaign_outputs(tmp_path / "out", evidence, message)
+    paths = write_campaign_outputs(CampaignLayout.of(tmp_path, "late-probes"), evidence, message)
     report = paths["report"].read_text()
     assert "| Probe coverage | 0%: 0 of 6 due probe steps ran in their hour |" in report
     assert "| Telemetry coverage | 100%: 3 of 3 hours ingested |" in report
@@ -140,7 +140,8 @@ def test_a_campaign_whose_runs_keep_failing_is_stopped_as_validator_failed_and_q
     log.write_text("")
     state = registered(store, hours_ago=4.2, hour_seconds=30.0, campaign="broken", telemetry_path=str(log))
     # The stored settings break after the launch: every hour run of this campaign now fails for real.
-    store.save(state.model_copy(update={"settings": {**state.settings, "target_profile": str(tmp_path / "gone.yaml")}}))
+    broken = state.settings.model_copy(update={"target_profile": str(tmp_path / "gone.yaml")})
+    transition(store.data_root, "broken", lambda s: s.model_copy(update={"settings": broken}), "break its settings")
     defs = build_definitions(store.data_root)
     hour_job = defs.resolve_job_def("campaign_hour")
     with dg.instance_for_test() as instance:
@@ -153,8 +154,11 @@ def test_a_campaign_whose_runs_keep_failing_is_stopped_as_validator_failed_and_q
             assert not result.success
         requests = tick(campaign_clock, instance, defs).run_requests
     stopped = store.load("broken")
-    assert stopped.status == "validator_failed" and "3 runs of the campaign failed in a row" in stopped.validator_failure
-    assert [r.run_key for r in requests] == ["broken:verdict:validator_failed"]
+    assert stopped.status is CampaignStatus.VALIDATOR_FAILED
+    assert "3 runs of the campaign failed in a row" in stopped.validator_failure.reason
+    assert requests == []  # final: no doomed hour run and no extension is queued
+    rejudged = judge_campaign(store.data_root, "broken")
+    assert (rejudged.decision.decision, rejudged.decision.rule) == ("INCONCLUSIVE", "inconclusive.validator_failed")
     assert any(a["rule"] == "monitor.validator_failed" for a in store.read_alerts("broken"))
 
 
