@@ -236,8 +236,8 @@ def validator_coverage(planned_hours: int, judged_hours: int, hours_ended: int, 
 
 
 def consecutive_failures(outcomes: Iterable[tuple[str, bool]]) -> list[str]:
-    """The run keys of the trailing run of failures among (run key, failed) in the order the runs ended,
-    each key judged by its last run (a retry that succeeded clears its key's failure)."""
+    """The keys of the trailing run of failures among (key, failed) in the order the runs ended, each key
+    judged by its last run (a retry that succeeded clears its key's failure)."""
     last: dict[str, bool] = {}
     for key, failed in outcomes:
         last.pop(key, None)
@@ -256,5 +256,6 @@ def validator_failure(outcomes: Iterable[tuple[str, bool]],
     failing = consecutive_failures(outcomes)
     if len(failing) < threshold:
         return None
-    return (f"validator_failed: {len(failing)} runs of the campaign failed in a row ({', '.join(failing[-threshold:])}); "
-            "the validator cannot collect this campaign's evidence, so it is stopped instead of extended")
+    return (f"validator_failed: {len(failing)} runs of the campaign failed in a row, retries included "
+            f"(last: {', '.join(failing[-threshold:])}); the validator cannot collect this campaign's evidence, "
+            "so it is stopped instead of extended")

