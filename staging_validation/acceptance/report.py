@@ -13,15 +13,15 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from staging_validation.acceptance.alert_rules import Alert
 from staging_validation.acceptance.decision import Decision
 from staging_validation.acceptance.gates import GateResult, ambiguity_checks_counted, percent_text
-from staging_validation.acceptance.alert_rules import Alert
 from staging_validation.acceptance.notify import Message
 from staging_validation.layout import CHARTS_DIR, CampaignLayout
 from staging_validation.lifecycle import CampaignState
+from staging_validation.schemas.event_columns import EventKind
 from staging_validation.storage import DataPath, atomic_write_bytes, atomic_write_text
 from staging_validation.telemetry.aggregates import final_metrics, render_final_metrics_text
-from staging_validation.schemas.event_columns import EventKind
 from staging_validation.validator_gaps import ValidatorCoverage
 
 CHART_FILES = {

@@ -12,8 +12,8 @@ from staging_validation.campaign.partitions import campaign_partitions
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.config_files import ConfigError, validate_model
 from staging_validation.lifecycle import MAX_CAMPAIGN_HOURS, CampaignSettings, CampaignState, register_campaign_state
-from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.plan import MIN_HOUR_SECONDS, RUNBOOK_HOUR_SECONDS, hour_seconds_problem
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.storage import validate_campaign_id
 from staging_validation.target.client import bearer_token, resolve_base_url
 from staging_validation.target.profile import load_target_profile
@@ -70,7 +70,8 @@ class CampaignLaunchConfig(dg.Config):
     policy: str = pydantic.Field(default="", description="Acceptance policy YAML; empty: the shipped policy.")
     # No pydantic bounds here: Dagster would raise them as the chained cause of a step error; the launch
     # checks them itself (`launch_problems`) and fails with the problem as the message.
-    hours: int = pydantic.Field(default=24, description=f"Planned campaign hours before the verdict, 1 to {MAX_PLANNED_HOURS}.")
+    hours: int = pydantic.Field(default=24,
+                                description=f"Planned campaign hours before the verdict, 1 to {MAX_PLANNED_HOURS}.")
     hour_seconds: float = pydantic.Field(
         default=3600.0,
         description=f"Length of a campaign hour in seconds, {MIN_HOUR_SECONDS:g} (the measured floor) to "

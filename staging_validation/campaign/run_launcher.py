@@ -27,7 +27,7 @@ def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
         metadata = event.engine_event_data.metadata if event and event.engine_event_data else {}
         pid = metadata.get("pid")
         if pid is not None and str(pid.value).isdigit():
-            return int(pid.value)
+            return int(str(pid.value))
     return None
 
 

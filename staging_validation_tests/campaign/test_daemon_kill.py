@@ -5,6 +5,7 @@ run is failed by run monitoring instead of holding its slot, and no run key is r
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -22,10 +23,11 @@ from staging_validation.validator_gaps import NOT_RECORDED
 from staging_validation_tests.campaign.test_daemon_e2e import BIN, REPO, dagster_home, wait_until  # noqa: F401
 
 CAMPAIGN = "kill-e2e"
-HOURS = 3  # 0 deploy, 1 smoke loop (the run killed), 2 prompt set (missed while the daemon is down)
+HOURS = 2  # 0 deploy, 1 smoke loop: one is probed by the run killed, the other missed while the daemon is down
 HOUR_SECONDS = 20.0
-# Every hour run starts a worker and a process per step: on a loaded 2-CPU machine one takes minutes.
-DEADLINE_S = 600
+# Every run starts a worker and a process per step: on a loaded 2-CPU machine (load 30) the verdict alone
+# took over 5 minutes, so the deadlines are generous; the test waits on conditions, never on time.
+DEADLINE_S = 1200
 
 
 def start_daemon(env: dict, log_path) -> subprocess.Popen:
@@ -77,25 +79,30 @@ def test_kill_9_of_the_daemon_and_a_run_is_a_named_validator_gap_not_a_verdict_a
             timing = CampaignTiming(**state["timing"])
             processes = {daemon_log: daemons[0]}
 
-            def smoke_loop_worker() -> int | None:
-                record = run_by_key(instance, f"{CAMPAIGN}:probes:01")
-                if record is None or record.dagster_run.status != dg.DagsterRunStatus.STARTED:
-                    return None
-                return worker_pid(instance, record.dagster_run.run_id)
+            def running_probe_worker() -> tuple[int, int] | None:
+                """(hour, worker pid) of the campaign's first probe run that is running."""
+                for record in runs_of(instance):
+                    run = record.dagster_run
+                    if run.job_name == "campaign_probes" and run.status == dg.DagsterRunStatus.STARTED:
+                        pid = worker_pid(instance, run.run_id)
+                        if pid is not None:
+                            return int(run.tags["staging-validation/hour"]), pid
+                return None
 
-            pid = wait_until(smoke_loop_worker, DEADLINE_S, "hour 1's probe run running", processes)
+            killed_hour, pid = wait_until(running_probe_worker, DEADLINE_S, "a probe run running", processes)
             killed_at = time.monotonic()
             daemons[0].send_signal(signal.SIGKILL)
             os.kill(pid, signal.SIGKILL)
             daemons[0].wait(timeout=10)
-            # The daemon stays down until hour 2 (the prompt set) is over: no run is launched for it.
-            wait_until(lambda: timing.campaign_seconds() >= 3 * 3600, DEADLINE_S, "the end of hour 2")
+            # The daemon stays down until every planned hour is over: the hours after the killed run's get
+            # no probe run at all.
+            wait_until(lambda: timing.campaign_seconds() >= HOURS * 3600, DEADLINE_S, "the end of the planned hours")
             restart = time.monotonic()
             daemons.append(start_daemon(env, daemon_log))
             processes = {daemon_log: daemons[1]}
 
             def killed_run_failed() -> bool:
-                record = run_by_key(instance, f"{CAMPAIGN}:probes:01")
+                record = run_by_key(instance, f"{CAMPAIGN}:probes:{killed_hour:02d}")
                 return record is not None and record.dagster_run.status == dg.DagsterRunStatus.FAILURE
 
             wait_until(killed_run_failed, DEADLINE_S, "run monitoring failing the killed run", processes)
@@ -109,27 +116,28 @@ def test_kill_9_of_the_daemon_and_a_run_is_a_named_validator_gap_not_a_verdict_a
             records = runs_of(instance)
     finally:
         for daemon in daemons:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(daemon.pid, signal.SIGKILL)  # the daemon's group: its code server and run workers
-            except ProcessLookupError:
-                pass
             daemon.wait(timeout=10)
 
     decision = json.loads((campaign_dir / "decision.json").read_text())
     gaps = decision["validator"]["gaps"]
     alerts = [json.loads(line) for line in (campaign_dir / "alerts.jsonl").read_text().splitlines()]
     gap_alerts = [a for a in alerts if a["rule"] == "monitor.validator_gap"]
-    print(f"figures: {figures}; {len(gaps)} gaps, {len(gap_alerts)} gap alerts; decision {decision['decision']} "
-          f"({decision['rule']})")
+    print(f"figures: {figures}; killed the hour {killed_hour} probe run; {len(gaps)} gaps, {len(gap_alerts)} gap "
+          f"alerts; decision {decision['decision']} ({decision['rule']})")
     # The missed hours are the validator's: alerted, named in the decision, never a REJECT of the target.
-    assert {(g["hour"], g["step"]) for g in gaps} >= {(1, "smoke"), (2, "prompt_set")}
-    assert {(e["hour"], e["step"]) for a in gap_alerts for e in a["evidence"]} >= {(1, "smoke"), (2, "prompt_set")}
+    # The killed run's hour and every hour after it (the daemon was down) recorded nothing.
+    missed = {(hour, step) for hour in range(killed_hour, HOURS)
+              for step in ("identity", "deploy" if hour == 0 else "smoke")}
+    assert {(g["hour"], g["step"]) for g in gaps} >= missed
+    assert {(e["hour"], e["step"]) for a in gap_alerts for e in a["evidence"]} >= missed
     # The decision carries the clock's cause of each gap (run killed, daemon down or queued past the hour).
-    assert all(g["cause"] != NOT_RECORDED for g in gaps if g["hour"] in (1, 2)), gaps
+    assert all(g["cause"] != NOT_RECORDED for g in gaps), gaps
+    assert "hour 1 smoke" in decision["notification"]["body"]
     assert decision["decision"] != "REJECT"
     if decision["decision"] == "INCONCLUSIVE":
         assert decision["rule"] == "inconclusive.validator"
-    assert "hour 2 prompt_set" in decision["notification"]["body"]
     assert decision["validator"]["probe_coverage"] < 1
     # Every run key was requested once, across the two daemons.
     keys = collections.Counter(r.dagster_run.tags.get("dagster/run_key") for r in records

@@ -15,19 +15,18 @@ from staging_validation.acceptance.cli import EXIT_CODES
 from staging_validation.acceptance.decision import decide
 from staging_validation.acceptance.gates import evaluate_gates
 from staging_validation.acceptance.judge import judge_campaign
+from staging_validation.acceptance.notify import compose_decision_message
 from staging_validation.acceptance.policy import load_policy
 from staging_validation.acceptance.report import write_campaign_outputs
-from staging_validation.acceptance.notify import compose_decision_message
 from staging_validation.campaign.jobs import CampaignLaunchConfig, register_campaign, start_campaign
 from staging_validation.campaign.partitions import campaign_partitions
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaign.sensors import campaign_clock
-from staging_validation.lifecycle import CampaignState, CampaignStatus, transition
 from staging_validation.cli import main
 from staging_validation.definitions import build_definitions
 from staging_validation.layout import CampaignLayout
+from staging_validation.lifecycle import CampaignState, CampaignStatus, transition
 from staging_validation.plan import MIN_HOUR_SECONDS
-from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.validator_gaps import GAP_ALERT_RULE, ValidatorCoverage, validator_coverage
 from staging_validation_tests.acceptance.acceptance_tables import events, healthy_campaign, records, store_campaign
 from staging_validation_tests.campaign.test_watch_sensor import tick
