@@ -6,7 +6,7 @@ captured since the previous step, so its cost does not grow with the log. The al
 windows that may still receive lines are kept in a small buffer between steps, so a window split
 across two steps is judged whole. Each (rule, window) alerts once.
 
-A step stores nothing: its caller stores the alerts (and the early stop they call for) and sends them,
+A step stores nothing: its caller stores the alerts (and the early stop they call for) as a batch to send,
 then `commit`s the step. A step cut short before its commit is therefore judged again — an alert may be
 raised twice, not lost (except a capture warning about lines lost to rotation: the capture's own cursor
 has already moved past them).
