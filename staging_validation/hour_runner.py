@@ -8,6 +8,7 @@ from the stored campaign state, so re-running an hour after a crash produces the
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,13 +17,15 @@ from staging_validation.acceptance.policy import campaign_policy
 from staging_validation.campaigns import CampaignState
 from staging_validation.config_files import validate_model
 from staging_validation.plan import STRESS_MULTIPLIER, HourPlan, Phase
+from staging_validation.acceptance.notify import campaign_notification_settings
+from staging_validation.probes.deploy_steps import DeploySteps, deploy_steps_result, run_deploy_steps
 from staging_validation.probes.identity import determinism_check, identity_check
 from staging_validation.probes.prompt_set import prompt_set
 from staging_validation.probes.smoke import deploy_verification, smoke_loop
 from staging_validation.probes.stress import stress
 from staging_validation.probes.result import ProbeResult
 from staging_validation.storage import campaign_dir
-from staging_validation.target.client import TargetClient
+from staging_validation.target.client import TargetClient, bearer_token
 from staging_validation.target.profile import TargetProfile, load_target_profile
 from staging_validation.telemetry.capture import CaptureError, LogFollower, TelemetrySource, raw_hour_path
 from staging_validation.telemetry.parse import ParsedTelemetry, parse_log
@@ -79,6 +82,19 @@ async def _final_checks(state: CampaignState) -> list[ProbeResult]:
             await identity_check(client, state.timing),
             await determinism_check(client, state.timing, requests_per_user=requests_per_user),
         ]
+
+
+def run_campaign_deploy_steps(data_root: str | Path, state: CampaignState) -> ProbeResult | None:
+    """Hour 0's migrate and deploy commands of the launch config (None when it names none), run once per
+    campaign; the campaign's own secrets are masked in their stored output."""
+    deploy = validate_model(state.settings.get("deploy") or {}, DeploySteps, f"campaign {state.campaign}: settings.deploy")
+    if not deploy.steps():
+        return None
+    notification = campaign_notification_settings(state)
+    secrets = [bearer_token(target_profile(state)) or "", notification.webhook_url() or "",
+               os.environ.get(notification.smtp_password_env or "", "")]
+    runs = run_deploy_steps(deploy, campaign_dir(data_root, state.campaign) / "deploy" / "steps.json", secrets)
+    return deploy_steps_result(runs, state.timing)
 
 
 def run_final_checks(state: CampaignState) -> list[ProbeResult]:

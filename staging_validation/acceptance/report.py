@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -270,7 +271,10 @@ def _deploy_section(records: pd.DataFrame) -> list[str]:
     health = deploy[deploy["case"] == "health"].sort_values("time")
     first_smoke = deploy[deploy["case"] != "health"]
     loop = records[(records["probe"] == "smoke") & records["passed"].notna()]
-    rows = []
+    steps = records[records["probe"] == "deploy_step"].sort_values("time")
+    rows = [[f"{step.case.capitalize()} step `{step.route}`", "PASS" if step.passed == True else "FAIL",  # noqa: E712
+             f"{step.error if isinstance(step.error, str) else 'exit code 0'} after {step.latency_ms / 1000:.1f} s"]
+            for step in steps.itertuples()]
     if len(health):
         first = health.iloc[0]
         status = "n/a" if pd.isna(first["http_status"]) else int(first["http_status"])
@@ -289,7 +293,13 @@ def _deploy_section(records: pd.DataFrame) -> list[str]:
     rows.append(["Smoke loop (every 5 minutes, hour 1)", _passed_text(loop) if len(loop) else "NOT RECORDED",
                  f"{len(loop_failures)} failed" + (f", first at {loop_failures['time'].min().isoformat()}"
                                                   if len(loop_failures) else "")])
-    return ["## 1. Deployment status", "", *_table(["Check", "Result", "Detail"], rows), ""]
+    outputs = []
+    for step in steps.itertuples():
+        output = step.answer if isinstance(step.answer, str) and step.answer else "(no output)\n"
+        # A fence longer than any backtick run in the output, which the report does not control.
+        fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", output)), default=0))
+        outputs += [f"Output of the {step.case} step (bounded):", "", fence, output.rstrip("\n"), fence, ""]
+    return ["## 1. Deployment status", "", *_table(["Check", "Result", "Detail"], rows), "", *outputs]
 
 
 def _operational_section(metrics: dict, hourly: pd.DataFrame) -> list[str]:

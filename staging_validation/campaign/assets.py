@@ -31,10 +31,11 @@ from staging_validation.hour_runner import (
     capture_until_hour_end,
     hour_telemetry,
     log_follower,
+    run_campaign_deploy_steps,
     run_final_checks,
     run_hour_probes,
 )
-from staging_validation.plan import SNAPSHOT_EVERY_CAMPAIGN_S, plan_for_hour
+from staging_validation.plan import SNAPSHOT_EVERY_CAMPAIGN_S, Phase, plan_for_hour
 from staging_validation.schemas.probe_records import RECORD_SCHEMA, records_to_table
 from staging_validation.telemetry.aggregates import hourly_report as summarize_hour
 from staging_validation.telemetry.aggregates import (
@@ -69,16 +70,17 @@ def _is_stopped(store: CampaignStore, campaign: str) -> bool:
     return store.load(campaign).status != "active"
 
 
-def _stop_after_failed_deploy(store: CampaignStore, campaign: str, deploy) -> None:
-    """The runbook: "Tests should pass 4/4. If not, something is broken. Stop." """
+def _stop_after_failed_deploy(store: CampaignStore, campaign: str, deploy, rule: str, what: str) -> None:
+    """The runbook: "Tests should pass 4/4. If not, something is broken. Stop." (and so for a failed
+    migrate or deploy step before them)."""
     state = store.load(campaign)
     if state.status != "active":
         return
     failed = [r for r in deploy.records if r.passed is False]
     first = min((r.time for r in failed), default=pd.Timestamp.now(tz="UTC"))
     store.save(state.model_copy(update={"status": "stopped", "early_stop": {
-        "gate": 0, "rule": "early_stop.deploy_verification_failed", "first_seen": str(first), "hour": 0,
-        "reason": "deploy verification failed: " + "; ".join(deploy.failures),
+        "gate": 0, "rule": rule, "first_seen": str(first), "hour": 0,
+        "reason": f"{what} failed: " + "; ".join(deploy.failures),
         "evidence": [{"time": str(r.time), "row": f"{r.case} {r.route} -> {r.outcome}: {r.error}"} for r in failed[:5]],
     }}))
 
@@ -103,7 +105,9 @@ def probe_records(context: dg.AssetExecutionContext, store: CampaignStore):
     campaign, hour = split_campaign_hour(context.partition_key)
     state = store.load(campaign)
     plan = plan_for_hour(hour, state.planned_hours)
-    results = run_hour_probes(state, plan)
+    # Hour 0 migrates and deploys first; the smoke tests of a deployment whose step failed mean nothing.
+    steps = run_campaign_deploy_steps(store.data_root, state) if plan.phase is Phase.DEPLOY else None
+    results = [steps] if steps and not steps.passed else [*([steps] if steps else []), *run_hour_probes(state, plan)]
     records = [record for result in results for record in result.records]
     table = records_to_table(records)
     frame = table.to_pandas()
@@ -120,13 +124,17 @@ def probe_records(context: dg.AssetExecutionContext, store: CampaignStore):
         },
     )
     deploy_failed = [r for r in results if r.probe == "deploy" and not r.passed]
+    if steps and not steps.passed:
+        _stop_after_failed_deploy(store, campaign, steps, "early_stop.deploy_step_failed", "deploy step")
     if deploy_failed:
-        _stop_after_failed_deploy(store, campaign, deploy_failed[0])
+        _stop_after_failed_deploy(store, campaign, deploy_failed[0], "early_stop.deploy_verification_failed",
+                                  "deploy verification")
     smoke = [r for r in results if r.probe in ("deploy", "smoke")]
     if plan.runs_smoke_tests and not smoke:
         yield dg.AssetCheckResult(check_name="smoke_tests_4_of_4", passed=False,
                                   severity=dg.AssetCheckSeverity.ERROR,
-                                  description="The hour ended before its smoke tests could run.")
+                                  description=f"Not run: {steps.failures[0]}" if steps and not steps.passed
+                                  else "The hour ended before its smoke tests could run.")
     else:
         yield dg.AssetCheckResult(
             check_name="smoke_tests_4_of_4",

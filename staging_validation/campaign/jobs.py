@@ -11,7 +11,8 @@ from staging_validation.campaign.partitions import campaign_partitions
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaigns import MAX_CAMPAIGN_HOURS, CampaignState
 from staging_validation.schemas.timing import CampaignTiming
-from staging_validation.config_files import ConfigError
+from staging_validation.config_files import ConfigError, validate_model
+from staging_validation.probes.deploy_steps import DeploySteps
 from staging_validation.storage import validate_campaign_id
 from staging_validation.target.client import bearer_token, resolve_base_url
 from staging_validation.target.profile import load_target_profile
@@ -54,6 +55,15 @@ class NotificationConfig(dg.Config):
     )
 
 
+class DeployConfig(dg.Config):
+    migrate_command: str = pydantic.Field(
+        default="", description="Hour 0, before the smoke tests: the database migration (run without a shell); "
+        "empty: none.")
+    deploy_command: str = pydantic.Field(
+        default="", description="Hour 0, after the migration: deploys the code (run without a shell); empty: none.")
+    timeout_s: float = pydantic.Field(default=1800.0, gt=0, description="Each step is killed after this long.")
+
+
 class CampaignLaunchConfig(dg.Config):
     """The launchpad form of a campaign; the defaults validate the built-in simulator (`make simulator`)."""
 
@@ -69,6 +79,7 @@ class CampaignLaunchConfig(dg.Config):
     hour_seconds: float = pydantic.Field(default=3600.0, gt=0, description="Length of a campaign hour in seconds.")
     stress_baseline_rps: float = pydantic.Field(default=5.0, gt=0, description="Hour 7 sends twice this rate.")
     notification: NotificationConfig = NotificationConfig()
+    deploy: DeployConfig = DeployConfig()
 
     def settings(self) -> dict:
         telemetry = {"command": self.telemetry_command} if self.telemetry_command else {"path": self.telemetry_path}
@@ -80,6 +91,8 @@ class CampaignLaunchConfig(dg.Config):
             "policy": self.policy or None,
             "stress_baseline_rps": self.stress_baseline_rps,
             "notification": notification,
+            **({"deploy": self.deploy.model_dump()} if self.deploy.migrate_command or self.deploy.deploy_command
+               else {}),
         }
 
 
@@ -96,6 +109,7 @@ def register_campaign(store: CampaignStore, config: CampaignLaunchConfig, now_ms
     bearer_token(profile)
     load_policy(settings["policy"])
     TelemetrySource.model_validate(settings["telemetry"])
+    validate_model(settings.get("deploy", {}), DeploySteps, "deploy")
     notification = NotificationSettings.model_validate(settings["notification"])
     if notification.webhook_url_env and notification.webhook_url() is None:
         raise ConfigError(f"notification.webhook_url_env: environment variable {notification.webhook_url_env} "
