@@ -21,7 +21,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from staging_validation.simulator.engine import ALTERNATE, SPARSE, ChatResult, IdentityError, StagingService
+from staging_validation.simulator.engine import (
+    ALTERNATE,
+    SPARSE,
+    ChatResult,
+    IdentityError,
+    StagingService,
+)
 
 REQUEST_ID_HEADER = "x-request-id"
 ALTERNATE_USER_HEADER = "x-vi-user"
@@ -369,7 +375,7 @@ def _sparse_routes(service: StagingService, service_route) -> list[Route]:
         result = await run_chat(context)
         if result.status_code != 200:
             return JSONResponse({"error": "internal"}, result.status_code)
-        events = [{"delta": chunk} for chunk in _chunks(result.answer)]
+        events: list[dict] = [{"delta": chunk} for chunk in _chunks(result.answer)]
         events.append({"done": True, **answer(result)})
         return _stream(context, events)
 

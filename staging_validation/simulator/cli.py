@@ -10,10 +10,15 @@ from pathlib import Path
 
 import click
 
-from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.config_files import ConfigError
+from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.simulator.app import build_app
-from staging_validation.simulator.engine import DIALECTS, DOCUMENTED, SPARSE, StagingService
+from staging_validation.simulator.engine import (
+    DIALECTS,
+    DOCUMENTED,
+    SPARSE,
+    StagingService,
+)
 from staging_validation.simulator.profiles import DEFAULT_PROFILE_FILE, load_profile
 from staging_validation.simulator.server import HOST, bind_listening_socket, serve
 from staging_validation.simulator.sparse_log import SparseTelemetry, events_log_path

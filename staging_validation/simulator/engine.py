@@ -53,7 +53,7 @@ VIOLATION_TYPES = ("repetition", "locked_fact", "ungrounded", "posture")
 # reference to nothing said ("what about that one?"), compares without saying what ("which is
 # better?"), or contradicts itself ("do it but don't").
 _FILLER_WORDS = frozenset(
-    "so what not um uh hmm huh like and or but the a an ok okay well yeah yes no just then".split()
+    ["so", "what", "not", "um", "uh", "hmm", "huh", "like", "and", "or", "but", "the", "a", "an", "ok", "okay", "well", "yeah", "yes", "no", "just", "then"]
 )
 _DANGLING = re.compile(
     r"^(?:and |but |so |ok |okay )?(?:what about |how about |and |do |did |is |was |why |fix |change )?"

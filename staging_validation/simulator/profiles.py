@@ -14,7 +14,12 @@ from typing import Annotated
 
 import pydantic
 
-from staging_validation.config_files import ConfigError, StrictModel, load_yaml_model, validate_model
+from staging_validation.config_files import (
+    ConfigError,
+    StrictModel,
+    load_yaml_model,
+    validate_model,
+)
 
 DEFAULT_PROFILE_FILE = Path(__file__).resolve().parent / "profiles.yaml"
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.schemas.event_columns import EventKind
+from staging_validation.schemas.timing import CampaignTiming
 
 PROBE_REQUEST_ID_PREFIX = "sv-"
 
@@ -204,7 +204,7 @@ class TelemetryLog:
             "error_lines": error_lines,
             "unparsed_lines": sum(unparsed_by_hour.values()),
             "unparsed_by_hour": dict(unparsed_by_hour),
-            "lines_total": int(len(times)),
+            "lines_total": len(times),
             "requests": {
                 "total": sum(requests_by_origin.values()),
                 "organic": requests_by_origin.get("organic", 0),

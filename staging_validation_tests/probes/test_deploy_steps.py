@@ -9,7 +9,12 @@ import sys
 import pytest
 
 from staging_validation.config_files import ConfigError, validate_model
-from staging_validation.probes.deploy_steps import DeploySteps, deploy_steps_result, run_deploy_steps, run_step
+from staging_validation.probes.deploy_steps import (
+    DeploySteps,
+    deploy_steps_result,
+    run_deploy_steps,
+    run_step,
+)
 from staging_validation.schemas.timing import CampaignTiming
 
 
