@@ -135,3 +135,63 @@ def test_daemon_sensors_drive_a_campaign_launched_through_graphql_to_a_stored_de
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
         outbox = list((data_root / "campaigns" / "daemon-e2e" / "outbox").glob("*.eml"))
         assert any(decision["decision"] in path.read_text() for path in outbox)
+
+
+def test_campaign_start_and_wait_drive_a_headless_campaign_to_its_exit_code(tmp_path, dagster_home, simulator_factory):
+    """A deploy pipeline's view: a YAML run config in, a command that waits, an exit code out."""
+    simulator = simulator_factory(profile="healthy", hour_seconds=6.0, organic_rps=10.0)
+    data_root = tmp_path / "data"
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "STAGING_VALIDATION_DATA": str(data_root),
+           "STAGING_VALIDATION_SENSOR_INTERVAL_S": "1"}
+    port = free_port()
+    config = tmp_path / "launch.yaml"
+    config.write_text(
+        "ops:\n  register_campaign_op:\n    config:\n"
+        f"      campaign: headless\n      base_url: {simulator.base_url}\n      telemetry_path: {simulator.log_path}\n"
+        "      hours: 2\n      hour_seconds: 6.0\n      stress_baseline_rps: 2.0\n")
+    cli = [str(BIN / "staging-validation"), "campaign"]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    subprocess.run([str(BIN / "dagster"), "instance", "migrate"], cwd=REPO, env=env, check=True, capture_output=True)
+    processes: dict[Path, subprocess.Popen] = {}
+    try:
+        for name, command in (
+            ("daemon", [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]),
+            ("webserver", [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]),
+        ):
+            with open(logs / f"{name}.txt", "wb") as output:
+                processes[logs / f"{name}.txt"] = subprocess.Popen(
+                    command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
+
+        def webserver_ready():
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(webserver_ready, 90, "the webserver answering", processes)
+        started = subprocess.run([*cli, "start", "--config", str(config), "--port", str(port)], env=env,
+                                 capture_output=True, text=True, timeout=300)
+        assert (started.returncode, started.stdout.strip()) == (0, "headless"), started.stderr
+        state = json.loads((data_root / "campaigns" / "headless" / "campaign.json").read_text())
+        simulator.set_campaign_start(state["timing"]["start_ms"])
+        refused = subprocess.run([*cli, "start", "--config", str(config), "--port", str(port)], env=env,
+                                 capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 1 and "already registered" in refused.stderr  # the launch check's message
+
+        status = subprocess.run([*cli, "status", "headless", "--json"], env=env, capture_output=True, text=True)
+        assert status.returncode == 0 and json.loads(status.stdout)["status"] in {"active", "stopped", "decided"}
+        waited = subprocess.run([*cli, "wait", "headless", "--timeout", str(DEADLINE_S), "--poll", "1"], env=env,
+                                capture_output=True, text=True, timeout=DEADLINE_S + 30)
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    decision = json.loads((data_root / "campaigns" / "headless" / "decision.json").read_text())
+    assert waited.returncode == {"ACCEPT": 0, "EXTEND": 3, "REJECT": 4}[decision["decision"]], waited.stderr
+    assert waited.stdout.strip() == f"{decision['decision']} ({decision['rule']})"
