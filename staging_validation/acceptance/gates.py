@@ -3,7 +3,10 @@
 Each gate returns its status, the measured values, the thresholds it applied, its sample count, the
 rule that decided (a stable id such as `gate2.rate_review`), a sentence with the numbers, and a few
 rows of evidence. A gate with no signal, or fewer samples than the policy's minimum, is NO_DATA:
-absence of evidence is never a PASS.
+absence of evidence is never a PASS. What the target profile declares not exposed (named in the probe
+records' `not_exposed`) makes the gates that need it NO_DATA naming the profile path and reason, never
+FAIL; what was measured is still used (gate 2 reviews prompt-set errors even when the organic rate is
+unmeasured). Requests the validator never sent (`NOT_SENT` outcomes) are never evidence against the target.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Literal
 import pandas as pd
 
 from staging_validation.acceptance.policy import GATE_KEYS, Policy
-from staging_validation.schemas.outcome import Outcome
+from staging_validation.schemas.outcome import NOT_SENT, Outcome
 from staging_validation.probes.prompt_set import ambiguity_confusion
 from staging_validation.telemetry.aggregates import final_metrics
 from staging_validation.schemas.event_columns import EventKind
@@ -122,6 +125,19 @@ def _first_time(frame: pd.DataFrame) -> str:
     return _time_text(frame["time"].min()) if len(frame) else "unknown time"
 
 
+def not_exposed_items(records: pd.DataFrame, prefix: str) -> list[str]:
+    """The distinct `"<profile path>: <reason>"` declarations under `prefix` (e.g. `extract.relationship`)
+    named by the records' `not_exposed` column (absent in tables written before it existed)."""
+    if "not_exposed" not in records:
+        return []
+    items = {item for value in records["not_exposed"].dropna() for item in str(value).split("; ")}
+    return sorted(item for item in items if item.startswith(prefix))
+
+
+def _not_exposed_text(items: list[str]) -> str:
+    return "not exposed by the target (profile: " + "; ".join(items) + ")"
+
+
 def _result(number: int, policy: Policy, thresholds: dict, **fields) -> GateResult:
     config = policy.gate(number)
     return GateResult(gate=number, key=GATE_KEYS[number], name=config.name, critical=config.critical,
@@ -205,11 +221,15 @@ def _ambiguity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> G
     false_positives, false_negatives = confusion.false_positives, confusion.false_negatives
     fp_rate, fn_rate = confusion.fp_rate, confusion.fn_rate
 
-    metrics = {"rate": rate, "denominator": denominator, "checks_counted": len(counted),
+    rate_measured = len(counted) >= policy.min_samples
+    prompt_rows = records[records["probe"] == "prompt_set"]
+    verdict_unexposed = not_exposed_items(prompt_rows, "extract.ambiguity")
+    metrics = {"rate": rate, "rate_measured": rate_measured, "denominator": denominator,
+               "checks_counted": len(counted),
                "ambiguous_counted": len(ambiguous), "probe_checks_excluded": len(checks) - len(counted),
                "prompt_set_labelled": confusion.labelled, "false_positives": len(false_positives),
                "false_negatives": len(false_negatives), "false_positive_rate": fp_rate,
-               "false_negative_rate": fn_rate}
+               "false_negative_rate": fn_rate, "not_exposed": verdict_unexposed}
     thresholds = {"rate_review_at_or_above": config.rate_review, "rate_extend_above": config.rate_extend,
                   "false_positive_rate_review_above": config.false_positive_review,
                   "false_negative_rate_review_above": config.false_negative_review}
@@ -217,23 +237,21 @@ def _ambiguity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> G
     measured = (f"{len(ambiguous)} of {len(counted)} {denominator} flagged ambiguous"
                 + (f" ({percent_text(rate)})" if rate is not None else ""))
 
-    if len(counted) < policy.min_samples:
-        return _result(2, policy, status="NO_DATA", rule="gate2.no_data",
-                       reason=f"{measured}; fewer than {policy.min_samples} ambiguity checks to judge the rate.",
-                       evidence=[], **common)
-    if rate > config.rate_extend:
+    rate_no_data = (f"rate NO_DATA: {measured}, fewer than {policy.min_samples} ambiguity checks to judge "
+                    "the rate")
+    prompt_set_text = (f"prompt set: {_not_exposed_text(verdict_unexposed)}" if verdict_unexposed and
+                       not confusion.labelled else
+                       f"prompt set: {len(false_positives)} of {len(confusion.normal)} normal prompts flagged, "
+                       f"{len(false_negatives)} of {len(confusion.ambiguous)} ambiguous prompts not flagged")
+    if rate_measured and rate > config.rate_extend:
         return _result(2, policy, status="REVIEW", rule="gate2.rate_extend", forces_extend=True,
                        reason=(f"{measured}, above {percent_text(config.rate_extend)} (first at "
                                f"{_first_time(ambiguous)}): more data needed, not a rejection."),
                        evidence=event_evidence(ambiguous),
                        action_item=(f"Compare organic ambiguity reasons with development traffic "
                                     f"(rate {percent_text(rate)})."), **common)
-    if confusion.labelled < policy.min_samples:
-        return _result(2, policy, status="NO_DATA", rule="gate2.no_prompt_set",
-                       reason=(f"{measured}, but only {confusion.labelled} labelled prompt-set results (minimum "
-                               f"{policy.min_samples}): the gate's false-positive and false-negative rates "
-                               "are unknown."),
-                       evidence=event_evidence(ambiguous), **common)
+    # Misjudged labelled prompts are observed errors: they are reviewed however few the prompts were, and
+    # whether or not the organic rate could be measured (partial evidence is used, not dropped).
     reviews = []
     if fp_rate is not None and fp_rate > config.false_positive_review:
         reviews.append(("gate2.false_positive_review", false_positives,
@@ -243,7 +261,7 @@ def _ambiguity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> G
         reviews.append(("gate2.false_negative_review", false_negatives,
                         f"{len(false_negatives)} of {len(confusion.ambiguous)} ambiguous prompts not flagged "
                         f"({percent_text(fn_rate)} > {percent_text(config.false_negative_review)})"))
-    if rate >= config.rate_review:
+    if rate_measured and rate >= config.rate_review:
         reviews.append(("gate2.rate_review", None,
                         f"{measured}, within the review band {percent_text(config.rate_review)}–"
                         f"{percent_text(config.rate_extend)}"))
@@ -251,10 +269,25 @@ def _ambiguity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> G
         findings = "; ".join(text for _, _, text in reviews)
         rows = reviews[0][1]
         evidence = record_evidence(rows) if rows is not None else event_evidence(ambiguous)
-        return _result(2, policy, status="REVIEW", rule=reviews[0][0], reason=f"{findings}.",
+        # A critical gate whose rate is unmeasured still lacks evidence: the REVIEW asks for more data,
+        # so the decision cannot ACCEPT on it.
+        return _result(2, policy, status="REVIEW", rule=reviews[0][0], forces_extend=not rate_measured,
+                       reason=f"{findings}." + ("" if rate_measured else f" The organic {rate_no_data}."),
                        evidence=evidence,
                        action_item=f"Review AmbiguityGate behaviour with the product owner: {findings}.",
                        **common)
+    if not rate_measured:
+        return _result(2, policy, status="NO_DATA", rule="gate2.no_data",
+                       reason=f"{measured}; fewer than {policy.min_samples} ambiguity checks to judge the rate; "
+                              f"{prompt_set_text}.",
+                       evidence=[], **common)
+    if confusion.labelled < policy.min_samples:
+        unknown = (_not_exposed_text(verdict_unexposed) if verdict_unexposed else
+                   f"known for only {confusion.labelled} labelled prompts (minimum {policy.min_samples})")
+        return _result(2, policy, status="NO_DATA", rule="gate2.no_prompt_set",
+                       reason=(f"{measured}, but the prompt set's ambiguity verdict is {unknown}: the gate's "
+                               "false-positive and false-negative rates are unknown."),
+                       evidence=event_evidence(ambiguous), **common)
     return _result(2, policy, status="PASS", rule="gate2.pass",
                    reason=(f"{measured}, below {percent_text(config.rate_review)}; prompt set: "
                            f"{len(false_positives)} false positives, {len(false_negatives)} false negatives "
@@ -287,6 +320,9 @@ def _relationship_determinism(records: pd.DataFrame, events: pd.DataFrame, polic
     checked_users = request_counts[request_counts >= config.consecutive_requests].index
     distinct_contexts = per_user[RELATIONSHIP_CONTEXT].nunique(dropna=False).max(axis=1)
     disagreeing_users = distinct_contexts[distinct_contexts > 1].index
+    determinism_rows = records[records["probe"] == "determinism"]
+    answered = determinism_rows[determinism_rows["outcome"] == Outcome.OK.value]
+    context_unexposed = not_exposed_items(determinism_rows, "extract.relationship")
     resolutions = _of_kind(events, EventKind.RELATIONSHIP_RESOLVED)
     changes = relationship_changes(events)
     unexplained = changes[~changes["explained"]]
@@ -295,7 +331,9 @@ def _relationship_determinism(records: pd.DataFrame, events: pd.DataFrame, polic
     metrics = {"probe_users_checked": len(checked_users), "probe_users_disagreeing": len(disagreeing_users),
                "probe_requests": len(probe_rows), "telemetry_resolutions": len(resolutions),
                "telemetry_users": int(resolutions["user_hash"].nunique()),
-               "changes_explained_by_locked_fact": len(explained), "changes_unexplained": len(unexplained)}
+               "changes_explained_by_locked_fact": len(explained), "changes_unexplained": len(unexplained),
+               "probe_requests_without_context": len(answered) - len(probe_rows),
+               "not_exposed": context_unexposed}
     thresholds = {"consecutive_requests": config.consecutive_requests, "unexplained_changes_max": 0}
     common = dict(metrics=metrics, thresholds=thresholds, samples=len(probe_rows) + len(resolutions))
 
@@ -318,11 +356,20 @@ def _relationship_determinism(records: pd.DataFrame, events: pd.DataFrame, polic
                        evidence=[item for _, _, evidence in failures for item in evidence],
                        action_item="Find why a user's relationship context changes without a locked fact and "
                                    "redeploy.", **common)
+    if not len(checked_users) and context_unexposed:
+        return _result(3, policy, status="NO_DATA", rule="gate3.not_exposed",
+                       reason=(f"The relationship context is {_not_exposed_text(context_unexposed)}: the "
+                               f"determinism probe cannot compare contexts ({len(determinism_rows)} determinism "
+                               f"requests, {len(resolutions)} relationship resolutions in telemetry)."),
+                       evidence=[], **common)
     if not len(checked_users):
+        without = len(answered) - len(probe_rows)
         return _result(3, policy, status="NO_DATA", rule="gate3.no_probe_data",
                        reason=(f"No probe user completed {config.consecutive_requests} consecutive requests "
-                               f"with a relationship context ({len(probe_rows)} determinism rows)."),
-                       evidence=[], **common)
+                               f"with a relationship context ({len(probe_rows)} determinism rows with one"
+                               + (f"; {without} answered requests returned no relationship context"
+                                  if without else "") + ")."),
+                       evidence=record_evidence(answered) if without else [], **common)
     if len(resolutions) < policy.min_samples:
         return _result(3, policy, status="NO_DATA", rule="gate3.no_telemetry",
                        reason=(f"Only {len(resolutions)} relationship resolutions in telemetry (minimum "
@@ -439,20 +486,23 @@ def merge_evidence(merges: pd.DataFrame) -> list[dict]:
             for m in merges.sort_values("time").head(EVIDENCE_ROWS).itertuples()]
 
 
-# An identity check the target never answered (refused, timed out, throttled) is a gap in the evidence,
-# not a wrong id: the outage and rate-limit alerts report it, gate 5 does not fail on it.
-UNANSWERED_OUTCOMES = (Outcome.CONNECTION_ERROR.value, Outcome.TIMEOUT.value, Outcome.RATE_LIMITED.value)
+# An identity check the target never answered (refused, timed out, throttled) or the validator never sent
+# (not exposed, dropped) is a gap in the evidence, not a wrong id: the outage and rate-limit alerts report
+# it, gate 5 does not fail on it.
+UNANSWERED_OUTCOMES = (Outcome.CONNECTION_ERROR.value, Outcome.TIMEOUT.value, Outcome.RATE_LIMITED.value,
+                       *sorted(NOT_SENT))
 
 
 def _identity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> GateResult:
     rows = records[records["probe"] == "identity"]
     judged = rows[rows["passed"].notna() & ~rows["outcome"].isin(UNANSWERED_OUTCOMES)]
+    unexposed = not_exposed_items(rows, "")
     failed = judged[judged["passed"] == False]  # noqa: E712
     merges = identity_merges(records, events)
     checks_seen = {check: bool(judged["case"].str.contains(check).any()) for check in IDENTITY_CHECKS}
     ops = _of_kind(events, EventKind.IDENTITY_OP)
     metrics = {"probe_checks": len(judged), "probe_checks_failed": len(failed), "merges": len(merges),
-               "telemetry_identity_ops": len(ops), "checks_seen": checks_seen}
+               "telemetry_identity_ops": len(ops), "checks_seen": checks_seen, "not_exposed": unexposed}
     thresholds = {"merges_max": 0, "failed_checks_max": 0, "required_checks": list(IDENTITY_CHECKS)}
     common = dict(metrics=metrics, thresholds=thresholds, samples=len(judged) + len(ops))
 
@@ -472,6 +522,12 @@ def _identity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> Ga
                        evidence=record_evidence(failed),
                        action_item=f"Fix the identity spine ({cases}) and redeploy.", **common)
     missing_checks = [check for check, seen in checks_seen.items() if not seen]
+    if missing_checks and unexposed:
+        return _result(5, policy, status="NO_DATA", rule="gate5.not_exposed",
+                       reason=(f"The identity probe's {', '.join(missing_checks)} check(s) cannot run: "
+                               f"{_not_exposed_text(unexposed)} ({len(judged)} judged identity rows, "
+                               f"{len(ops)} identity operations in telemetry)."),
+                       evidence=[], **common)
     if missing_checks:
         return _result(5, policy, status="NO_DATA", rule="gate5.no_data",
                        reason=(f"The identity probe's {', '.join(missing_checks)} check(s) never completed "
@@ -481,3 +537,64 @@ def _identity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> Ga
                    reason=(f"All {len(judged)} identity checks passed (distinct ids, reverse lookups, linking); "
                            f"no merge among {len(ops)} identity operations in telemetry."),
                    evidence=record_evidence(judged), **common)
+
+
+# --- stress validity ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class StressResult:
+    """The stress hour's requests as the target answered them. `valid` is False when the target's rate
+    limit or errors answered more than the policy's share of the requests sent: the latency figures then
+    measure the limiter, not the service under load. Drops (never sent) are the validator's and are
+    outside every share."""
+
+    planned: int
+    sent: int
+    dropped: int
+    outcomes: dict[str, int]
+    rate_limited_share: float | None
+    error_share: float | None
+    valid: bool | None  # None: nothing was sent, so nothing can be said
+    reason: str
+    latency_by_route: dict[str, dict[str, float | None]]
+
+
+def _percentiles(latencies: pd.Series) -> dict[str, float | None]:
+    logged = latencies.dropna()
+    if not len(logged):
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
+    return {f"p{q}_ms": round(float(logged.quantile(q / 100)), 1) for q in (50, 95, 99)}
+
+
+def stress_result(records: pd.DataFrame, policy: Policy) -> StressResult | None:
+    """The stress probe's rows judged for validity, with latency per probed route; None without stress rows."""
+    rows = records[records["probe"] == "stress"]
+    if not len(rows):
+        return None
+    limits = policy.stress
+    not_sent = rows["outcome"].isin(NOT_SENT) | rows["dropped"].fillna(False).astype(bool)
+    sent = rows[~not_sent]
+    outcomes = {str(k): int(v) for k, v in sent["outcome"].value_counts().sort_index().items()}
+    limited = outcomes.get(Outcome.RATE_LIMITED.value, 0)
+    errors = len(sent) - outcomes.get(Outcome.OK.value, 0) - limited
+    limited_share = limited / len(sent) if len(sent) else None
+    error_share = errors / len(sent) if len(sent) else None
+    by_route = {f"{method} {route}": _percentiles(group["latency_ms"])
+                for (method, route), group in sent.groupby(["method", "route"], sort=True)}
+    shares = (f"{limited} of {len(sent)} sent requests rate-limited ({percent_text(limited_share)}), "
+              f"{errors} answered with another error ({percent_text(error_share)})")
+    dropped_text = f"; {int(not_sent.sum())} not sent by the validator (not counted)" if not_sent.any() else ""
+    if not len(sent):
+        valid, reason = None, f"No stress request was sent ({len(rows)} planned, all dropped by the validator)."
+    elif limited_share > limits.rate_limited_share_max or error_share > limits.error_share_max:
+        valid = False
+        reason = (f"Stress result INVALID: {shares}, over the policy's "
+                  f"{percent_text(limits.rate_limited_share_max)} rate-limited / "
+                  f"{percent_text(limits.error_share_max)} error maximum: the figures measure the target's "
+                  f"rate limit or failures, not its behaviour at the stress rate{dropped_text}.")
+    else:
+        valid, reason = True, f"Stress result valid: {shares}{dropped_text}."
+    return StressResult(planned=len(rows), sent=len(sent), dropped=int(not_sent.sum()), outcomes=outcomes,
+                        rate_limited_share=limited_share, error_share=error_share, valid=valid, reason=reason,
+                        latency_by_route=by_route)

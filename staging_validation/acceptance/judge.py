@@ -71,4 +71,5 @@ def judge_campaign(data_root: str | Path, campaign_id: str, policy: Policy | Non
     return CampaignEvidence(campaign=state.campaign, state=state, records=records, events=events, gates=gates,
                             decision=decision, alerts=alerts or [], hours_observed=observed,
                             decided_at=pd.Timestamp.now(tz="UTC").to_pydatetime(), coverage=share,
-                            judged_hours=judged_hours(state), extension_count=state.extension_count)
+                            judged_hours=judged_hours(state), extension_count=state.extension_count,
+                            policy=policy)

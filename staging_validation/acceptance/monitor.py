@@ -3,7 +3,9 @@
 Rules (thresholds from the policy's `monitor` section): more than 10 error lines → warning; any missing
 ContinuityPack → critical; more than 5 requests at or over 2000 ms → warning; an identity merge seen by a
 probe or in telemetry → critical. Two more that a person watching would not miss: probe requests that
-could not reach the target (a gap in the campaign) and 429 responses (the deployment throttles users). The caller feeds each 5-minute window once, so nothing is counted twice.
+could not reach the target (a gap in the campaign) and 429 responses (the deployment throttles users); a
+request the validator never sent (outcome `dropped` or `not_exposed`) counts in neither. The caller feeds
+each 5-minute window once, so nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -69,7 +71,10 @@ def monitor_alerts(events_window: pd.DataFrame, records_window: pd.DataFrame, po
              f"(alert above {rules.slow_requests_warning_above}); slowest {slow['duration_ms'].max():.0f} ms."),
             len(slow), event_evidence(slow.sort_values("duration_ms", ascending=False), by_time=False)))
 
-    unreachable = records_window[records_window["outcome"].isin(UNREACHABLE)].sort_values("time")
+    # A request the validator never sent (stress drop) is its own shortfall, never "target unreachable";
+    # `dropped` also catches rows stored before drops had their own outcome.
+    sent = records_window[~records_window["dropped"].fillna(False).astype(bool)]
+    unreachable = sent[sent["outcome"].isin(UNREACHABLE)].sort_values("time")
     if len(unreachable) > rules.unreachable_warning_above:
         alerts.append(Alert(
             _ms(unreachable["time"].iloc[0]), "warning", "monitor.target_unreachable",

@@ -105,6 +105,15 @@ class MonitorRules(StrictModel):
     rate_limited_warning_above: int = pydantic.Field(default=5, ge=0)
 
 
+class StressValidity(StrictModel):
+    """When the stress hour measures the target's limiter or failures instead of its behaviour under load."""
+
+    # More than this share of the sent stress requests answered 429: the stress result is invalid.
+    rate_limited_share_max: float = pydantic.Field(default=0.10, ge=0, le=1)
+    # More than this share answered with any other error (4xx, 5xx, timeout, connection error): invalid.
+    error_share_max: float = pydantic.Field(default=0.10, ge=0, le=1)
+
+
 class Policy(StrictModel):
     min_samples: int = pydantic.Field(default=50, ge=1)
     coverage_minimum: float = pydantic.Field(default=0.9, gt=0, le=1)
@@ -112,6 +121,7 @@ class Policy(StrictModel):
     gates: Gates = Gates()
     early_stop: EarlyStop = EarlyStop()
     monitor: MonitorRules = MonitorRules()
+    stress: StressValidity = StressValidity()
     release_date: dt.date | None = None
     redeploy_date: dt.date | None = None
 

@@ -16,10 +16,21 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from staging_validation.acceptance.decision import Decision
-from staging_validation.acceptance.gates import GateResult, ambiguity_checks_counted, percent_text
+from staging_validation.acceptance.gates import (
+    GateResult,
+    StressResult,
+    ambiguity_checks_counted,
+    not_exposed_items,
+    percent_text,
+    stress_result,
+)
 from staging_validation.acceptance.monitor import Alert
 from staging_validation.acceptance.notify import Message
+from staging_validation.acceptance.policy import Policy, campaign_policy
 from staging_validation.campaigns import CampaignState
+from staging_validation.config_files import ConfigError
+from staging_validation.schemas.outcome import NOT_SENT
+from staging_validation.target.profile import ProbedRoute, load_target_profile
 from staging_validation.storage import atomic_write_bytes, atomic_write_text
 from staging_validation.telemetry.aggregates import final_metrics, render_final_metrics_text
 from staging_validation.schemas.event_columns import EventKind
@@ -52,12 +63,23 @@ class CampaignEvidence:
     coverage: float  # share of the judged hours with data, as the decision used it
     judged_hours: int  # hours 0..judged_hours-1 are the ones this decision covers
     extension_count: int  # extensions that ran before this decision
+    policy: Policy | None = None  # the policy the gates used; None: the campaign's own
+
+    def stress(self) -> StressResult | None:
+        return stress_result(self.records, self.policy or campaign_policy(self.state))
+
+    def probed_routes(self) -> list[ProbedRoute]:
+        """The target profile's routes (the probed ones), or none when the profile cannot be read any more."""
+        try:
+            return load_target_profile(self.state.settings.get("target_profile") or None).probed_routes()
+        except ConfigError:
+            return []
 
 
 def write_campaign_outputs(out_dir: str | Path, evidence: CampaignEvidence, notification: Message) -> dict[str, Path]:
     out_dir = Path(out_dir)
     metrics = final_metrics(evidence.records, evidence.events)
-    hourly = hourly_series(evidence.events)
+    hourly = hourly_series(evidence.events, evidence.probed_routes())
     written = {}
     for key, relative in CHARTS.items():
         written[f"chart_{key}"] = out_dir / relative
@@ -88,6 +110,7 @@ def decision_document(evidence: CampaignEvidence, notification: Message) -> dict
                    "metrics": g.metrics, "thresholds": g.thresholds, "samples": g.samples, "reason": g.reason}
                   for g in evidence.gates],
         "action_items": decision.action_items,
+        "stress": dataclasses.asdict(stress) if (stress := evidence.stress()) is not None else None,
         "notification": {"subject": notification.subject, "body": notification.body},
     }
 
@@ -95,10 +118,17 @@ def decision_document(evidence: CampaignEvidence, notification: Message) -> dict
 # --- numbers by hour ----------------------------------------------------------------------------
 
 
-def hourly_series(events: pd.DataFrame) -> pd.DataFrame:
-    """Per campaign hour: requests, request latency p50/p95/p99 (ms), ambiguity rate."""
+def _on_route(frame: pd.DataFrame, route: ProbedRoute) -> pd.DataFrame:
+    paths = frame["route"].astype("string").fillna("")
+    return frame[paths.map(route.matches).astype(bool)]
+
+
+def hourly_series(events: pd.DataFrame, routes: list[ProbedRoute]) -> pd.DataFrame:
+    """Per campaign hour: requests (all traffic), the chat route's latency p50/p95/p99 (ms; never mixed
+    with other routes' traffic, such as unrelated 404s), ambiguity rate."""
     completed = events[events["kind"] == EventKind.REQUEST_COMPLETED.value]
-    by_hour = completed.groupby("hour")["duration_ms"]
+    chat = next((route for route in routes if "chat" in route.operations), None)
+    by_hour = (_on_route(completed, chat) if chat else completed.iloc[0:0]).groupby("hour")["duration_ms"]
     counted, _ = ambiguity_checks_counted(events)
     table = pd.DataFrame({
         "requests": completed.groupby("hour").size(),
@@ -135,8 +165,8 @@ def _no_data(axes, what: str) -> None:
 
 
 def _latency_chart(hourly: pd.DataFrame, metrics: dict, evidence: CampaignEvidence) -> bytes:
-    figure, axes = _axes("Request latency by hour (telemetry duration_ms)", "ms")
-    if hourly["requests"].notna().any():
+    figure, axes = _axes("Chat route latency by hour (telemetry duration_ms)", "ms")
+    if hourly["p50_ms"].notna().any():
         for column, label in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99")):
             axes.plot(hourly.index, hourly[column], marker="o", markersize=3, label=label)
         axes.legend()
@@ -280,15 +310,23 @@ def _deploy_section(records: pd.DataFrame) -> list[str]:
         status = "n/a" if pd.isna(first["http_status"]) else int(first["http_status"])
         rows.append(["Health", "PASS" if first["outcome"] == "ok" else "FAIL",
                      f"HTTP {status} at {first['time'].isoformat()} ({first['outcome']})"])
-        rows.append(["Features (ambiguity gate, relationship model, identity spine, continuity pack)",
-                     "all enabled" if first["passed"] == True else "NOT all enabled",  # noqa: E712
-                     first["error"] if isinstance(first["error"], str) else "checked by deploy verification"])
+        unexposed = not_exposed_items(health.iloc[[0]], "extract.health_features")
+        if first["passed"] == True:  # noqa: E712 (nullable column)
+            features = ("all enabled", "checked by deploy verification")
+        elif unexposed and pd.isna(first["passed"]):
+            features = ("CANNOT VERIFY", "not exposed: " + "; ".join(unexposed))
+        else:
+            features = ("NOT all enabled", first["error"] if isinstance(first["error"], str) else "not checked")
+        rows.append(["Features (ambiguity gate, relationship model, identity spine, continuity pack)", *features])
     else:
         rows.append(["Health", "NOT RECORDED", "no deploy verification was stored for this campaign"])
     failures = first_smoke[first_smoke["passed"] == False]  # noqa: E712
+    unverified = first_smoke[first_smoke["passed"].isna()]
+    cannot = "; ".join(f"{r.case}: cannot verify ({r.not_exposed if isinstance(r.not_exposed, str) else r.outcome})"
+                       for r in unverified.itertuples())
     rows.append(["Smoke tests (deploy verification)", _passed_text(first_smoke) if len(first_smoke) else "NOT RECORDED",
-                 "; ".join(f"{r.case}: {r.error}" for r in failures.itertuples()) or
-                 ", ".join(first_smoke["case"].tolist()) or "no deploy smoke test stored"])
+                 "; ".join([*(f"{r.case}: {r.error}" for r in failures.itertuples()), *([cannot] if cannot else [])])
+                 or ", ".join(first_smoke["case"].tolist()) or "no deploy smoke test stored"])
     loop_failures = loop[loop["passed"] == False]  # noqa: E712
     rows.append(["Smoke loop (every 5 minutes, hour 1)", _passed_text(loop) if len(loop) else "NOT RECORDED",
                  f"{len(loop_failures)} failed" + (f", first at {loop_failures['time'].min().isoformat()}"
@@ -302,7 +340,39 @@ def _deploy_section(records: pd.DataFrame) -> list[str]:
     return ["## 1. Deployment status", "", *_table(["Check", "Result", "Detail"], rows), "", *outputs]
 
 
-def _operational_section(metrics: dict, hourly: pd.DataFrame) -> list[str]:
+def _route_latency_rows(evidence: CampaignEvidence) -> list[list[object]]:
+    """Latency per probed route, telemetry and probes side by side: one route's figures are never mixed
+    with another's (nor with traffic to routes the validator does not probe)."""
+    completed = evidence.events[evidence.events["kind"] == EventKind.REQUEST_COMPLETED.value]
+    sent = evidence.records[~evidence.records["outcome"].isin(NOT_SENT)]
+    rows = []
+    for route in evidence.probed_routes():
+        logged = _on_route(completed, route)["duration_ms"].dropna()
+        probed = _on_route(sent, route)["latency_ms"].dropna()
+        if not len(logged) and not len(probed):
+            continue
+        rows.append([route.label, len(logged), *(_fmt(float(logged.quantile(q)) if len(logged) else None, " ms")
+                                          for q in (0.5, 0.95, 0.99)),
+                     len(probed), *(_fmt(float(probed.quantile(q)) if len(probed) else None, " ms")
+                                    for q in (0.5, 0.95, 0.99))])
+    return rows
+
+
+def _stress_lines(stress: StressResult | None) -> list[str]:
+    if stress is None:
+        return ["### Stress test (hour 7)", "", "No stress request was stored.", ""]
+    status = {True: "VALID", False: "INVALID", None: "NO DATA"}[stress.valid]
+    outcomes = ", ".join(f"{n} {o}" for o, n in stress.outcomes.items()) or "none"
+    lines = ["### Stress test (hour 7)", "",
+             f"**{status}.** {stress.reason} Outcomes of the {stress.sent} sent: {outcomes}.", ""]
+    if stress.latency_by_route:
+        lines += _table(["Route (probe latency from intended send time)", "p50", "p95", "p99"],
+                        [[route, _fmt(p["p50_ms"], " ms"), _fmt(p["p95_ms"], " ms"), _fmt(p["p99_ms"], " ms")]
+                         for route, p in stress.latency_by_route.items()]) + [""]
+    return lines
+
+
+def _operational_section(metrics: dict, hourly: pd.DataFrame, evidence: CampaignEvidence) -> list[str]:
     requests, probes = metrics["requests"], metrics["probes"]
     per_hour = hourly["requests"].dropna()
 
@@ -325,13 +395,17 @@ def _operational_section(metrics: dict, hourly: pd.DataFrame) -> list[str]:
          share(probes["rate_limited"], probes["requests"])],
         ["Connection errors", "—", share(probes["connection_errors"], probes["requests"])],
         ["Error lines (level ≥ 50)", str(metrics["error_lines"]), "—"],
-        *[[f"Latency {name}", _fmt(requests["latency_ms"][name], " ms"), _fmt(probes["latency_ms"][name], " ms")]
-          for name in ("p50", "p95", "p99")],
     ]
+    route_rows = _route_latency_rows(evidence)
     return ["## 7. Operational metrics", "",
             *_table(["Metric", "Telemetry (all traffic)", "Probes (validator's own requests)"], rows), "",
             "Timeouts in telemetry are request-completed lines with HTTP 408 or 504; probes count requests that "
-            "did not complete in time.", "",
+            "were sent and did not complete in time. Requests the validator dropped were never sent and are "
+            "not counted against the target.", "",
+            "Latency by probed route (telemetry `duration_ms`; probes from the intended send time):", "",
+            *(_table(["Route", "Telemetry requests", "p50", "p95", "p99", "Probe requests", "p50", "p95", "p99"],
+                     route_rows) if route_rows else ["No request on a probed route was observed."]), "",
+            *_stress_lines(evidence.stress()),
             f"![Requests per hour]({CHARTS['requests']})", "",
             f"![Latency p50/p95/p99 by hour]({CHARTS['latency']})", "",
             f"![Ambiguity rate by hour]({CHARTS['ambiguity']})", "",
@@ -375,7 +449,14 @@ def _anomalies_section(evidence: CampaignEvidence, metrics: dict) -> list[str]:
         found.append("No probe request id was seen in telemetry, so the ambiguity rate counts all traffic.")
     dropped = metrics["probes"]["dropped"]
     if dropped:
-        found.append(f"{dropped} probe request(s) could not be sent on time (stress dropped requests).")
+        found.append(f"The validator dropped {dropped} stress request(s) (not sent on time or over its in-flight "
+                     "cap): its own shortfall, not counted against the target.")
+    stress = evidence.stress()
+    if stress is not None and stress.valid is False:
+        found.append(stress.reason)
+    unexposed = not_exposed_items(evidence.records, "")
+    if unexposed:
+        found.append("Not exposed by the target (so not verified): " + "; ".join(unexposed) + ".")
     for gate in evidence.gates:
         if gate.status == "NO_DATA":
             found.append(f"Gate {gate.gate} ({gate.name}) had no usable evidence: {gate.reason}")
@@ -407,7 +488,7 @@ def render_report(evidence: CampaignEvidence, notification: Message, metrics: di
         if gate.action_item:
             lines += [f"Action item: {gate.action_item}", ""]
         lines += ["Evidence:", "", *_evidence_lines(gate), ""]
-    lines += _operational_section(metrics, hourly)
+    lines += _operational_section(metrics, hourly, evidence)
     lines += _incidents_section(evidence)
     lines += _anomalies_section(evidence, metrics)
     lines += ["## 10. Final gate table", "",

@@ -70,6 +70,7 @@ def _as_json(result: ProbeResult) -> dict:
         "probe": result.probe,
         "passed": result.passed,
         "failures": result.failures,
+        "notes": result.notes,
         "summary": result.summary,
         "records": [dataclasses.asdict(r) for r in result.records],
     }
@@ -82,16 +83,17 @@ def _print(result: ProbeResult) -> None:
         table.add_column(column, no_wrap=True)
     table.add_column("detail", overflow="fold", ratio=1)
     for record in result.records[:RECORD_ROWS_SHOWN]:
-        detail = record.error or record.answer or ""
+        detail = record.error or record.answer or (f"not exposed: {record.not_exposed}" if record.not_exposed else "")
         if record.sse_events is not None and not record.error:
             detail = f"{record.sse_events} stream events"
         table.add_row(
             record.case,
             f"{record.method} {record.route}",
             "" if record.http_status is None else str(record.http_status),
-            "dropped" if record.dropped else record.outcome,
+            record.outcome,
             "" if record.latency_ms is None else f"{record.latency_ms:.0f}",
-            {True: "[green]yes[/]", False: "[red]no[/]", None: ""}[record.passed],
+            {True: "[green]yes[/]", False: "[red]no[/]", None: "[yellow]?[/]" if record.not_exposed else ""}[
+                record.passed],
             escape(detail[:120]),
         )
     console.print(table)
@@ -101,6 +103,8 @@ def _print(result: ProbeResult) -> None:
         console.print(f"  {key}: {escape(str(value))}")
     for failure in result.failures:
         console.print(f"[red]✗[/] {escape(failure)}", highlight=False)
+    for note in result.notes:
+        console.print(f"[yellow]?[/] {escape(note)}", highlight=False)
     console.print("[bold green]PASS[/]" if result.passed else "[bold red]FAIL[/]")
 
 
@@ -121,11 +125,11 @@ def smoke(**options: object) -> None:
 @probe.command("prompt-set")
 @_target_options
 @click.option("--prompts", "prompts_path", type=click.Path(dir_okay=False), default=None,
-              help="Prompt set YAML (default: the shipped runbook set).")
+              help="Prompt set YAML (default: the profile's prompts.prompt_set, else the shipped runbook set).")
 def prompt_set_command(prompts_path: str | None, **options: object) -> None:
     """The labelled prompt set; reports the AmbiguityGate's false-positive / false-negative rates."""
     try:
-        prompts = load_prompt_set(prompts_path)
+        prompts = load_prompt_set(prompts_path) if prompts_path is not None else None
     except ConfigError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)

@@ -4,6 +4,9 @@ Identity: a new discord identity and a new sovereign identity must get different
 accidental merge, the catastrophic failure), reverse lookups must return the right provider identities,
 and linking a second provider to one user must work. Determinism: consecutive requests by one user (as
 many as gate 3's policy asks, 5 by default) must get the same relationship context (checked for several users).
+The determinism message is the profile's `prompts.determinism`. A determinism run in which no request
+returned a context has no verdict (`consistent` None), never "consistent"; an identity check whose route or
+value the profile declares not exposed cannot be verified (unjudged, in the result's notes).
 """
 
 from __future__ import annotations
@@ -14,11 +17,10 @@ from collections.abc import Sequence
 
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.schemas.probe_records import ProbeRecord
-from staging_validation.probes.result import ProbeResult, failure_line, judge
+from staging_validation.probes.result import ProbeResult, failure_line, judge, unverified_lines
 from staging_validation.target.client import TargetClient
 
 DETERMINISM_USERS = tuple(f"sv-determinism-{n:02d}" for n in range(1, 11))
-DETERMINISM_PROMPT = "Good morning! What should I focus on today?"
 
 
 def _lookup_problem(links: list[tuple[str, str]] | None, expected: set[tuple[str, str]]) -> str | None:
@@ -43,12 +45,13 @@ async def identity_check(client: TargetClient, timing: CampaignTiming) -> ProbeR
     sovereign = ("sovereign", f"sv-sovereign-{run}")
     astralis = ("astralis", f"sv-astralis-{run}")
     records: list[ProbeRecord] = []
+    identity_id_unexposed = client.profile.not_exposed("extract.identity_id")
 
     async def create(case: str, identity: tuple[str, str]) -> ProbeRecord:
         record = await client.identity_for_provider(
             "identity_create", "identity", timing, case=case, provider=identity[0], provider_user_id=identity[1]
         )
-        judge(record, None if record.vi_user_id else "no identity id in the response")
+        judge(record, None if record.vi_user_id else "no identity id in the response", identity_id_unexposed)
         records.append(record)
         return record
 
@@ -83,7 +86,7 @@ async def identity_check(client: TargetClient, timing: CampaignTiming) -> ProbeR
         if not user_id or merged:
             continue
         record, links = await client.identity_lookup("identity", timing, case=case, vi_user_id=user_id)
-        lookups_ok &= judge(record, _lookup_problem(links, {own}))
+        lookups_ok &= judge(record, _lookup_problem(links, {own}), client.profile.not_exposed("extract.links"))
         records.append(record)
 
     link_ok = False
@@ -101,12 +104,14 @@ async def identity_check(client: TargetClient, timing: CampaignTiming) -> ProbeR
             after, links = await client.identity_lookup(
                 "identity", timing, case="lookup_after_link", vi_user_id=discord_id
             )
-            link_ok = judge(after, _lookup_problem(links, {discord, astralis}))
+            link_ok = judge(after, _lookup_problem(links, {discord, astralis}),
+                            client.profile.not_exposed("extract.links"))
             records.append(after)
 
-    failures = [failure_line(r) for r in records if not r.passed]
+    failures = [failure_line(r) for r in records if r.passed is False]
     return ProbeResult(
         probe="identity",
+        notes=unverified_lines(records),
         passed=not failures,
         records=records,
         failures=failures,
@@ -123,12 +128,12 @@ def _context(record: ProbeRecord) -> tuple[str | None, str | None, str | None]:
     return (record.relationship_type, record.voice_profile, record.trust_level)
 
 
-def _judge_consistency(records: list[ProbeRecord]) -> set[tuple]:
+def _judge_consistency(records: list[ProbeRecord], not_exposed: str | None) -> set[tuple]:
     """Judge one user's requests against the first context seen; the distinct contexts seen."""
     first_context = next((_context(r) for r in records if r.relationship_type), None)
     for record in records:
         if not record.relationship_type:
-            judge(record, "no relationship context in the response")
+            judge(record, "no relationship context in the response", not_exposed)
         elif _context(record) != first_context:
             judge(record, f"relationship context {_context(record)} differs from the first {first_context}")
         else:
@@ -154,16 +159,23 @@ async def determinism_check(
     more likely to be seen, and stable names let a campaign compare a user's context across hours.
     """
 
+    message = client.profile.prompts.determinism
+    not_exposed = client.profile.not_exposed("extract.relationship.relationship_type")
+
     async def consecutive(user: str) -> list[ProbeRecord]:
         return [
-            await client.chat("determinism", timing, case=f"request_{n}", user=user, message=DETERMINISM_PROMPT)
+            await client.chat("determinism", timing, case=f"request_{n}", user=user, message=message)
             for n in range(1, requests_per_user + 1)
         ]
 
     per_user = await asyncio.gather(*(consecutive(user) for user in users))
-    contexts = {user: _judge_consistency(records) for user, records in zip(users, per_user, strict=True)}
+    contexts = {user: _judge_consistency(records, not_exposed) for user, records in zip(users, per_user, strict=True)}
     records = [record for user_records in per_user for record in user_records]
-    failures = [f"{r.user} {failure_line(r)}" for r in records if not r.passed]
+    failures = [f"{r.user} {failure_line(r)}" for r in records if r.passed is False]
+    with_context = sum(r.relationship_type is not None for r in records)
+    # No context at all is no evidence (e.g. the message was answered by a path that skips relationship
+    # resolution): "0 users inconsistent" would read as a pass.
+    measured = with_context > 0
     return ProbeResult(
         probe="determinism",
         passed=not failures,
@@ -172,7 +184,13 @@ async def determinism_check(
         summary={
             "users": len(users),
             "requests": len(records),
-            "users_inconsistent": sum(len(seen) > 1 for seen in contexts.values()),
+            "requests_with_context": with_context,
+            "consistent": (not any(len(seen) > 1 for seen in contexts.values())) if measured else None,
+            "users_inconsistent": sum(len(seen) > 1 for seen in contexts.values()) if measured else None,
+            "no_data_reason": None if measured else (
+                not_exposed or f"none of the {len(records)} requests ({message!r}) returned a relationship "
+                "context"),
             "contexts": {user: sorted("/".join(map(str, c)) for c in seen) for user, seen in contexts.items()},
         },
+        notes=unverified_lines(records),
     )

@@ -2,7 +2,9 @@
 
 A normal prompt flagged ambiguous is a false positive, an ambiguous prompt not flagged a false negative
 (acceptance policy, gate 2). Each prompt goes out from its own user, 2 campaign-scaled seconds after the
-previous one, on an open schedule (a slow answer never delays the next prompt).
+previous one, on an open schedule (a slow answer never delays the next prompt). The set is the profile's
+`prompts.prompt_set` file, else the shipped one; a verdict the profile declares not exposed leaves the
+prompts unjudged (named in each record's `not_exposed`), never failed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pydantic
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.config_files import StrictModel, load_yaml_model
 from staging_validation.schemas.probe_records import ProbeRecord, records_to_table
-from staging_validation.probes.result import ProbeResult, failure_line, judge
+from staging_validation.probes.result import ProbeResult, failure_line, judge, unverified_lines
 from staging_validation.target.client import TargetClient
 
 DEFAULT_PROMPT_SET = Path(__file__).resolve().parent / "prompt_set.yaml"
@@ -124,7 +126,8 @@ async def prompt_set(
     client: TargetClient, timing: CampaignTiming, hour: int, prompts: PromptSet | None = None
 ) -> ProbeResult:
     """Send every prompt of the set, starting at the hour's start (or now, if later)."""
-    prompts = load_prompt_set() if prompts is None else prompts
+    prompts = load_prompt_set(client.profile.prompts.prompt_set) if prompts is None else prompts
+    profile = client.profile
     start = max(client.now(), timing.hour_start_s(hour))
     spacing = timing.scale(PROMPT_SPACING_S)
 
@@ -139,11 +142,12 @@ async def prompt_set(
             at=start + index * spacing,
         )
         record.expected_ambiguous = prompt.expected_ambiguous
-        judge(record, _problem(record, prompt, client.profile.extract.sse.min_events))
+        needed = None if prompt.prompt_class == "stream" else profile.not_exposed("extract.ambiguity")
+        judge(record, _problem(record, prompt, profile.extract.sse.min_events), needed)
         return record
 
     records = list(await asyncio.gather(*(send(i, p) for i, p in enumerate(prompts.prompts))))
-    failures = [failure_line(r) for r in records if not r.passed]
+    failures = [failure_line(r) for r in records if r.passed is False]
     by_class: dict[str, dict[str, int]] = {}
     for prompt, record in zip(prompts.prompts, records, strict=True):
         counts = by_class.setdefault(prompt.prompt_class, {"sent": 0, "passed": 0})
@@ -165,4 +169,5 @@ async def prompt_set(
             "verdict_unobserved": sum(r.ambiguous is None for r in verdict_expected),
             "by_class": by_class,
         },
+        notes=unverified_lines(records),
     )

@@ -2,7 +2,8 @@
 
 The smoke tests (target contract): (1) a normal prompt returns an answer with a record id; (2) an
 ambiguous prompt is detected; (3) the relationship context is resolved for the user; (4) the stream
-endpoint returns several events.
+endpoint returns several events. The messages are the profile's `prompts.smoke`. A test whose value the
+profile declares not exposed is "cannot verify" (unjudged, in the result's notes), never a failure.
 """
 
 from __future__ import annotations
@@ -11,15 +12,11 @@ import asyncio
 
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.schemas.probe_records import ProbeRecord
-from staging_validation.probes.result import ProbeResult, failure_line, judge
-from staging_validation.target.client import TargetClient
+from staging_validation.probes.result import ProbeResult, failure_line, judge, unverified_lines
+from staging_validation.target.client import HEALTH_FEATURES, TargetClient
 
 SMOKE_LOOP_INTERVAL_S = 300  # runbook: every 5 minutes during the first hour
 RUNBOOK_HOUR_S = 3600
-NORMAL_PROMPT = "What is the capital of France?"
-AMBIGUOUS_PROMPT = "so what not"
-RELATIONSHIP_PROMPT = "Can you remind me what we talked about last time?"
-STREAM_PROMPT = "Tell me a short story about a lighthouse keeper."
 SMOKE_USER = "sv-smoke-user"
 
 
@@ -29,25 +26,31 @@ async def _smoke_round(
     """The four smoke tests, all scheduled at the same moment."""
     at = client.now() if at is None else at
     common = {"user": SMOKE_USER, "at": at}
+    prompts, profile = client.profile.prompts.smoke, client.profile
     normal, ambiguous, relationship, stream = await asyncio.gather(
-        client.chat(probe, timing, case="normal", message=NORMAL_PROMPT, **common),
-        client.chat(probe, timing, case="ambiguous", message=AMBIGUOUS_PROMPT, **common),
-        client.chat(probe, timing, case="relationship", message=RELATIONSHIP_PROMPT, **common),
-        client.stream(probe, timing, case="stream", message=STREAM_PROMPT, **common),
+        client.chat(probe, timing, case="normal", message=prompts.normal, **common),
+        client.chat(probe, timing, case="ambiguous", message=prompts.ambiguous, **common),
+        client.chat(probe, timing, case="relationship", message=prompts.relationship, **common),
+        client.stream(probe, timing, case="stream", message=prompts.stream, **common),
     )
-    judge(normal, _normal_answer_problem(normal))
+    answer_paths = [p for p in ("record_id", "answer") if profile.not_exposed(f"extract.{p}") is None]
+    judge(normal, _normal_answer_problem(normal, answer_paths),
+          None if answer_paths else "; ".join(profile.not_exposed_anywhere("extract.answer")
+                                              + profile.not_exposed_anywhere("extract.record_id")))
     ambiguous.expected_ambiguous = True
     judge(
         ambiguous,
         None
         if ambiguous.ambiguous
-        else f"ambiguous prompt {AMBIGUOUS_PROMPT!r} not detected (verdict {ambiguous.ambiguous})",
+        else f"ambiguous prompt {prompts.ambiguous!r} not detected (verdict {ambiguous.ambiguous})",
+        profile.not_exposed("extract.ambiguity"),
     )
     judge(
         relationship,
         None
         if relationship.relationship_type
         else "no relationship context resolved for the user (relationship_type absent)",
+        profile.not_exposed("extract.relationship.relationship_type"),
     )
     minimum = client.profile.extract.sse.min_events
     judge(
@@ -59,8 +62,8 @@ async def _smoke_round(
     return [normal, ambiguous, relationship, stream]
 
 
-def _normal_answer_problem(record: ProbeRecord) -> str | None:
-    missing = [name for name in ("record_id", "answer") if not getattr(record, name)]
+def _normal_answer_problem(record: ProbeRecord, exposed: list[str]) -> str | None:
+    missing = [name for name in exposed if not getattr(record, name)]
     if missing:
         return f"normal prompt: no {' and no '.join(missing)} in the response"
     if record.ambiguous:
@@ -71,14 +74,16 @@ def _normal_answer_problem(record: ProbeRecord) -> str | None:
 async def smoke_tests(client: TargetClient, timing: CampaignTiming) -> ProbeResult:
     """The four documented smoke tests, once, now."""
     records = await _smoke_round(client, timing, "smoke")
-    failures = [failure_line(r) for r in records if not r.passed]
+    failures = [failure_line(r) for r in records if r.passed is False]
     passed_count = sum(bool(r.passed) for r in records)
     return ProbeResult(
         probe="smoke",
         passed=not failures,
         records=records,
         failures=failures,
-        summary={"tests_passed": passed_count, "tests_total": len(records)},
+        summary={"tests_passed": passed_count, "tests_total": len(records),
+                 "tests_unverified": sum(r.passed is None for r in records)},
+        notes=unverified_lines(records),
     )
 
 
@@ -105,7 +110,7 @@ async def smoke_loop(client: TargetClient, timing: CampaignTiming, hour: int) ->
     rounds_passed = 0
     for number, round_records in enumerate(rounds, start=1):
         records.extend(round_records)
-        round_failures = [failure_line(r) for r in round_records if not r.passed]
+        round_failures = [failure_line(r) for r in round_records if r.passed is False]
         rounds_passed += not round_failures
         failures.extend(f"round {number}: {line}" for line in round_failures)
     return ProbeResult(
@@ -121,33 +126,47 @@ async def smoke_loop(client: TargetClient, timing: CampaignTiming, hour: int) ->
             "rounds_passed": rounds_passed,
             "tests_passed": sum(bool(r.passed) for r in records),
             "tests_total": len(records),
+            "tests_unverified": sum(r.passed is None for r in records),
         },
+        notes=unverified_lines(records),
     )
 
 
 async def deploy_verification(client: TargetClient, timing: CampaignTiming) -> ProbeResult:
-    """Health answers 200 with the four features enabled, then the four smoke tests."""
+    """Health answers 200 with the four features enabled, then the four smoke tests.
+
+    `passed` is False only for what failed; what the profile declares not exposed (a feature flag, the
+    relationship context, a route) cannot be verified: it is in `notes` and does not fail the deploy.
+    """
     health, features = await client.health("deploy", timing)
-    disabled = [name for name, enabled in features.items() if enabled is not True]
+    profile = client.profile
+    unexposed = [name for name in HEALTH_FEATURES
+                 if profile.not_exposed(f"extract.health_features.{name}") is not None]
+    disabled = [name for name, enabled in features.items() if enabled is not True and name not in unexposed]
     judge(
         health,
         None
         if not disabled
         else "features not enabled: "
         + ", ".join(f"{name} ({'absent' if features[name] is None else 'false'})" for name in disabled),
+        # A feature that is exposed and off fails the deploy, whatever else could not be verified.
+        None if disabled else "; ".join(profile.not_exposed_anywhere("extract.health_features")) or None,
     )
     smoke = await _smoke_round(client, timing, "deploy")
     records = [health, *smoke]
-    failures = [failure_line(r) for r in records if not r.passed]
+    failures = [failure_line(r) for r in records if r.passed is False]
     return ProbeResult(
         probe="deploy",
         passed=not failures,
         records=records,
         failures=failures,
         summary={
-            "health_ok": bool(health.passed),
+            "health_ok": health.outcome == "ok",
             "features": features,
+            "features_not_exposed": unexposed,
             "smoke_tests_passed": sum(bool(r.passed) for r in smoke),
             "smoke_tests_total": len(smoke),
+            "smoke_tests_unverified": sum(r.passed is None for r in smoke),
         },
+        notes=unverified_lines(records),
     )

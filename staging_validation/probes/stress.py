@@ -3,7 +3,10 @@
 Request i is due at `start + i / rate` whatever happened to the earlier ones, and its latency runs from
 that due time, so a slow server shows up as latency instead of as a quietly lower rate (no coordinated
 omission). A request that cannot be sent within `send_tolerance_s` of its slot, or that would exceed the
-cap on requests in flight, is recorded as dropped: every slot yields exactly one record.
+cap on requests in flight, is recorded as dropped (outcome `dropped`): every slot yields exactly one
+record. Drops are the validator's shortfall: they are reported in `notes` and the summary, never as the
+target's failure, and the shares of what the target answered are over the requests actually sent.
+Messages are the profile's `prompts.stress`.
 """
 
 from __future__ import annotations
@@ -13,16 +16,10 @@ import asyncio
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.schemas.outcome import Outcome
 from staging_validation.schemas.probe_records import ProbeRecord
-from staging_validation.probes.result import ProbeResult, judge, latency_percentiles, outcome_counts
+from staging_validation.probes.result import ProbeResult, judge, latency_by_route, latency_percentiles, outcome_counts
 from staging_validation.target.client import TargetClient
 
 STRESS_USERS = 50
-STRESS_PROMPTS = (
-    "What is the capital of Australia?",
-    "Give me a simple recipe for tomato soup.",
-    "Summarize the plot of Romeo and Juliet.",
-    "How do I keep basil plants healthy indoors?",
-)
 
 
 async def stress(
@@ -49,6 +46,7 @@ async def stress(
     planned = max(0, int(duration_s * rate_per_s + 1e-9))
     interval = 1.0 / rate_per_s
 
+    messages = client.profile.prompts.stress
     records: list[ProbeRecord | None] = [None] * planned
     in_flight: set[asyncio.Task] = set()
     dropped_late = dropped_cap = 0
@@ -63,7 +61,7 @@ async def stress(
         at = start + index * interval
         await client.sleep_until(at)  # always yields, so finished requests release their slot
         user = f"sv-stress-{index % STRESS_USERS:03d}"
-        message = STRESS_PROMPTS[index % len(STRESS_PROMPTS)]
+        message = messages[index % len(messages)]
         lateness = client.now() - at
         if lateness > send_tolerance_s:
             dropped_late += 1
@@ -89,6 +87,10 @@ async def stress(
     outcomes = outcome_counts(sent)
     not_ok = len(sent) - outcomes.get(Outcome.OK, 0)
     dropped = dropped_late + dropped_cap
+
+    def share(count: int) -> float | None:
+        return round(count / len(sent), 4) if sent else None
+
     summary = {
         "hour": hour,
         "target_rate": rate_per_s,
@@ -100,20 +102,25 @@ async def stress(
         "dropped_in_flight_cap": dropped_cap,
         "achieved_rate": round(len(sent) / duration_s, 3) if duration_s > 0 else None,
         "outcomes": outcomes,
-        "error_rate": round(not_ok / len(sent), 4) if sent else None,
+        "error_rate": share(not_ok),
+        "rate_limited_share": share(outcomes.get(Outcome.RATE_LIMITED, 0)),
+        "server_error_share": share(outcomes.get(Outcome.SERVER_ERROR, 0)),
         "max_send_lag_ms": round(max((r.send_lag_ms or 0.0) for r in sent), 1) if sent else None,
         **latency_percentiles(sent),
+        "latency_by_route": latency_by_route(sent),
     }
-    failures = []
+    failures, notes = [], []
     if planned == 0:
-        failures.append(f"no request planned (duration {duration_s:.3f}s at {rate_per_s}/s)")
+        notes.append(f"no request planned (duration {duration_s:.3f}s at {rate_per_s}/s)")
     if dropped:
-        failures.append(
-            f"{dropped} of {planned} requests dropped ({dropped_late} late, {dropped_cap} over the in-flight cap)"
+        notes.append(
+            f"the validator dropped {dropped} of {planned} requests ({dropped_late} late, {dropped_cap} over "
+            "the in-flight cap): not sent, not counted against the target"
         )
     if not_ok:
         failures.append(
             f"{not_ok} of {len(sent)} requests failed: "
             + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()) if o != Outcome.OK)
         )
-    return ProbeResult(probe="stress", passed=not failures, records=completed, failures=failures, summary=summary)
+    return ProbeResult(probe="stress", passed=not failures and bool(sent), records=completed, failures=failures,
+                       summary=summary, notes=notes)

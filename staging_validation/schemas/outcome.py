@@ -15,6 +15,15 @@ class Outcome(StrEnum):
     SERVER_ERROR = "5xx"
     TIMEOUT = "timeout"
     CONNECTION_ERROR = "connection_error"
+    # Never sent by the validator (stress: too late for its slot, or over the in-flight cap): the
+    # validator's own shortfall, never evidence about the target.
+    DROPPED = "dropped"
+    # Never sent because the target profile declares the operation not exposed.
+    NOT_EXPOSED = "not_exposed"
+
+
+# Outcomes of requests the validator never sent: no rule, gate or report counts them against the target.
+NOT_SENT = frozenset({Outcome.DROPPED.value, Outcome.NOT_EXPOSED.value})
 
 
 def outcome_for_status(status: int) -> Outcome:

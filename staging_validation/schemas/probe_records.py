@@ -21,11 +21,11 @@ class ProbeRecord:
     user: str  # the user id the request was sent as ("" when the route has no user)
     route: str
     method: str
-    outcome: str  # an Outcome value (probes.outcome)
-    latency_ms: float | None  # from the *scheduled* send time to the end of the response; None if dropped
+    outcome: str  # an Outcome value (schemas.outcome)
+    latency_ms: float | None  # from the *scheduled* send time to the end of the response; None if not sent
     http_status: int | None = None
     send_lag_ms: float | None = None  # actual send minus scheduled send (stress: coordinated-omission guard)
-    dropped: bool = False  # could not be sent on time (stress); never silently skipped
+    dropped: bool = False  # never sent by the validator (outcome dropped, stress); never silently skipped
     passed: bool | None = None  # did the case's expectation hold (None: the case has no expectation)
     expected_ambiguous: bool | None = None  # prompt-set label
     record_id: str | None = None
@@ -39,6 +39,10 @@ class ProbeRecord:
     request_id: str | None = None  # the request id the validator sent, to join with telemetry
     error: str | None = None  # why the case failed or the request did not complete
     rate_limited_retries: int = 0  # 429s waited out before this outcome (the stress probe never retries)
+    # "<profile path>: <reason>; ..." for what the case needed and the profile declares not exposed.
+    not_exposed: str | None = None
+    body_bytes: int | None = None  # response body bytes read (at most the profile's http.max_body_bytes)
+    body_truncated: bool | None = None  # the body was longer than the cap and was cut off there
 
 
 RECORD_SCHEMA = pa.schema(
@@ -69,6 +73,9 @@ RECORD_SCHEMA = pa.schema(
         pa.field("error", pa.string()),
         # Nullable: files written before the column existed read as null.
         pa.field("rate_limited_retries", pa.int32()),
+        pa.field("not_exposed", pa.string()),
+        pa.field("body_bytes", pa.int64()),
+        pa.field("body_truncated", pa.bool_()),
     ]
 )
 

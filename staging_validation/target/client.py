@@ -5,7 +5,10 @@ that is not JSON becomes a record with its outcome class and error text. Every r
 *scheduled* start (latency includes any wait before it could be sent, so a slow client or server cannot
 hide lateness) and carries a probe request id (`<prefix><probe>-<client tag>-<n>`, unique across
 clients) that telemetry can join on. A 429 is waited out and retried, a bounded number of times, except
-where the caller measures load (the stress probe), where it is the result.
+where the caller measures load (the stress probe), where it is the result. A response body is read up
+to the profile's `http.max_body_bytes` and cut off there (`body_truncated`), streams included. An
+operation the profile declares not exposed is never sent: its record has outcome `not_exposed`; a value
+declared not exposed is left empty and named in the record's `not_exposed`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import math
 import os
 import secrets
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -29,11 +33,15 @@ from staging_validation.schemas.outcome import Outcome, outcome_for_status
 from staging_validation.schemas.probe_records import ProbeRecord
 from staging_validation.target.profile import (
     PLACEHOLDERS,
+    HealthFeaturePaths,
+    NotExposed,
+    RelationshipPaths,
     RequestSpec,
     TargetProfile,
     fill_template,
     first_present,
     json_path_get,
+    user_uuid,
 )
 
 ANSWER_MAX_CHARS = 200
@@ -120,12 +128,13 @@ class TargetClient:
     async def health(
         self, probe: str, timing: CampaignTiming, *, case: str = "health", at: float | None = None
     ) -> tuple[ProbeRecord, dict[str, bool | None]]:
-        """The health record and each of the four features' value (None when absent or not boolean)."""
+        """The health record and each of the four features' value (None when absent, not boolean or not
+        exposed; the record's `not_exposed` names the features the profile declares not exposed)."""
         record, document = await self._exchange(probe, timing, case, "health", at=at)
-        paths = self.profile.extract.health_features
-        features = {}
-        for feature in type(paths).model_fields:
-            value = json_path_get(document, getattr(paths, feature)) if document is not None else None
+        features: dict[str, bool | None] = {}
+        for feature in HEALTH_FEATURES:
+            path = self._readable(record, f"extract.health_features.{feature}")
+            value = json_path_get(document, path) if document is not None and path is not None else None
             features[feature] = value if isinstance(value, bool) else None
         return record, features
 
@@ -200,9 +209,10 @@ class TargetClient:
             probe, timing, case, "identity_lookup", at=at, values={"vi_user_id": vi_user_id}
         )
         record.vi_user_id = vi_user_id
-        if document is None:
+        if document is None or self._readable(record, "extract.links") is None:
             return record, None
         paths = self.profile.extract.links
+        assert not isinstance(paths, NotExposed)
         items = json_path_get(document, paths.items)
         if not isinstance(items, list):
             record.error = f"reverse lookup: no list at {paths.items or '<response>'!r}"
@@ -227,12 +237,12 @@ class TargetClient:
     ) -> ProbeRecord:
         """The record of a request that was due at `at` but was never sent (counted, never skipped).
 
-        Its outcome is `timeout` (it was not served in time, which is what its user would see);
-        `dropped` tells it apart from a request that was sent and timed out.
+        Its outcome is `dropped`: the validator's shortfall, never counted against the target.
         """
         spec = self._spec(operation)
-        record = self._new_record(probe, timing, case, user, spec.route, spec.method, at)
-        record.outcome = Outcome.TIMEOUT
+        route, method = ("", "") if isinstance(spec, NotExposed) else (spec.route, spec.method)
+        record = self._new_record(probe, timing, case, user, route, method, at)
+        record.outcome = Outcome.DROPPED
         record.dropped = True
         record.send_lag_ms = (self.now() - at) * 1000.0
         record.error = f"dropped: {reason}"
@@ -240,8 +250,20 @@ class TargetClient:
 
     # -- mechanics --------------------------------------------------------------------------------
 
-    def _spec(self, operation: str) -> RequestSpec:
+    def _spec(self, operation: str) -> RequestSpec | NotExposed:
         return getattr(self.profile.requests, operation)
+
+    def _readable(self, record: ProbeRecord, path: str) -> str | None:
+        """The JSON path the profile gives at `path` (e.g. `extract.identity_id`), or None when it is not
+        exposed, which the record then names."""
+        missing = self.profile.not_exposed(path)
+        if missing is not None:
+            note_not_exposed(record, missing)
+            return None
+        value = self.profile
+        for segment in path.split("."):
+            value = getattr(value, segment)
+        return value
 
     def _new_record(
         self,
@@ -285,40 +307,50 @@ class TargetClient:
             at=at,
             values={"provider": provider, "provider_user_id": provider_user_id},
         )
-        if document is not None:
-            identity = json_path_get(document, self.profile.extract.identity_id)
+        path = self._readable(record, "extract.identity_id")
+        if document is not None and path is not None:
+            identity = json_path_get(document, path)
             record.vi_user_id = None if identity is None else str(identity)
         return record
 
     def _extract_answer(self, record: ProbeRecord, document: Any) -> None:
-        extract = self.profile.extract
-        record_id = first_present(document, extract.record_id)
+        record_id_paths = self._readable(record, "extract.record_id")
+        record_id = first_present(document, record_id_paths) if record_id_paths is not None else None
         record.record_id = None if record_id is None else str(record_id)
-        answer = first_present(document, extract.answer)
+        answer_paths = self._readable(record, "extract.answer")
+        answer = first_present(document, answer_paths) if answer_paths is not None else None
         record.answer = None if answer is None else _truncate(str(answer))
-        verdict = json_path_get(document, extract.ambiguity.field)
-        if extract.ambiguity.equals is not None:
-            record.ambiguous = None if verdict is None else verdict == extract.ambiguity.equals
-        else:
-            record.ambiguous = verdict if isinstance(verdict, bool) else None
-        for column in ("relationship_type", "voice_profile", "trust_level"):
-            value = json_path_get(document, getattr(extract.relationship, column))
+        rule = self._readable(record, "extract.ambiguity")
+        if rule is not None:
+            verdict = json_path_get(document, rule.field)
+            if rule.equals is not None:
+                record.ambiguous = None if verdict is None else verdict == rule.equals
+            else:
+                record.ambiguous = verdict if isinstance(verdict, bool) else None
+        for column in RELATIONSHIP_COLUMNS:
+            path = self._readable(record, f"extract.relationship.{column}")
+            value = json_path_get(document, path) if path is not None else None
             setattr(record, column, None if value is None else str(value))
 
     def _build_request(
         self, spec: RequestSpec, user: str, values: dict[str, Any], at: float
-    ) -> tuple[str, dict[str, Any] | None, dict[str, str]]:
-        filled = dict.fromkeys(PLACEHOLDERS, "")
-        filled.update(values, user=user, timestamp=int(at * 1000))
+    ) -> tuple[str, dict[str, str], dict[str, Any] | None, dict[str, str]]:
+        """Route, query parameters, JSON body and headers with every placeholder filled."""
+        filled: dict[str, Any] = dict.fromkeys(PLACEHOLDERS, "")
+        filled.update(values, user=user, timestamp=int(at * 1000), request_uuid=str(uuid.uuid4()),
+                      user_uuid=user_uuid(user) if user else "")
         route = fill_template(spec.route, {k: quote(str(v), safe="") for k, v in filled.items()})
+        query = {name: str(fill_template(value, filled)) for name, value in spec.query.items()}
         body = fill_template(spec.body, filled) if spec.body is not None else None
         headers = {name: str(fill_template(value, filled)) for name, value in spec.headers.items()}
         conveyance = self.profile.user
         if user and conveyance.location == "header":
             headers[conveyance.name] = user
+        elif user and conveyance.location == "query":
+            query[conveyance.name] = user
         elif user:
             body = {**(body or {}), conveyance.name: user}
-        return route, body, headers
+        return route, query, body, headers
 
     async def _exchange(
         self,
@@ -342,7 +374,12 @@ class TargetClient:
             raise RuntimeError("TargetClient used outside `async with`")
         scheduled = self.now() if at is None else at
         spec = self._spec(operation)
-        route, body, headers = self._build_request(spec, user, values or {}, scheduled)
+        if isinstance(spec, NotExposed):
+            record = self._new_record(probe, timing, case, user, "", "", scheduled)
+            record.outcome = Outcome.NOT_EXPOSED
+            note_not_exposed(record, f"requests.{operation}: {spec.not_exposed}")
+            return record, None
+        route, query, body, headers = self._build_request(spec, user, values or {}, scheduled)
         record = self._new_record(probe, timing, case, user, route, spec.method, scheduled)
         telemetry = self.profile.telemetry
         record.request_id = (
@@ -354,7 +391,7 @@ class TargetClient:
         record.send_lag_ms = (self.now() - scheduled) * 1000.0
         retries_left = RATE_LIMIT_RETRIES if retry_rate_limited else 0
         while True:
-            document, retry_after_s = await self._attempt(record, spec, route, body, headers, streamed)
+            document, retry_after_s = await self._attempt(record, spec, route, query, body, headers, streamed)
             if retry_after_s is None or retries_left == 0:
                 break
             retries_left -= 1
@@ -368,6 +405,7 @@ class TargetClient:
         record: ProbeRecord,
         spec: RequestSpec,
         route: str,
+        query: dict[str, str],
         body: dict[str, Any] | None,
         headers: dict[str, str],
         streamed: bool,
@@ -379,16 +417,12 @@ class TargetClient:
         record.error = None
         try:
             async with asyncio.timeout(self.profile.http.request_timeout_s):
-                request = self._http.build_request(spec.method, route, json=body, headers=headers)
+                request = self._http.build_request(
+                    spec.method, route, params=query or None, json=body, headers=headers
+                )
                 response = await self._http.send(request, stream=True)
                 try:
-                    if streamed and response.is_success:
-                        prefix = self.profile.extract.sse.event_prefix
-                        record.sse_events = 0
-                        async for line in response.aiter_lines():
-                            record.sse_events += line.startswith(prefix)
-                    else:
-                        await response.aread()
+                    content = await self._read_capped(record, response)
                 finally:
                     await response.aclose()
         except (TimeoutError, httpx.TimeoutException):
@@ -400,16 +434,50 @@ class TargetClient:
         else:
             record.http_status = response.status_code
             record.outcome = outcome_for_status(response.status_code)
+            text = content.decode(response.encoding or "utf-8", errors="replace")
             if not response.is_success:
-                record.error = f"HTTP {response.status_code}: {_truncate(response.text, ERROR_BODY_MAX_CHARS)}"
-            elif not streamed:
+                record.error = f"HTTP {response.status_code}: {_truncate(text, ERROR_BODY_MAX_CHARS)}"
+            elif record.body_truncated:
+                record.error = (f"response body longer than the {self.profile.http.max_body_bytes}-byte cap "
+                                "(http.max_body_bytes): cut off there")
+            if streamed and response.is_success:
+                prefix = self.profile.extract.sse.event_prefix
+                record.sse_events = sum(line.startswith(prefix) for line in text.splitlines())
+            elif response.is_success and not record.body_truncated:
                 try:
-                    document = json.loads(response.content)
+                    document = json.loads(content)
                 except ValueError:
-                    record.error = f"response is not JSON: {_truncate(response.text, ERROR_BODY_MAX_CHARS)!r}"
+                    record.error = f"response is not JSON: {_truncate(text, ERROR_BODY_MAX_CHARS)!r}"
             if record.outcome == Outcome.RATE_LIMITED:
                 return document, _retry_after_s(response.headers.get("retry-after"))
         return document, None
+
+
+    async def _read_capped(self, record: ProbeRecord, response: httpx.Response) -> bytes:
+        """The body up to `http.max_body_bytes`; the rest is never read (closing the response drops it)."""
+        cap = self.profile.http.max_body_bytes
+        content = bytearray()
+        record.body_truncated = False
+        async for chunk in response.aiter_bytes():
+            room = cap - len(content)
+            if len(chunk) > room:
+                content += chunk[:room]
+                record.body_truncated = True
+                break
+            content += chunk
+        record.body_bytes = len(content)
+        return bytes(content)
+
+
+HEALTH_FEATURES = tuple(HealthFeaturePaths.model_fields)
+RELATIONSHIP_COLUMNS = tuple(RelationshipPaths.model_fields)
+
+
+def note_not_exposed(record: ProbeRecord, item: str) -> None:
+    """Add `"<profile path>: <reason>"` to the record's not-exposed list (once)."""
+    items = record.not_exposed.split("; ") if record.not_exposed else []
+    if item not in items:
+        record.not_exposed = "; ".join([*items, item])
 
 
 def _retry_after_s(header: str | None) -> float:

@@ -102,7 +102,7 @@ def test_decision_json_has_exactly_the_documented_keys(outputs):
     _, _, paths, message = outputs
     document = json.loads(paths["decision"].read_text())
     assert set(document) == {"campaign", "decision", "rule", "decided_at", "observed_hours", "coverage",
-                             "extension", "gates", "action_items", "notification"}
+                             "extension", "gates", "action_items", "stress", "notification"}
     assert set(document["extension"]) == {"count", "hours"}
     assert [set(g) for g in document["gates"]] == [{"gate", "name", "critical", "status", "metrics", "thresholds",
                                                    "samples", "reason"}] * 5

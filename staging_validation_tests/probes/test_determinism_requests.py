@@ -12,6 +12,7 @@ from staging_validation.acceptance.policy import Policy
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.probes.identity import determinism_check
 from staging_validation.schemas.probe_records import ProbeRecord, records_to_table
+from staging_validation.target.profile import load_target_profile
 from staging_validation_tests.acceptance.acceptance_tables import events
 
 TIMING = CampaignTiming(start_ms=1_700_000_000_000, hour_seconds=3600)
@@ -20,6 +21,8 @@ USERS = ("sv-determinism-a", "sv-determinism-b")
 
 class SameContextClient:
     """Answers every chat with one relationship context, as a deterministic target does."""
+
+    profile = load_target_profile()
 
     async def chat(self, probe: str, timing: CampaignTiming, *, case: str, user: str, message: str) -> ProbeRecord:
         return ProbeRecord(time=datetime.now(UTC), campaign_s=0.0, probe=probe, case=case, user=user,

@@ -101,11 +101,13 @@ def test_a_stalled_server_shows_as_high_latency_and_dropped_requests(stalled_ser
     # Every slot of the intended rate is accounted for: nothing is silently skipped.
     assert summary["planned"] == len(records) == 40
     assert summary["sent"] + summary["dropped"] == 40
-    assert summary["dropped_in_flight_cap"] > 0 and any("dropped" in f for f in result.failures)
+    # Drops are the validator's: noted, never among the target's failures.
+    assert summary["dropped_in_flight_cap"] > 0 and any("dropped" in n for n in result.notes)
+    assert not any("dropped" in f for f in result.failures)
     # Nothing looks good: every sent request timed out, and its latency counts from its due time.
     sent = [r for r in records if not r.dropped]
     assert sent and {r.outcome for r in sent} == {Outcome.TIMEOUT}
     assert all(r.latency_ms >= timeout_s * 1000 for r in sent)
     assert summary["p50_ms"] >= timeout_s * 1000
     dropped = [r for r in records if r.dropped]
-    assert all(r.latency_ms is None and r.passed is False and r.outcome == Outcome.TIMEOUT for r in dropped)
+    assert all(r.latency_ms is None and r.passed is None and r.outcome == Outcome.DROPPED for r in dropped)
