@@ -13,9 +13,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pydantic
+
 from staging_validation.acceptance.policy import campaign_policy
 from staging_validation.campaigns import CampaignState
-from staging_validation.config_files import validate_model
+from staging_validation.config_files import ConfigError
 from staging_validation.plan import STRESS_MULTIPLIER, HourPlan, Phase
 from staging_validation.acceptance.notify import campaign_notification_settings
 from staging_validation.probes.deploy_steps import DeploySteps, deploy_steps_result, run_deploy_steps
@@ -27,8 +29,9 @@ from staging_validation.probes.result import ProbeResult
 from staging_validation.storage import campaign_dir
 from staging_validation.target.client import TargetClient, bearer_token
 from staging_validation.target.profile import TargetProfile, load_target_profile
-from staging_validation.telemetry.capture import CaptureError, LogFollower, TelemetrySource, raw_hour_path
-from staging_validation.telemetry.parse import ParsedTelemetry, parse_log
+from staging_validation.telemetry.capture import TELEMETRY_SOURCES, CaptureError
+from staging_validation.telemetry.parse import ParsedTelemetry
+from staging_validation.telemetry.sources import CampaignTelemetry
 
 CAPTURE_POLL_S = 1.0  # how often an hour run drains the target's log while it waits for the hour's end
 
@@ -41,11 +44,18 @@ def telemetry_store(data_root: str | Path, state: CampaignState) -> Path:
     return campaign_dir(data_root, state.campaign) / "telemetry"
 
 
-def log_follower(data_root: str | Path, state: CampaignState) -> LogFollower:
-    source = validate_model(state.settings.get("telemetry"), TelemetrySource,
-                            f"campaign {state.campaign}: settings.telemetry")
-    time_path = target_profile(state).telemetry.fields.time
-    return LogFollower(source, telemetry_store(data_root, state), state.timing, time_path=time_path)
+def log_follower(data_root: str | Path, state: CampaignState) -> CampaignTelemetry:
+    """Every telemetry source of the campaign (settings.telemetry: one source or a list), with its mapping."""
+    where = f"campaign {state.campaign}: settings.telemetry"
+    try:
+        sources = TELEMETRY_SOURCES.validate_python(state.settings.get("telemetry"))
+    except pydantic.ValidationError as exc:
+        raise ConfigError(f"{where}: {'; '.join(error['msg'] for error in exc.errors())}") from None
+    try:
+        return CampaignTelemetry(sources, telemetry_store(data_root, state), state.timing,
+                                 target_profile(state).telemetry)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 async def _probe_hour(state: CampaignState, plan: HourPlan) -> list[ProbeResult]:
@@ -103,7 +113,7 @@ def run_final_checks(state: CampaignState) -> list[ProbeResult]:
 
 
 def capture_until_hour_end(
-    follower: LogFollower, state: CampaignState, hour: int, should_stop: Callable[[], bool]
+    follower: CampaignTelemetry, state: CampaignState, hour: int, should_stop: Callable[[], bool]
 ) -> list[str]:
     """Drain the target's log until the hour (plus a short grace for buffered writes) is over and the
     capture has caught up with the log, however large the backlog.
@@ -132,6 +142,5 @@ def capture_until_hour_end(
 
 
 def hour_telemetry(data_root: str | Path, state: CampaignState, hour: int) -> ParsedTelemetry:
-    path = raw_hour_path(telemetry_store(data_root, state), hour)
-    profile = target_profile(state)
-    return parse_log(path if path.exists() else b"", profile.telemetry)
+    """The hour's captured lines of every source, parsed and merged by time."""
+    return log_follower(data_root, state).parse_hour(hour)

@@ -34,10 +34,9 @@ from staging_validation.campaigns import HOURLY_ASSET_PROBE_RECORDS, CampaignSta
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.schemas.probe_records import RECORD_SCHEMA
 from staging_validation.storage import atomic_write_bytes, atomic_write_text, campaign_dir
-from staging_validation.telemetry.capture import CaptureError, LogFollower
+from staging_validation.telemetry.capture import CaptureError
 from staging_validation.schemas.events import EVENT_SCHEMA
-from staging_validation.schemas.telemetry_mapping import TelemetryMapping
-from staging_validation.telemetry.parse import parse_log
+from staging_validation.telemetry.sources import CampaignTelemetry
 
 MONITOR_STATE_DIR = "monitor"
 
@@ -88,12 +87,10 @@ class MonitorStep:
 class CampaignMonitor:
     """One campaign's monitor; its cursor and open-window buffers live in the campaign folder."""
 
-    def __init__(self, data_root: str | Path, state: CampaignState, follower: LogFollower,
-                 mapping: TelemetryMapping, policy: Policy):
+    def __init__(self, data_root: str | Path, state: CampaignState, follower: CampaignTelemetry, policy: Policy):
         self.data_root = data_root
         self.state = state
         self.follower = follower
-        self.mapping = mapping
         self.policy = policy
         self.folder = campaign_dir(data_root, state.campaign) / MONITOR_STATE_DIR
         self.cursor_path = self.folder / "cursor.json"
@@ -120,21 +117,11 @@ class CampaignMonitor:
         return MonitorCursor(**json.loads(self.cursor_path.read_text(encoding="utf-8")))
 
     def _new_events(self, cursor: MonitorCursor) -> pa.Table:
-        tables = []
-        for raw_file in sorted((self.follower.store_dir / "raw").glob("*.log")):
-            start = cursor.raw_offsets.get(raw_file.name, 0)
-            size = raw_file.stat().st_size
-            if size <= start:
-                continue
-            with raw_file.open("rb") as handle:
-                handle.seek(start)
-                chunk = handle.read(size - start)
-            cursor.raw_offsets[raw_file.name] = size
-            tables.append(parse_log(chunk, self.mapping).events)
+        tables = [self.follower.read_new(cursor.raw_offsets).events]
         buffer_path = self.folder / cursor.open_windows
         if buffer_path.exists():
             tables.append(pq.read_table(buffer_path, schema=EVENT_SCHEMA))
-        return pa.concat_tables(tables) if tables else EVENT_SCHEMA.empty_table()
+        return pa.concat_tables(tables)
 
     def _new_records(self, cursor: MonitorCursor) -> pd.DataFrame:
         frames = []

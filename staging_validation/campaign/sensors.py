@@ -17,7 +17,7 @@ from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaigns import CampaignState
 from staging_validation.schemas.timing import hour_key
 from staging_validation.config_files import ConfigError
-from staging_validation.hour_runner import log_follower, target_profile
+from staging_validation.hour_runner import log_follower
 from staging_validation.plan import plan_for_hour
 from staging_validation.watch import CampaignMonitor
 
@@ -161,8 +161,7 @@ def monitor_campaign(store: CampaignStore, state: CampaignState) -> list[dict]:
     """
     # Every setting is read before the step: a bad one must stop it before it stores anything.
     policy = campaign_policy(state)
-    monitor = CampaignMonitor(store.data_root, state, log_follower(store.data_root, state),
-                              target_profile(state).telemetry, policy)
+    monitor = CampaignMonitor(store.data_root, state, log_follower(store.data_root, state), policy)
     notifier = Notifier(campaign_notification_settings(state), store.campaign_dir(state.campaign) / "outbox")
     with monitor.exclusive() as alone:
         if not alone:

@@ -2,20 +2,41 @@
 `telemetry` section. The defaults are the documented contract (docs/ARCHITECTURE.md, "Telemetry as the
 simulator writes it"), so a deployment that logs as documented needs no telemetry section at all.
 
-Classification is by structured fields only: a line's `msg` is compared to the rules in order (first
-match wins); a JSON line that matches no rule is `error` when its level is at least `error_level`, else
-`other`.
+Classification is by structured fields only: a line's `msg` (or the field a rule names) is compared to the
+rules in order (first match wins); a JSON line that matches no rule is `error` when its level is at least
+`error_level`, else `other`. A rule may set constant event columns on the events it matches
+(`constants: {identity_op: create}`) for a target whose lines do not carry that field.
+
+A line is an event only when its time is a real moment: a number (or numeric string) of the mapping's
+`time_format` unit, or an ISO-8601 string, inside the window the reader is given (for a campaign: from a
+little before its start to the end of its last possible hour). Any other JSON line is *unparsed*, as are
+lines that are not JSON objects, lines longer than `max_line_bytes` and lines whose level is neither a
+number nor one of `level_names`.
+
+A target with several logs (request lines on stdout, another concern's events in a JSONL file) names a
+mapping per extra log under `sources`; the campaign's telemetry sources refer to them by name
+(`telemetry.capture.TelemetrySource.mapping`).
+
+`not_exposed` declares event kinds the target does not log at all (with the reason): their counts are
+"not observed", never 0 (see `telemetry.aggregates`, "Observable").
 """
 
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 import duckdb
 import pydantic
 
 from staging_validation.config_files import StrictModel
-from staging_validation.schemas.event_columns import EventKind
+from staging_validation.schemas.event_columns import EVENT_COLUMNS, EventKind
+
+# Event columns a rule may set to a constant: not the derived ones, nor the line's own time and level.
+SETTABLE_COLUMNS = frozenset(EVENT_COLUMNS) - {"time", "kind", "level", "origin", "request_id", "raw"}
+TimeFormat = Literal["auto", "epoch_ms", "epoch_s", "iso8601"]
+SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")  # a folder name of the capture store
+MAX_LINE_BYTES = 1 << 20
 
 _PATH_SEGMENT = re.compile(r'^[^."\\]+$')
 
@@ -29,12 +50,28 @@ def _check_dotted_path(path: str) -> str:
 
 
 class MsgRule(StrictModel):
-    """One `msg` pattern → one event kind. Exactly one of equals / prefix / regex."""
+    """One pattern on `msg` (or on `field`) → one event kind. Exactly one of equals / prefix / regex."""
 
     kind: EventKind
     equals: str | None = None
     prefix: str | None = None
     regex: str | None = None  # a search (not an anchored match); RE2 syntax, as DuckDB evaluates it
+    field: str | None = None  # dotted path of the text the pattern applies to; None: the mapping's msg field
+    # Constant event columns of the events this rule matches, e.g. {"identity_op": "create"}.
+    constants: dict[str, str | int | float | bool] = pydantic.Field(default_factory=dict)
+
+    @pydantic.field_validator("field")
+    @classmethod
+    def _field_path(cls, value: str | None) -> str | None:
+        return None if value is None else _check_dotted_path(value)
+
+    @pydantic.field_validator("constants")
+    @classmethod
+    def _settable(cls, value: dict) -> dict:
+        unknown = sorted(set(value) - SETTABLE_COLUMNS)
+        if unknown:
+            raise ValueError(f"cannot set {unknown}: a rule sets only event columns {sorted(SETTABLE_COLUMNS)}")
+        return value
 
     @pydantic.model_validator(mode="after")
     def _exactly_one_pattern(self) -> MsgRule:
@@ -57,7 +94,7 @@ class EventFieldPaths(StrictModel):
     `kind`, `origin`, `request_id` and `raw` are derived, so they have no entry here.
     """
 
-    time: str = "time"  # epoch milliseconds (a number) or an ISO-8601 string
+    time: str = "time"  # a number of the mapping's time_format (epoch ms by default) or an ISO-8601 string
     level: str = "level"
     msg: str = "msg"
     user_hash: str = "hashedUserId"
@@ -111,10 +148,26 @@ DEFAULT_MSG_RULES = (
 
 
 class TelemetryMapping(StrictModel):
-    """The `telemetry` section of a target profile."""
+    """The `telemetry` section of a target profile: how its (main) log reads, and under `sources` how each
+    further log of the target reads."""
 
     rules: tuple[MsgRule, ...] = DEFAULT_MSG_RULES
     fields: EventFieldPaths = EventFieldPaths()
+    # auto: a number is epoch ms, a string a number of epoch ms or an ISO-8601 time.
+    time_format: TimeFormat = "auto"
+    # Level names (compared case-insensitively) → numeric level, for a log writing "info"/"warn"/"error".
+    # Empty: levels are numbers (read natively, which is cheaper).
+    level_names: dict[str, int] = pydantic.Field(default_factory=dict)
+    # Event kinds this log never carries, with the reason: counted as "not observed", never as 0.
+    not_exposed: dict[EventKind, str] = pydantic.Field(default_factory=dict)
+    # A longer line is not read (the capture keeps its first bytes, marked truncated): counted, unparsed.
+    max_line_bytes: int = pydantic.Field(default=MAX_LINE_BYTES, ge=1024, le=64 << 20)
+    # How long before the campaign start a line may be and still be an event of it (clock skew, launch).
+    before_start_allowance_s: float = pydantic.Field(default=300.0, ge=0)
+    # Below this share of readable (parsed) lines, the aggregates and reports warn.
+    min_readable_share: float = pydantic.Field(default=0.5, ge=0, le=1)
+    # Further logs of the target by name: each its own mapping (no nested sources).
+    sources: dict[str, TelemetryMapping] = pydantic.Field(default_factory=dict)
     # The first of these present on a line is its request id.
     request_id_fields: tuple[str, ...] = ("reqId", "requestId")
     # Sent by every probe request; its value starts with the prefix so the line's origin is "probe".
@@ -129,11 +182,49 @@ class TelemetryMapping(StrictModel):
 
     @pydantic.model_validator(mode="after")
     def _paths_are_values_not_objects(self) -> TelemetryMapping:
-        paths = {*self.fields.model_dump().values(), *self.request_id_fields, self.identity_ok_field}
+        paths = {*self.fields.model_dump().values(), *self.request_id_fields, self.identity_ok_field,
+                 *(rule.field for rule in self.rules if rule.field is not None)}
         for path in paths:
             if any(other.startswith(path + ".") for other in paths):
                 raise ValueError(f"field {path!r} is mapped as a value, but other fields are read from inside it")
         return self
+
+    @pydantic.model_validator(mode="after")
+    def _declarations_agree(self) -> TelemetryMapping:
+        ruled = {rule.kind for rule in self.rules}
+        contradicted = sorted(kind.value for kind in self.not_exposed if kind in ruled)
+        if contradicted:
+            raise ValueError(f"not_exposed names {contradicted}, which rules also recognise; remove one")
+        if any(EventKind(kind) in (EventKind.OTHER, EventKind.ERROR) for kind in self.not_exposed):
+            raise ValueError("not_exposed: 'other' and 'error' are not target events")
+        for name, source in self.sources.items():
+            if not SOURCE_NAME.match(name):
+                raise ValueError(f"source name {name!r}: lowercase letters, digits, '-' and '_' (a folder name)")
+            if source.sources:
+                raise ValueError(f"source {name!r} names sources of its own; sources are one level deep")
+        return self
+
+    @pydantic.field_validator("level_names")
+    @classmethod
+    def _lowercase_names(cls, value: dict[str, int]) -> dict[str, int]:
+        return {name.lower(): level for name, level in value.items()}
+
+    def for_source(self, name: str | None) -> TelemetryMapping:
+        """The mapping of the named source (None: this main one). A source that does not set the probe
+        request-id header or prefix inherits this mapping's: the probes send one header to one service."""
+        if name is None:
+            return self
+        if name not in self.sources:
+            known = ", ".join(sorted(self.sources)) or "none"
+            raise ValueError(f"no telemetry mapping named {name!r} in the profile's telemetry.sources (known: {known})")
+        source = self.sources[name]
+        inherited = {key: getattr(self, key) for key in ("request_id_header", "probe_request_id_prefix")
+                     if key not in source.model_fields_set}
+        return source.model_copy(update=inherited)
+
+    def recognised_kinds(self) -> frozenset[EventKind]:
+        """The event kinds this mapping can produce from a line: its rules' kinds, and error/other."""
+        return frozenset({rule.kind for rule in self.rules} | {EventKind.ERROR, EventKind.OTHER})
 
     @pydantic.field_validator("request_id_fields")
     @classmethod

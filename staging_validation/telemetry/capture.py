@@ -20,7 +20,15 @@ was when that was committed:
 A command source cannot be stat'ed, so it is asked for the log from a little before the offset and the
 overlap must equal the last bytes captured; if it does not, the log was replaced and is read from its
 start.
+
+Hostile lines never wedge the capture nor create stray files: a line whose time is no real moment
+(non-numeric, infinite, NaN, negative, 1e308) or lies outside the campaign's window (`campaign_window`:
+from the mapping's `before_start_allowance_s` before the start to the end of the last possible hour) is
+filed as an untimed line, under the hour of the previous line; the parser counts it unparsed with its
+reason. A line longer than the mapping's `max_line_bytes` is stored as its first `max_line_bytes` bytes
+and a truncation mark (the rest is skipped, across polls, up to its newline), and counted in the cursor.
 """
+
 
 from __future__ import annotations
 
@@ -41,12 +49,16 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 
 import pydantic
 
-from staging_validation.schemas.timing import CampaignTiming, hour_key
+from staging_validation.campaigns import MAX_CAMPAIGN_HOURS
 from staging_validation.config_files import StrictModel
+from staging_validation.schemas.telemetry_mapping import SOURCE_NAME, TelemetryMapping, TimeFormat
+from staging_validation.schemas.timing import CampaignTiming, hour_key
 from staging_validation.storage import atomic_write_text
+from staging_validation.telemetry.classify import TimeWindow
 
 HEAD_BYTES = 256  # identifies a log file: its first bytes include the first line's millisecond time
 OVERLAP_BYTES = 64  # command sources: bytes re-read before the offset to recognise the same log
@@ -59,16 +71,25 @@ class CaptureError(RuntimeError):
     """The log could not be read; the message says why. The cursor is left as it was."""
 
 
+# Appended to a line cut at max_line_bytes: not JSON, so the parser counts the line oversize, never an event.
+TRUNCATION_MARK = b" [staging-validation: line truncated at max_line_bytes]"
+MAIN_SOURCE = "main"
+
+
 class TelemetrySource(StrictModel):
-    """Where the target's log is: a `path` the validator can read, or a `command` that prints it.
+    """One log of the target: a `path` the validator can read, or a `command` that prints it, and the
+    mapping it is read with (`mapping`: a name under the target profile's `telemetry.sources`; none: the
+    profile's `telemetry` itself).
 
     The command is a template (split like a shell command line, run without a shell) that prints the log
     from a byte position: `{offset}` is the 0-based offset, `{tail_offset}` the 1-based position that
     `tail -c +N` expects, e.g. `ssh stg-host tail -c +{tail_offset} /var/log/vi/staging.log`.
     """
 
+    name: str = pydantic.Field(default=MAIN_SOURCE, pattern=SOURCE_NAME.pattern)
     path: str | None = None
     command: str | None = None
+    mapping: str | None = None
 
     @pydantic.model_validator(mode="after")
     def _one_source(self) -> TelemetrySource:
@@ -84,6 +105,41 @@ class TelemetrySource(StrictModel):
         return self
 
 
+def _one_or_many(value: object) -> object:
+    return [value] if isinstance(value, dict | TelemetrySource) else value
+
+
+def _distinct_names(sources: tuple[TelemetrySource, ...]) -> tuple[TelemetrySource, ...]:
+    if not sources:
+        raise ValueError("give at least one telemetry source")
+    names = [source.name for source in sources]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"telemetry source names must differ (each has its own capture folder): {repeated}")
+    return sources
+
+
+# A campaign's telemetry: one source (the form every existing campaign stores) or a list of them; the
+# first is the main one, captured where a single source always was (`<store>/raw`, `<store>/cursor.json`).
+TelemetrySources = Annotated[
+    tuple[TelemetrySource, ...], pydantic.BeforeValidator(_one_or_many), pydantic.AfterValidator(_distinct_names)
+]
+TELEMETRY_SOURCES: pydantic.TypeAdapter[tuple[TelemetrySource, ...]] = pydantic.TypeAdapter(TelemetrySources)
+
+
+def source_store_dir(store_dir: str | Path, sources: tuple[TelemetrySource, ...], source: TelemetrySource) -> Path:
+    """Where a source is captured: the main (first) one in the store itself, each other under `sources/<name>`."""
+    return Path(store_dir) if source is sources[0] else Path(store_dir) / "sources" / source.name
+
+
+def campaign_window(timing: CampaignTiming, mapping: TelemetryMapping, last_hour: int = MAX_CAMPAIGN_HOURS - 1) -> TimeWindow:
+    """The times a campaign's line may carry: from the mapping's allowance before the start (clock skew,
+    the launch itself) to the end of the campaign's last possible hour."""
+    earliest = timing.start_ms - round(mapping.before_start_allowance_s * 1000)
+    end = timing.start_ms + round((last_hour + 1) * timing.hour_seconds * 1000)
+    return TimeWindow(max(0, earliest), end)
+
+
 class CaptureCursor(StrictModel):
     offset: int = 0  # end of the last complete line consumed from the current log
     dev: int | None = None
@@ -94,6 +150,8 @@ class CaptureCursor(StrictModel):
     last_hour: int | None = None  # hour of the last captured line, for a following untimed line
     store_sizes: dict[str, int] = pydantic.Field(default_factory=dict)  # raw file name → committed size
     lines_captured: int = 0
+    in_oversize_line: bool = False  # the log's next bytes are the skipped rest of a truncated line
+    oversize_lines: int = 0  # lines stored truncated at max_line_bytes
 
 
 @dataclasses.dataclass
@@ -125,21 +183,31 @@ def _complete_lines(data: bytes, *, final: bool) -> bytes:
     return data[: end + 1]
 
 
-def _epoch_ms(value: object) -> int | None:
-    """A time field's value in epoch ms as the parser reads it: a number (or a numeric string) of epoch ms,
-    or an ISO-8601 string (UTC unless it says otherwise); None for anything else."""
+def _iso_ms(value: str) -> float | None:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000
+
+
+def _epoch_ms(value: object, time_format: TimeFormat = "auto") -> int | None:
+    """A time field's value in epoch ms as the parser reads it (`telemetry.classify`): by the mapping's
+    `time_format` — auto: a number (or a numeric string) of epoch ms, or an ISO-8601 string (UTC unless it
+    says otherwise); None for anything else, and for an infinite or NaN time."""
     if isinstance(value, str):
         try:
-            value = float(value)
+            number: object = float(value)
         except ValueError:
-            try:
-                moment = datetime.fromisoformat(value)
-            except ValueError:
-                return None
-            value = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000
+            number = None
+        if time_format == "iso8601" or (number is None and time_format == "auto"):
+            number = _iso_ms(value)
+        value = number
+    elif time_format == "iso8601":
+        return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
-    return math.floor(value)
+    return math.floor(value * 1000 if time_format == "epoch_s" else value)
 
 
 def _read_from(handle, offset: int, limit: int) -> bytes:
@@ -154,14 +222,23 @@ class LogFollower:
         store_dir: str | Path,
         timing: CampaignTiming,
         *,
-        time_path: str = "time",
+        mapping: TelemetryMapping | None = None,
+        window: TimeWindow | None = None,
         max_poll_bytes: int = MAX_POLL_BYTES,
     ):
-        """`time_path` is the profile's `telemetry.fields.time`: a key, or a dotted path into nested objects."""
+        """`mapping` (the source's, default the documented one) gives the time field (`fields.time`: a key,
+        or a dotted path into nested objects), its format and the line cap; `window` the times a line may
+        carry (default `campaign_window`)."""
+        mapping = mapping or TelemetryMapping()
         self.source = source
         self.store_dir = Path(store_dir)
         self.timing = timing
+        self.window = window or campaign_window(timing, mapping)
         self.max_poll_bytes = max_poll_bytes
+        # Below the poll budget, so a line without its end yet is recognised as too long within one poll.
+        self.max_line_bytes = min(mapping.max_line_bytes, max_poll_bytes - 1)
+        self._time_format = mapping.time_format
+        time_path = mapping.fields.time
         self._time_segments = time_path.split(".")
         # A top-level key found once in a line's bytes is read from them without parsing (the common case,
         # and cheap); a dotted path, or a line naming the key twice (a nested field of the same name may
@@ -200,11 +277,12 @@ class LogFollower:
                 data, cursor, warnings, caught_up = self._read_path(committed)
             else:
                 data, cursor, warnings, caught_up = self._read_command(committed)
-            by_hour, last_hour, lines = self._split_by_hour(data, cursor.last_hour)
+            by_hour, last_hour, lines, oversize = self._split_by_hour(data, cursor.last_hour)
             sizes = self._append(by_hour, cursor.store_sizes)
-            cursor = cursor.model_copy(
-                update={"last_hour": last_hour, "store_sizes": sizes, "lines_captured": cursor.lines_captured + lines}
-            )
+            cursor = cursor.model_copy(update={
+                "last_hour": last_hour, "store_sizes": sizes, "lines_captured": cursor.lines_captured + lines,
+                "oversize_lines": cursor.oversize_lines + oversize,
+            })
             if cursor != committed or not self.cursor_path.exists():
                 atomic_write_text(self.cursor_path, cursor.model_dump_json(indent=2))
         return CapturedChunk(data, lines, set(by_hour), warnings, caught_up)
@@ -235,27 +313,70 @@ class LogFollower:
                 sizes[path.name] = handle.tell()
         return sizes
 
-    def _split_by_hour(self, data: bytes, last_hour: int | None) -> tuple[dict[int, list[bytes]], int | None, int]:
+    def _split_by_hour(
+        self, data: bytes, last_hour: int | None
+    ) -> tuple[dict[int, list[bytes]], int | None, int, int]:
+        """(lines by hour, hour of the last line, lines, lines truncated)."""
         by_hour: dict[int, list[bytes]] = {}
         if not data:
-            return by_hour, last_hour, 0
-        hour = last_hour if last_hour is not None else max(0, self.timing.hour_of_ms(int(time.time() * 1000)))
+            return by_hour, last_hour, 0, 0
+        if last_hour is None:  # the first line ever, untimed: the hour it arrives in (within the campaign)
+            now_ms = min(max(int(time.time() * 1000), self.window.earliest_ms), self.window.end_ms - 1)
+            last_hour = max(0, self.timing.hour_of_ms(now_ms))
+        hour = last_hour
         lines = data.split(b"\n")
         lines.pop()  # data ends with a newline
+        oversize = 0
         for line in lines:
+            if len(line) > self.max_line_bytes:
+                if not line.endswith(TRUNCATION_MARK):  # not already cut at the read (see _take_lines)
+                    line = line[: self.max_line_bytes] + TRUNCATION_MARK
+                oversize += 1
+                by_hour.setdefault(hour, []).append(line + b"\n")
+                continue
             # Only a line that looks like a whole JSON object has a time of its own; a truncated one
             # (no closing brace) is unparsed and follows the previous line, as the parser counts it.
+            # So does a line whose time is no moment of the campaign (the parser counts why).
             record = line.rstrip(b"\r")
             time_ms = self._line_time_ms(record) if record[:1] == b"{" and record[-1:] == b"}" else None
-            if time_ms is not None:
+            if time_ms is not None and self.window.admits(time_ms):
                 hour = max(0, self.timing.hour_of_ms(time_ms))
             by_hour.setdefault(hour, []).append(line + b"\n")
-        return by_hour, hour, len(lines)
+        return by_hour, hour, len(lines), oversize
+
+    def _take_lines(self, chunk: bytes, cursor: CaptureCursor, *, final: bool) -> tuple[bytes, int, bool]:
+        """What of `chunk` (the log's bytes from the cursor's offset) to capture: (complete lines, bytes of
+        the log consumed, whether the log's next bytes are the rest of a line too long to keep).
+
+        The rest of a truncated line is consumed without being captured; a line that reaches
+        `max_line_bytes` with no newline yet is captured truncated at once, so no poll waits for it and
+        memory stays bounded by the poll budget. With `final` (nothing more will be appended) a tail
+        becomes a line."""
+        consumed, skipping = 0, cursor.in_oversize_line
+        if skipping:
+            end = chunk.find(b"\n")
+            if end < 0:
+                return b"", len(chunk), not final
+            consumed, skipping = end + 1, False
+        rest = chunk[consumed:]
+        complete = _complete_lines(rest, final=final)
+        tail = rest[len(complete):]
+        if len(tail) > self.max_line_bytes:
+            return complete + tail[: self.max_line_bytes] + TRUNCATION_MARK + b"\n", len(chunk), True
+        return complete, consumed + len(complete), skipping
 
     def _line_time_ms(self, record: bytes) -> int | None:
         if self._time_key is not None and record.count(self._time_key) == 1:
             found = self._time_pattern.search(record)
-            return _epoch_ms(found.group(1).strip(b'"').decode("utf-8", "replace")) if found else None
+            if found is None:
+                return None
+            text = found.group(1)
+            if text[:1] == b'"':
+                return _epoch_ms(text[1:-1].decode("utf-8", "replace"), self._time_format)
+            try:  # an unquoted value: a JSON number, or a literal that is no time
+                return _epoch_ms(float(text), self._time_format)
+            except ValueError:
+                return None
         try:
             value = json.loads(record)
         except (ValueError, RecursionError):  # not JSON after all (or absurdly nested): untimed
@@ -264,16 +385,19 @@ class LogFollower:
             if not isinstance(value, dict):
                 return None
             value = value.get(segment)
-        return _epoch_ms(value)
+        return _epoch_ms(value, self._time_format)
 
     # -- a path source --------------------------------------------------------------------------------
 
     def _head_matches(self, handle, cursor: CaptureCursor) -> bool:
         return _sha256(_read_from(handle, 0, cursor.head_len)) == cursor.head_sha256
 
-    def _drain_rotated(self, cursor: CaptureCursor, *, same_inode: bool) -> tuple[bytes, bool, list[str]]:
-        """The rest of the log after `cursor.offset` from its rotated copy `<log>.1`: (lines, finished,
-        warnings). Not finished when the poll's byte budget ran out: the cursor stays on the old log."""
+    def _drain_rotated(
+        self, cursor: CaptureCursor, *, same_inode: bool
+    ) -> tuple[bytes, int, bool, bool, list[str]]:
+        """The rest of the log after `cursor.offset` from its rotated copy `<log>.1`: (lines, bytes consumed,
+        in an oversize line, finished, warnings). Not finished when the poll's byte budget ran out: the
+        cursor stays on the old log."""
         rotated = Path(self.source.path + ROTATED_SUFFIX)
         try:
             with open(rotated, "rb") as handle:
@@ -284,14 +408,14 @@ class LogFollower:
                     ours = cursor.head_len > 0 and self._head_matches(handle, cursor)
                 if ours and stat.st_size >= cursor.offset:
                     rest = _read_from(handle, cursor.offset, self.max_poll_bytes)
-                    if cursor.offset + len(rest) < stat.st_size:
-                        return _complete_lines(rest, final=False), False, []
-                    return _complete_lines(rest, final=True), True, []
+                    finished = cursor.offset + len(rest) >= stat.st_size
+                    lines, consumed, skipping = self._take_lines(rest, cursor, final=finished)
+                    return lines, consumed, skipping, finished, []
         except FileNotFoundError:
             pass
         except OSError as exc:
             raise CaptureError(f"{rotated}: cannot read the rotated log: {exc.strerror or exc}") from None
-        return b"", True, [
+        return b"", 0, False, True, [
             f"{self.source.path} was rotated or truncated and {rotated} does not hold its rest: lines written "
             "after the previous poll and before the rotation are lost"
         ]
@@ -313,10 +437,11 @@ class LogFollower:
                 renamed = stat is None or (stat.st_dev, stat.st_ino) != (cursor.dev, cursor.inode)
                 truncated = not renamed and (stat.st_size < cursor.offset or not self._head_matches(handle, cursor))
                 if renamed or truncated:
-                    drained, finished, warnings = self._drain_rotated(cursor, same_inode=renamed)
+                    drained, consumed, skipping, finished, warnings = self._drain_rotated(cursor, same_inode=renamed)
                     if not finished:
-                        return drained, cursor.model_copy(update={"offset": cursor.offset + len(drained)}), [], False
-                    restart = {"offset": 0, "head_len": 0}
+                        moved = {"offset": cursor.offset + consumed, "in_oversize_line": skipping}
+                        return drained, cursor.model_copy(update=moved), [], False
+                    restart = {"offset": 0, "head_len": 0, "in_oversize_line": False}
                     if renamed:
                         restart.update(dev=None, inode=None)
                     cursor = cursor.model_copy(update=restart)
@@ -324,16 +449,15 @@ class LogFollower:
                 return drained, cursor, warnings, True
             budget = self.max_poll_bytes - len(drained)
             chunk = _read_from(handle, cursor.offset, budget) if budget > 0 else b""
-            complete = _complete_lines(chunk, final=False)
-            if not complete and budget > 0 and len(chunk) >= budget:
-                complete = chunk  # a single line longer than a whole poll: take it as it is
+            complete, consumed, skipping = self._take_lines(chunk, cursor, final=False)
             head_len, head_sha = cursor.head_len, cursor.head_sha256
             if head_len < HEAD_BYTES:
                 head = _read_from(handle, 0, HEAD_BYTES)
                 head_len, head_sha = len(head), _sha256(head)
             cursor = cursor.model_copy(
                 update={
-                    "offset": cursor.offset + len(complete),
+                    "offset": cursor.offset + consumed,
+                    "in_oversize_line": skipping,
                     "dev": stat.st_dev,
                     "inode": stat.st_ino,
                     "head_len": head_len,
@@ -403,11 +527,11 @@ class LogFollower:
             )
             output = self._run(0, self.max_poll_bytes)
             chunk, offset, overlap = output, 0, b""
-        complete = _complete_lines(chunk, final=False)
-        if not complete and len(chunk) >= self.max_poll_bytes:
-            complete = chunk
-        tail = (overlap + complete)[-OVERLAP_BYTES:]
-        cursor = cursor.model_copy(
-            update={"offset": offset + len(complete), "tail_b64": base64.b64encode(tail).decode("ascii")}
-        )
+            cursor = cursor.model_copy(update={"in_oversize_line": False})
+        complete, consumed, skipping = self._take_lines(chunk, cursor, final=False)
+        tail = (overlap + chunk[:consumed])[-OVERLAP_BYTES:]
+        cursor = cursor.model_copy(update={
+            "offset": offset + consumed, "in_oversize_line": skipping,
+            "tail_b64": base64.b64encode(tail).decode("ascii"),
+        })
         return complete, cursor, warnings, len(chunk) < self.max_poll_bytes

@@ -25,7 +25,7 @@ from staging_validation.campaigns import load_campaign_state
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.config_files import ConfigError
 from staging_validation.definitions import build_definitions
-from staging_validation.hour_runner import log_follower, target_profile
+from staging_validation.hour_runner import log_follower
 from staging_validation.watch import CampaignMonitor, with_hour
 
 HOUR_SECONDS = 600.0  # long hours: the whole test happens inside hour 0
@@ -121,8 +121,7 @@ def test_an_early_stop_and_its_alert_are_stored_before_a_silent_smtp_server_is_a
         assert [a["rule"] for a in store.read_alerts("stopping")] == ["monitor.missing_pack"]
         # The step is not committed while it sends; an evaluation meanwhile (a tick after a timed-out
         # one) leaves the campaign to it instead of raising the same alert again.
-        monitor = CampaignMonitor(store.data_root, state, log_follower(store.data_root, state),
-                                  target_profile(state).telemetry, load_policy())
+        monitor = CampaignMonitor(store.data_root, state, log_follower(store.data_root, state), load_policy())
         with monitor.exclusive() as alone:
             assert not alone
         assert monitor_campaign(store, state) == []
@@ -139,8 +138,7 @@ def test_a_step_cut_short_before_its_commit_is_judged_again_without_counting_twi
     store, state, log = watched_campaign(tmp_path)
     with log.open("a") as handle:
         handle.writelines(pino("Unhandled error in chat handler", level=50, reqId=f"req-{n}") for n in range(11))
-    monitor = CampaignMonitor(store.data_root, state, log_follower(store.data_root, state),
-                              target_profile(state).telemetry, load_policy(None))
+    monitor = CampaignMonitor(store.data_root, state, log_follower(store.data_root, state), load_policy(None))
     (first,) = monitor.step().alerts
     (again,) = monitor.step().alerts
     assert (first.rule, first.count) == (again.rule, again.count) == ("monitor.errors", 11)

@@ -23,6 +23,7 @@ from staging_validation.hour_runner import (
     log_follower,
     telemetry_store,
 )
+from staging_validation.schemas.telemetry_mapping import EventFieldPaths, TelemetryMapping
 from staging_validation.target.profile import DOCUMENTED_PROFILE
 from staging_validation.telemetry.capture import (
     CaptureError,
@@ -76,6 +77,10 @@ def log(tmp_path):
 @pytest.fixture
 def store(tmp_path):
     return tmp_path / "capture"
+
+
+def mapping_with_time(path: str) -> TelemetryMapping:
+    return TelemetryMapping(fields=EventFieldPaths(time=path))
 
 
 def follower(log, store, **options) -> LogFollower:
@@ -296,7 +301,7 @@ def test_a_renamed_time_key_files_lines_by_their_own_time(log, store):
         {"level": 30, "ts": str(hour_ms[3]), "msg": "d"},  # a numeric string, as the parser reads it
         {"level": 30, "msg": "untimed: follows the previous line"},
     ]))
-    chunk = follower(log, store, time_path="ts").poll()
+    chunk = follower(log, store, mapping=mapping_with_time("ts")).poll()
     assert chunk.hours == {0, 1, 2, 3}
     assert [json.loads(line)["msg"] for line in raw_hour_path(store, 2).read_text().splitlines()] == ["b"]
     assert [json.loads(line)["msg"] for line in raw_hour_path(store, 1).read_text().splitlines()] == ["c"]
@@ -317,7 +322,7 @@ def test_iso_times_at_a_key_or_a_nested_path_file_lines_by_their_hour(log, store
         line("naive is utc", iso(START_MS + 3 * HOUR_MS + 1).removesuffix("+00:00")),
         line("not a time: follows the previous line", "yesterday"),
     ]))
-    chunk = follower(log, store, time_path=time_path).poll()
+    chunk = follower(log, store, mapping=mapping_with_time(time_path)).poll()
     assert chunk.hours == {1, 2, 3}
     by_hour = {hour: [json.loads(line)["msg"] for line in raw_hour_path(store, hour).read_text().splitlines()]
                for hour in chunk.hours}
