@@ -17,7 +17,7 @@ import pydantic
 
 from staging_validation.acceptance.policy import campaign_policy
 from staging_validation.campaigns import CampaignState
-from staging_validation.config_files import ConfigError
+from staging_validation.config_files import ConfigError, validate_model
 from staging_validation.plan import STRESS_MULTIPLIER, HourPlan, Phase
 from staging_validation.acceptance.notify import campaign_notification_settings
 from staging_validation.probes.deploy_steps import DeploySteps, deploy_steps_result, run_deploy_steps

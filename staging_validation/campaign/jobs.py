@@ -16,7 +16,8 @@ from staging_validation.probes.deploy_steps import DeploySteps
 from staging_validation.storage import validate_campaign_id
 from staging_validation.target.client import bearer_token, resolve_base_url
 from staging_validation.target.profile import load_target_profile
-from staging_validation.telemetry.capture import TelemetrySource
+from staging_validation.telemetry.capture import TELEMETRY_SOURCES
+from staging_validation.telemetry.sources import source_mappings
 
 campaign_probes_job = dg.define_asset_job(
     "campaign_probes",
@@ -64,6 +65,15 @@ class DeployConfig(dg.Config):
     timeout_s: float = pydantic.Field(default=1800.0, gt=0, description="Each step is killed after this long.")
 
 
+class TelemetrySourceConfig(dg.Config):
+    """A further log of the target (another concern's events in their own file), read with its own mapping."""
+
+    name: str = pydantic.Field(description="Its capture folder name: lowercase letters, digits, '-', '_'.")
+    path: str = pydantic.Field(default="", description="The log file.")
+    command: str = pydantic.Field(default="", description="Instead of a path: a command printing it from byte {offset}.")
+    mapping: str = pydantic.Field(description="Its mapping: a name under the profile's telemetry.sources.")
+
+
 class CampaignLaunchConfig(dg.Config):
     """The launchpad form of a campaign; the defaults validate the built-in simulator (`make simulator`)."""
 
@@ -74,6 +84,8 @@ class CampaignLaunchConfig(dg.Config):
     telemetry_command: str = pydantic.Field(
         default="", description="Instead of a path: a command printing the log from byte {offset}."
     )
+    telemetry_sources: list[TelemetrySourceConfig] = pydantic.Field(
+        default=[], description="Further logs of the target, beside the main one above.")
     policy: str = pydantic.Field(default="", description="Acceptance policy YAML; empty: the shipped policy.")
     hours: int = pydantic.Field(default=24, ge=1, le=24, description="Planned campaign hours before the verdict.")
     hour_seconds: float = pydantic.Field(default=3600.0, gt=0, description="Length of a campaign hour in seconds.")
@@ -82,7 +94,10 @@ class CampaignLaunchConfig(dg.Config):
     deploy: DeployConfig = DeployConfig()
 
     def settings(self) -> dict:
-        telemetry = {"command": self.telemetry_command} if self.telemetry_command else {"path": self.telemetry_path}
+        main = {"command": self.telemetry_command} if self.telemetry_command else {"path": self.telemetry_path}
+        extra = [{key: value for key, value in source.model_dump().items() if value}
+                 for source in self.telemetry_sources]
+        telemetry: dict | list[dict] = [main, *extra] if extra else main
         notification = {k: v for k, v in self.notification.model_dump().items() if v not in ("", None)}
         return {
             "target_profile": self.target_profile or None,
@@ -108,7 +123,12 @@ def register_campaign(store: CampaignStore, config: CampaignLaunchConfig, now_ms
     resolve_base_url(profile, settings["base_url"])
     bearer_token(profile)
     load_policy(settings["policy"])
-    TelemetrySource.model_validate(settings["telemetry"])
+    try:
+        sources = TELEMETRY_SOURCES.validate_python(settings["telemetry"])
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors())
+        raise ConfigError(f"telemetry sources: {problems}") from None
+    source_mappings(sources, profile.telemetry)
     validate_model(settings.get("deploy", {}), DeploySteps, "deploy")
     notification = NotificationSettings.model_validate(settings["notification"])
     if notification.webhook_url_env and notification.webhook_url() is None:

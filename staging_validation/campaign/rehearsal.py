@@ -37,10 +37,12 @@ from staging_validation.campaigns import (
     save_campaign_state,
 )
 from staging_validation.definitions import build_definitions
-from staging_validation.simulator.process import start_simulator
+from staging_validation.simulator.process import RunningSimulator, start_simulator
 from staging_validation.simulator.profiles import load_profile
 from staging_validation.storage import campaign_dir, validate_campaign_id
+from staging_validation.target.profile import ALTERNATE_PROFILE, DOCUMENTED_PROFILE, SPARSE_PROFILE
 
+DIALECT_PROFILES = {"documented": DOCUMENTED_PROFILE, "alternate": ALTERNATE_PROFILE, "sparse": SPARSE_PROFILE}
 RUN_KEY_TAG = "dagster/run_key"
 SENSOR_NAME_TAG = "dagster/sensor_name"
 # Run events stay in the instance (the UI shows them); the terminal shows the progress bars.
@@ -161,9 +163,11 @@ def rehearse(
     console: Console | None = None,
     policy: str | None = None,
     first_verdict_only: bool = False,
+    dialect: str = "documented",
 ) -> RehearsalOutcome:
     """`policy`: an acceptance policy YAML instead of the shipped one. `first_verdict_only`: the campaign
-    ends at its first verdict; an EXTEND is decided and notified, but its extension hours are not played."""
+    ends at its first verdict; an EXTEND is decided and notified, but its extension hours are not played.
+    `dialect`: the simulator's HTTP and telemetry dialect, validated with its shipped target profile."""
     console = console or Console()
     campaign = validate_campaign_id(
         campaign or f"rehearsal-{profile}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
@@ -175,7 +179,7 @@ def rehearse(
         # Hour 0 a day ahead until the campaign registers and sets the real start: the profile's fault
         # windows stay closed meanwhile instead of opening on the simulator's own clock.
         simulator = start_simulator(
-            Path(data_root) / "simulator" / campaign, profile=profile, seed=seed,
+            Path(data_root) / "simulator" / campaign, profile=profile, seed=seed, dialect=dialect,
             hour_seconds=hour_seconds, organic_rps=organic_rps,
             campaign_start_ms=int(time.time() * 1000) + PRE_CAMPAIGN_OFFSET_MS,
         )
@@ -187,6 +191,7 @@ def rehearse(
                     "hours": hours, "hour_seconds": hour_seconds, "stress_baseline_rps": stress_baseline_rps,
                     **({"notification": notification} if notification else {}),
                     **({"policy": str(policy)} if policy else {}),
+                    **dialect_launch_config(simulator),
                 }}}},
                 raise_on_error=False,
             )
@@ -202,6 +207,15 @@ def rehearse(
     decision = json.loads((folder / "decision.json").read_text(encoding="utf-8"))
     return RehearsalOutcome(campaign, decision, decision.get("gates", []),
                             folder / "STAGING_ACCEPTANCE_REPORT.md", failed)
+
+
+def dialect_launch_config(simulator: RunningSimulator) -> dict:
+    """The target profile of the simulator's dialect and its further telemetry files, as launch config."""
+    config: dict = {"target_profile": str(DIALECT_PROFILES[simulator.dialect])}
+    if simulator.events_log_path is not None:
+        config["telemetry_sources"] = [
+            {"name": "governor", "path": str(simulator.events_log_path), "mapping": "governor"}]
+    return config
 
 
 def _drive(instance: dg.DagsterInstance, defs: dg.Definitions, data_root: Path, campaign: str, lanes: _Lanes,
