@@ -13,6 +13,7 @@ import dagster as dg
 import pytest
 
 from staging_validation.campaign.metadata import DECISION_CHECK, TAG_DECISION
+from staging_validation.campaign.rehearsal import instance_home
 from staging_validation.campaign.sensors import TAG_CAMPAIGN, TAG_PHASE
 
 pytestmark = pytest.mark.e2e
@@ -22,9 +23,8 @@ RELATIVE_LINK = re.compile(r"\]\((?!data:|https?://)[^)]*\)")
 
 
 def test_a_missing_pack_rehearsal_leaves_an_error_decision_check_a_tagged_run_and_embedded_charts(tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # The project's instance (queue, lanes, run monitoring: the rehearsal's daemon needs them), storage in tmp.
+    home = instance_home(tmp_path / "home")
     env = {**os.environ, "DAGSTER_HOME": str(home), "STAGING_VALIDATION_DATA": str(tmp_path / "data"),
            "COLUMNS": "200"}
     result = subprocess.run([sys.executable, "-m", "staging_validation.cli", "rehearse", "--profile", "missing-pack",
