@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from enum import StrEnum
 
 SNAPSHOT_EVERY_CAMPAIGN_S = 30 * 60  # metrics-snapshot.sh every 30 minutes
@@ -64,3 +65,20 @@ def phase_for_hour(hour: int, planned_hours: int = 24) -> Phase:
 def plan_for_hour(hour: int, planned_hours: int = 24) -> HourPlan:
     phase = phase_for_hour(hour, planned_hours)
     return HourPlan(hour=hour, phase=phase, runs_smoke_tests=phase in (Phase.DEPLOY, Phase.SMOKE_LOOP))
+
+
+# The shortest campaign hour the validator can serve: an hour's steps all start at its start, so its
+# longest step (the prompt set beside the identity check) must fit inside it. Measured with
+# benchmarks/bench_hour_floor.py on this project's 2-CPU machine; 3 s leaves head-room for a busy one.
+MIN_HOUR_SECONDS = 3.0
+RUNBOOK_HOUR_SECONDS = 3600.0  # a real hour: a longer campaign hour would stretch the runbook, not rehearse it
+
+
+def hour_seconds_problem(hour_seconds: float) -> str | None:
+    """Why a campaign cannot run with hours this long, or None (the launch and `rehearse` refuse it)."""
+    if not math.isfinite(hour_seconds) or hour_seconds < MIN_HOUR_SECONDS:
+        return (f"{hour_seconds:g} s is shorter than the validator can serve: the floor is {MIN_HOUR_SECONDS:g} s "
+                "(an hour's longest probe step, measured by benchmarks/bench_hour_floor.py)")
+    if hour_seconds > RUNBOOK_HOUR_SECONDS:
+        return f"{hour_seconds:g} s is longer than the runbook's real hour ({RUNBOOK_HOUR_SECONDS:g} s)"
+    return None

@@ -13,8 +13,9 @@ LAYERS = [
     {"config_files", "storage", "schemas", "layout"},
     {"simulator", "target"},
     {"probes", "telemetry", "lifecycle", "campaign_target"},
+    {"plan", "collection"},
     {"acceptance"},
-    {"plan", "collection", "hour_capture", "final_checks", "watch"},
+    {"hour_capture", "final_checks", "watch"},
     {"campaign", "definitions", "cli"},
 ]
 

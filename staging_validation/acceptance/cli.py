@@ -13,9 +13,11 @@ from staging_validation.acceptance.policy import load_policy
 from staging_validation.config_files import ConfigError
 from staging_validation.storage import as_data_path, default_data_root
 
-EXIT_CODES = {"ACCEPT": 0, "EXTEND": 3, "REJECT": 4}
+# 5: the validator failed to collect the evidence (a rule `inconclusive.*`): nothing is known against the target.
+EXIT_CODES = {"ACCEPT": 0, "EXTEND": 3, "REJECT": 4, "INCONCLUSIVE": 5}
 STATUS_STYLE = {"PASS": "green", "REVIEW": "yellow", "FAIL": "bold red", "NO_DATA": "magenta"}
-DECISION_STYLE = {"ACCEPT": "bold green", "EXTEND": "bold yellow", "REJECT": "bold red"}
+DECISION_STYLE = {"ACCEPT": "bold green", "EXTEND": "bold yellow", "REJECT": "bold red",
+                  "INCONCLUSIVE": "bold magenta"}
 
 
 @click.command()
@@ -26,7 +28,8 @@ DECISION_STYLE = {"ACCEPT": "bold green", "EXTEND": "bold yellow", "REJECT": "bo
               "(default: data/ or $STAGING_VALIDATION_DATA).")
 @click.option("--round", "round_id", help="The verdict round to re-judge, e.g. 24 or early (default: the latest).")
 def verdict(campaign_id: str, policy_path: Path | None, data_root: str | None, round_id: str | None) -> None:
-    """Recompute the five gates and the decision from stored data; exit 0 ACCEPT, 3 EXTEND, 4 REJECT."""
+    """Recompute the five gates and the decision from stored data; exit 0 ACCEPT, 3 EXTEND, 4 REJECT,
+    5 INCONCLUSIVE (the validator missed the evidence)."""
     root = as_data_path(data_root) if data_root else default_data_root()
     try:
         evidence = judge_campaign(root, campaign_id, load_policy(policy_path) if policy_path else None,
@@ -36,8 +39,10 @@ def verdict(campaign_id: str, policy_path: Path | None, data_root: str | None, r
         raise SystemExit(1) from None
 
     console = Console()
+    validator = evidence.validator
+    probes = f"probe coverage {validator.probe_coverage:.0%}, " if validator else ""
     table = Table(title=f"Campaign {evidence.campaign}: {len(evidence.hours_observed)} observed hour(s), "
-                        f"coverage {evidence.coverage:.0%}")
+                        f"{probes}coverage {evidence.coverage:.0%}")
     table.add_column("#")
     table.add_column("Gate", no_wrap=True)
     table.add_column("Crit.")

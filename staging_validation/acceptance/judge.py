@@ -6,7 +6,9 @@ re-judges gets exactly what the campaign would have decided with that policy.
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from collections.abc import Iterable
 
 import pandas as pd
@@ -19,6 +21,8 @@ from staging_validation.acceptance.decision import Decision, coverage, decide
 from staging_validation.acceptance.gates import GateResult, evaluate_gates
 from staging_validation.acceptance.policy import Policy, campaign_policy
 from staging_validation.acceptance.report import CampaignEvidence
+from staging_validation.collection.recorded_steps import collection_by_hour
+from staging_validation.collection.validator_gaps import ValidatorCoverage, validator_coverage
 from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS, HOURLY_ASSET_TELEMETRY_EVENTS, CampaignLayout
 from staging_validation.lifecycle import CampaignState, RoundSpec, load_campaign_state
 from staging_validation.schemas.events import EVENT_SCHEMA
@@ -62,13 +66,30 @@ def load_campaign_tables(layout: CampaignLayout, round_spec: RoundSpec) -> tuple
     return with_final_checks(records, final, judged), events
 
 
+def round_validator_coverage(data_root: str | os.PathLike | UPath, state: CampaignState, round_spec: RoundSpec,
+                             now_s: float | None = None) -> ValidatorCoverage:
+    """What the validator collected of a round. An early-stopped round counts probe steps up to the hour
+    before its stop (the stop hour was cut short on purpose), so a re-judgement later says the same."""
+    now_s = time.time() if now_s is None else now_s
+    judged = round_spec.judged_hours
+    if round_spec.early_stop is not None:
+        considered = round_spec.early_stop.hour
+    else:
+        considered = max(0, min(judged, math.floor(state.timing.campaign_seconds(now_s) / 3600)))
+    layout = CampaignLayout.of(data_root, state.campaign)
+    return validator_coverage(state, collection_by_hour(data_root, state, now_s), judged, considered,
+                              layout.stored_hours(HOURLY_ASSET_TELEMETRY_EVENTS), now_s)
+
+
 def decide_round(round_spec: RoundSpec, gates: list[GateResult], hours_with_data: Iterable[int],
-                 policy: Policy) -> tuple[Decision, list[int], float]:
-    """The decision of one round, a pure function of its gates and hours: (decision, observed hours, coverage)."""
+                 policy: Policy, validator: ValidatorCoverage | None) -> tuple[Decision, list[int], float]:
+    """The decision of one round, a pure function of its gates, hours and what the validator collected:
+    (decision, observed hours, coverage)."""
     judged = round_spec.judged_hours
     observed = sorted(h for h in set(hours_with_data) if h < judged)
     share = coverage(observed, judged)
-    decision = decide(gates, share, policy, extension_count=round_spec.extension_count, stopped=round_spec.early_stop)
+    decision = decide(gates, share, policy, extension_count=round_spec.extension_count, stopped=round_spec.early_stop,
+                      validator=validator)
     return decision, observed, share
 
 
@@ -90,7 +111,8 @@ def judge_campaign(data_root: str | os.PathLike | UPath, campaign_id: str, polic
     round_spec = round_for_rejudging(state, round_id)
     records, events = load_campaign_tables(layout, round_spec)
     gates = evaluate_gates(records, events, policy)
-    decision, observed, share = decide_round(round_spec, gates, events["hour"].astype(int), policy)
+    validator = round_validator_coverage(data_root, state, round_spec)
+    decision, observed, share = decide_round(round_spec, gates, events["hour"].astype(int), policy, validator)
     recorded = state.verdict_round(round_spec.round_id)
     decided_at = (pd.Timestamp(recorded.decided_at_ms, unit="ms", tz="UTC") if recorded is not None
                   else pd.Timestamp.now(tz="UTC"))
@@ -98,4 +120,4 @@ def judge_campaign(data_root: str | os.PathLike | UPath, campaign_id: str, polic
                             decision=decision, alerts=alerts or [], hours_observed=observed,
                             decided_at=decided_at.to_pydatetime(), coverage=share,
                             judged_hours=round_spec.judged_hours, extension_count=round_spec.extension_count,
-                            policy=policy)
+                            policy=policy, validator=validator)

@@ -63,6 +63,9 @@ def _headline(decision: Decision, gates: list[GateResult], policy: Policy, obser
     deciding = [g for g in gates if g.gate in decision.deciding_gates]
     if decision.decision == "ACCEPT":
         return f"Staging passed. Releasing to production {_date_text(policy.release_date)}."
+    if decision.decision == "INCONCLUSIVE":
+        return ("Staging not judged: the validator failed to collect the evidence; nothing stands against the "
+                "target. Run the campaign again once the validator is fixed.")
     if decision.decision == "EXTEND":
         what = (" ".join(f"{g.name}: {g.reason}" for g in deciding)
                 or f"over more hours of data. {decision.reason}")

@@ -29,6 +29,7 @@ from staging_validation.acceptance.gates import (
 )
 from staging_validation.acceptance.notify import Message
 from staging_validation.acceptance.policy import Policy, campaign_policy
+from staging_validation.collection.validator_gaps import VALIDATOR_ALERT_PREFIX, ValidatorCoverage
 from staging_validation.config_files import ConfigError
 from staging_validation.layout import CHARTS_DIR, REPORT_NAME, CampaignLayout
 from staging_validation.lifecycle import CampaignState
@@ -71,6 +72,7 @@ class CampaignEvidence:
     telemetry_lines: LineCounts | None = None
     telemetry_mappings: list[TelemetryMapping] | None = None
     policy: Policy | None = None  # the policy the gates used; None: the campaign's own
+    validator: ValidatorCoverage | None = None  # what the validator collected; None: not known to the caller
 
     def stress(self) -> StressResult | None:
         return stress_result(self.records, self.policy or campaign_policy(self.state))
@@ -144,6 +146,7 @@ def decision_document(evidence: CampaignEvidence, notification: Message) -> dict
         "decided_at": evidence.decided_at.isoformat(),
         "observed_hours": sorted(evidence.hours_observed),
         "coverage": evidence.coverage,
+        "validator": evidence.validator.as_dict() if evidence.validator else None,
         "extension": {"count": evidence.extension_count, "hours": decision.extend_hours},
         "gates": [{"gate": g.gate, "name": g.name, "critical": g.critical, "status": g.status,
                    "metrics": g.metrics, "thresholds": g.thresholds, "samples": g.samples, "reason": g.reason}
@@ -468,13 +471,22 @@ def _operational_section(metrics: dict, hourly: pd.DataFrame, evidence: Campaign
             f"![Governor attempt distribution]({CHARTS['governor']})", ""]
 
 
+def _alert_rows(alerts: list[Alert]) -> list[list[object]]:
+    return [[pd.Timestamp(a.time_ms, unit="ms", tz="UTC").isoformat(), a.severity, a.rule, a.count, a.message]
+            for a in sorted(alerts, key=lambda a: a.time_ms)]
+
+
+def _validator_alerts(evidence: CampaignEvidence) -> list[Alert]:
+    return [a for a in evidence.alerts if a.rule.startswith(VALIDATOR_ALERT_PREFIX)]
+
+
 def _incidents_section(evidence: CampaignEvidence) -> list[str]:
+    """The target's incidents; the validator's own alerts are in the section on what it missed."""
     lines = ["## 8. Incidents", ""]
-    if not evidence.alerts:
+    target_alerts = [a for a in evidence.alerts if not a.rule.startswith(VALIDATOR_ALERT_PREFIX)]
+    if not target_alerts:
         return lines + [f"The monitor raised no alert over the {len(evidence.hours_observed)} observed hour(s).", ""]
-    rows = [[pd.Timestamp(a.time_ms, unit="ms", tz="UTC").isoformat(), a.severity, a.rule, a.count, a.message]
-            for a in sorted(evidence.alerts, key=lambda a: a.time_ms)]
-    return lines + _table(["Time (UTC)", "Severity", "Rule", "Count", "Message"], rows) + [""]
+    return lines + _table(["Time (UTC)", "Severity", "Rule", "Count", "Message"], _alert_rows(target_alerts)) + [""]
 
 
 def hour_ranges(hours: list[int]) -> str:
@@ -523,6 +535,42 @@ def _anomalies_section(evidence: CampaignEvidence, metrics: dict) -> list[str]:
     return lines + [f"- {item}" for item in found] + [""]
 
 
+def _coverage_rows(validator: ValidatorCoverage | None) -> list[list[object]]:
+    """Probe and telemetry coverage apart: telemetry is captured whatever the probes do, so it says nothing
+    about whether the probes ran in their hours."""
+    if validator is None:
+        return [["Probe coverage", "not measured (no record of what the validator collected)"]]
+    return [["Probe coverage", f"{validator.probe_coverage:.0%}: {validator.ran_in_hour} of {validator.due_steps} "
+                               "due probe steps ran in their hour"],
+            ["Telemetry coverage", f"{validator.telemetry_coverage:.0%}: {len(validator.telemetry_hours)} of "
+                                   f"{validator.judged_hours} hours ingested"]]
+
+
+def _validator_section(evidence: CampaignEvidence) -> list[str]:
+    """What the validator missed: its own gaps and alerts, never evidence against the target."""
+    validator = evidence.validator
+    lines = ["## What the validator missed", ""]
+    alerts = _validator_alerts(evidence)
+    if alerts:
+        lines += ["The validator's own alerts:", "",
+                  *_table(["Time (UTC)", "Severity", "Rule", "Count", "Message"], _alert_rows(alerts)), ""]
+    if validator is None:
+        return [*lines, "Not measured: this decision was made without a record of what the validator collected.", ""]
+    if not validator.gaps and not validator.telemetry_missing and not validator.failed_reason:
+        return [*lines, "Nothing: every due probe step ran in its hour and every hour's telemetry was ingested.", ""]
+    if validator.failed_reason:
+        lines += [f"The campaign was stopped because the validator's own runs kept failing: "
+                  f"{validator.failed_reason}", ""]
+    if validator.gaps:
+        lines += _table(["Hour", "Step", "Why it did not run", "Made up"],
+                        [[g.hour, g.step.value, g.cause, f"in hour {g.made_up_in}" if g.made_up_in is not None
+                          else "no"] for g in validator.gaps])
+        lines.append("")
+    if validator.telemetry_missing:
+        lines += [f"Telemetry not ingested for hours {hour_ranges(validator.telemetry_missing)}.", ""]
+    return [*lines, "These are the validator's gaps: the evidence they cost is never counted against the target.", ""]
+
+
 def render_report(evidence: CampaignEvidence, notification: Message, metrics: dict, hourly: pd.DataFrame) -> str:
     decision, state = evidence.decision, evidence.state
     hours = sorted(evidence.hours_observed)
@@ -534,7 +582,9 @@ def render_report(evidence: CampaignEvidence, notification: Message, metrics: di
                  ["Decided", evidence.decided_at.isoformat()],
                  ["Planned hours", state.planned_hours],
                  ["Extensions before this decision", evidence.extension_count],
-                 ["Observed hours", f"{len(hours)} of {evidence.judged_hours} (coverage {evidence.coverage:.0%})"],
+                 ["Observed hours", f"{len(hours)} of {evidence.judged_hours} (coverage {evidence.coverage:.0%}: "
+                                    "hours with telemetry events)"],
+                 *_coverage_rows(evidence.validator),
                  ["Decision", f"**{decision.decision}** (rule `{decision.rule}`){extending}"],
              ]), "", *_deploy_section(evidence.records)]
     for section, gate in enumerate(evidence.gates, start=2):
@@ -547,6 +597,7 @@ def render_report(evidence: CampaignEvidence, notification: Message, metrics: di
     lines += _operational_section(metrics, hourly, evidence)
     lines += _incidents_section(evidence)
     lines += _anomalies_section(evidence, metrics)
+    lines += _validator_section(evidence)
     lines += ["## 10. Final gate table", "",
               *_table(["#", "Gate", "Critical", "Status", "Rule", "Samples"],
                       [[g.gate, g.name, "yes" if g.critical else "no", g.status, f"`{g.rule}`", g.samples]

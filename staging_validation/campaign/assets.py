@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from staging_validation.acceptance.alert_rules import Alert
 from staging_validation.acceptance.decision import Decision
 from staging_validation.acceptance.gates import GateResult, evaluate_gates, identity_merges
-from staging_validation.acceptance.judge import decide_round, load_campaign_tables
+from staging_validation.acceptance.judge import decide_round, load_campaign_tables, round_validator_coverage
 from staging_validation.acceptance.notify import Message, Notifier, compose_decision_message
 from staging_validation.acceptance.policy import campaign_policy
 from staging_validation.acceptance.report import CampaignEvidence, ui_markdown, write_campaign_outputs
@@ -386,14 +386,16 @@ def _gate_objects(payload: dict) -> list[GateResult]:
           check_specs=[dg.AssetCheckSpec(DECISION_CHECK, asset="campaign_decision",
                                          description=DECISION_CHECK_DESCRIPTION)])
 def campaign_decision(context: dg.AssetExecutionContext, store: CampaignStore, gate_results: dict):
-    """ACCEPT, EXTEND or REJECT for the round, with the rule that fired. The round is recorded once: its
+    """ACCEPT, EXTEND, REJECT or INCONCLUSIVE (the validator missed the evidence) for the round, with the rule
+    that fired. The round is recorded once: its
     first record applies it (an EXTEND lengthens the campaign, anything else ends it), a re-run changes
     nothing and keeps the recorded time."""
     campaign = context.partition_key
     round_spec = RoundSpec.model_validate(gate_results["round"])
-    policy = campaign_policy(store.load(campaign))
+    state = store.load(campaign)
+    validator = round_validator_coverage(store.data_root, state, round_spec)
     decision, observed, share = decide_round(round_spec, _gate_objects(gate_results),
-                                             gate_results["hours_observed"], policy)
+                                             gate_results["hours_observed"], campaign_policy(state), validator)
     try:
         _, recorded = record_verdict(store.data_root, campaign, VerdictRound(
             round_id=round_spec.round_id, judged_hours=round_spec.judged_hours,
@@ -416,14 +418,17 @@ def campaign_decision(context: dg.AssetExecutionContext, store: CampaignStore, g
         "judged_hours": round_spec.judged_hours,
         "coverage": share,
         "extension_count": round_spec.extension_count,
+        "validator": validator.as_dict(),
     }
     if store.load(campaign).settings.first_verdict_only:
         close_campaign(store.data_root, campaign)  # the EXTEND is recorded and notified, its hours not run
     # The verdict run carries its decision, so the runs list shows it without opening anything.
-    context.instance.add_run_tags(context.run_id, {TAG_DECISION: decision.decision})
+    context.instance.add_run_tags(context.run.run_id, {TAG_DECISION: decision.decision})
     yield dg.Output(payload, metadata={"round": round_spec.round_id, "decision": decision.decision,
                                        "rule": decision.rule, "matches_recorded": same,
-                                       "coverage": dg.MetadataValue.float(round(share, 3))})
+                                       "coverage": dg.MetadataValue.float(round(share, 3)),
+                                       "probe_coverage": dg.MetadataValue.float(round(validator.probe_coverage, 3)),
+                                       "validator_gaps": dg.MetadataValue.int(len(validator.gaps))})
     yield decision_check_result(payload)
 
 
@@ -460,6 +465,7 @@ def acceptance_report(context: dg.AssetExecutionContext, store: CampaignStore, g
         decided_at=pd.Timestamp(campaign_decision["decided_at"]), coverage=campaign_decision["coverage"],
         judged_hours=campaign_decision["judged_hours"], extension_count=campaign_decision["extension_count"],
         telemetry_lines=telemetry.line_counts(), telemetry_mappings=telemetry.mappings,
+        validator=round_validator_coverage(store.data_root, state, round_spec),
     )
     paths = write_campaign_outputs(layout, evidence, message)
     report_path = paths["report"]

@@ -10,13 +10,21 @@ from rich.console import Console
 from staging_validation.acceptance.cli import EXIT_CODES
 from staging_validation.campaign.rehearsal import print_outcome, rehearse
 from staging_validation.config_files import ConfigError
+from staging_validation.plan import MIN_HOUR_SECONDS, hour_seconds_problem
 from staging_validation.storage import default_data_root
+
+
+def _servable_hour_seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    problem = hour_seconds_problem(value)
+    if problem:
+        raise click.BadParameter(problem)
+    return value
 
 
 @click.command(name="rehearse")
 @click.option("--profile", default="healthy", show_default=True, help="Simulator fault profile.")
-@click.option("--hour-seconds", type=click.FloatRange(min=0.5), default=3.0, show_default=True,
-              help="Length of a campaign hour in seconds (3600 for real time).")
+@click.option("--hour-seconds", type=float, default=3.0, show_default=True, callback=_servable_hour_seconds,
+              help=f"Length of a campaign hour in seconds, at least {MIN_HOUR_SECONDS:g} (3600 for real time).")
 @click.option("--hours", type=click.IntRange(1, 24), default=24, show_default=True, help="Planned campaign hours.")
 @click.option("--campaign", help="Campaign id (default: rehearsal-<profile>-<time>).")
 @click.option("--seed", type=int, default=1, show_default=True)
@@ -28,7 +36,8 @@ def rehearse_command(profile: str, hour_seconds: float, hours: int, campaign: st
                      organic_rps: float, first_verdict_only: bool) -> None:
     """Start the simulator with a fault profile and run a whole campaign through Dagster.
 
-    Exit code: 0 ACCEPT, 3 EXTEND, 4 REJECT, 1 error.
+    Exit code: 0 ACCEPT, 3 EXTEND, 4 REJECT, 5 INCONCLUSIVE (the validator missed the evidence), 1 error,
+    2 a bad option (e.g. an hour shorter than the validator can serve).
     """
     console = Console()
     if not os.environ.get("DAGSTER_HOME"):

@@ -1,5 +1,7 @@
 
+import math
 import time
+from pathlib import Path
 
 import dagster as dg
 import pydantic
@@ -18,6 +20,7 @@ from staging_validation.campaign.resources import CampaignStore
 from staging_validation.collection.collector import run_collector
 from staging_validation.config_files import ConfigError, validate_model
 from staging_validation.lifecycle import MAX_CAMPAIGN_HOURS, CampaignSettings, CampaignState, register_campaign_state
+from staging_validation.plan import MIN_HOUR_SECONDS, RUNBOOK_HOUR_SECONDS, hour_seconds_problem
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.storage import validate_campaign_id
 from staging_validation.target.client import bearer_token, resolve_base_url
@@ -125,6 +128,9 @@ class TelemetrySourceConfig(dg.Config):
                 **({"mapping": self.mapping} if self.mapping else {})}
 
 
+MAX_PLANNED_HOURS = 24  # the runbook's day; extensions add up to MAX_CAMPAIGN_HOURS
+
+
 class CampaignLaunchConfig(dg.Config):
     """The launchpad form of a campaign; the defaults validate the built-in simulator (`make simulator`)."""
 
@@ -139,9 +145,14 @@ class CampaignLaunchConfig(dg.Config):
         default=[], description="Further logs of the target, each read with its own mapping, merged by time."
     )
     policy: str = pydantic.Field(default="", description="Acceptance policy YAML; empty: the shipped policy.")
-    hours: int = pydantic.Field(default=24, ge=1, le=24, description="Planned campaign hours before the verdict.")
-    hour_seconds: float = pydantic.Field(default=3600.0, gt=0, description="Length of a campaign hour in seconds.")
-    stress_baseline_rps: float = pydantic.Field(default=5.0, gt=0, description="Hour 7 sends twice this rate.")
+    # No pydantic bounds on these: Dagster would surface them as the chained cause of a step error; the launch
+    # checks them itself (`launch_problems`) and fails with the problem, naming the field, as its message.
+    hours: int = pydantic.Field(default=24, description=f"Planned campaign hours before the verdict, 1 to "
+                                f"{MAX_PLANNED_HOURS}.")
+    hour_seconds: float = pydantic.Field(
+        default=3600.0, description=f"Length of a campaign hour in seconds, {MIN_HOUR_SECONDS:g} (the measured floor) "
+        f"to {RUNBOOK_HOUR_SECONDS:g}.")
+    stress_baseline_rps: float = pydantic.Field(default=5.0, description="Hour 7 sends twice this rate (> 0).")
     notification: NotificationConfig = pydantic.Field(
         default=NotificationConfig(), description="Where the decision and the monitor's alerts are sent.")
     first_verdict_only: bool = pydantic.Field(
@@ -164,9 +175,29 @@ class CampaignLaunchConfig(dg.Config):
         }, CampaignSettings, "launch config")
 
 
+def launch_problems(config: CampaignLaunchConfig) -> list[str]:
+    """Every field of the launch form that cannot work, each naming the field."""
+    problems = []
+    if not 1 <= config.hours <= MAX_PLANNED_HOURS:
+        problems.append(f"hours: {config.hours} is out of range: a campaign plans 1 to {MAX_PLANNED_HOURS} hours "
+                        "(extensions add more)")
+    hour_problem = hour_seconds_problem(config.hour_seconds)
+    if hour_problem:
+        problems.append(f"hour_seconds: {hour_problem}")
+    if not (math.isfinite(config.stress_baseline_rps) and config.stress_baseline_rps > 0):
+        problems.append(f"stress_baseline_rps: {config.stress_baseline_rps:g} must be a positive number of requests "
+                        "per second")
+    if not config.telemetry_command and Path(config.telemetry_path).is_dir():
+        problems.append(f"telemetry_path: {config.telemetry_path} is a directory; give the target's log file")
+    return problems
+
+
 def register_campaign(store: CampaignStore, config: CampaignLaunchConfig, now_ms: int | None = None) -> CampaignState:
     """Validate every input a campaign will use, then write its registration; raises ConfigError."""
     campaign = validate_campaign_id(config.campaign)
+    problems = launch_problems(config)
+    if problems:
+        raise ConfigError(f"campaign {campaign!r} not launched: " + "; ".join(problems))
     if store.layout(campaign).state_file.exists():
         raise ConfigError(f"campaign {campaign!r}: already registered; choose a new id")
     settings = config.settings()

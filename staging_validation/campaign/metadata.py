@@ -27,7 +27,8 @@ DECISION_SEVERITY = {"REJECT": dg.AssetCheckSeverity.ERROR}
 DECISION_CHECK = "decision"
 DECISION_CHECK_DESCRIPTION = (
     "The campaign's decision at a glance: passes on ACCEPT, warns on EXTEND (observe longer, then decide "
-    "again), errors on REJECT; the result names the rule that fired and why."
+    "again) and on INCONCLUSIVE (the validator missed the evidence), errors on REJECT; the result names the "
+    "rule that fired and why."
 )
 TAG_DECISION = "staging-validation/decision"
 DIGITS = 2

@@ -1,7 +1,8 @@
 """Sensors decide, runs act: alerts are stored by a sensor and sent by a run of `campaign_alert_notifications`.
 
 `campaign_run_failures` alerts when a campaign's probe, hour or verdict run failed and no run retry follows
-(`monitor.validator_run_failed`: the validator's fault, never evidence against the target).
+(`monitor.validator_run_failed`: the validator's fault, never evidence against the target); when three of
+its runs in a row failed so, it stops the campaign as validator_failed (`monitor.validator_failed`).
 """
 
 
@@ -21,7 +22,13 @@ from staging_validation.campaign.run_tags import (
     TAG_PHASE,
 )
 from staging_validation.campaign.sensors import SENSOR_INTERVAL_S
+from staging_validation.collection.validator_gaps import (
+    CONSECUTIVE_FAILURES_TO_STOP,
+    VALIDATOR_FAILED_RULE,
+    consecutive_failures,
+)
 from staging_validation.config_files import ConfigError
+from staging_validation.lifecycle import IllegalTransition, fail_validator
 from staging_validation.watch.alert_batches import deliver_alert_batch, store_alert_batch
 
 VALIDATOR_RUN_FAILED = "monitor.validator_run_failed"
@@ -90,13 +97,47 @@ def validator_run_failed_alert(run: dg.DagsterRun, failure_message: str, now_ms:
     )
 
 
+MONITORED_JOBS: list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition] = [
+    campaign_collector, campaign_hour_job, campaign_verdict_job]
+
+
+def failed_in_a_row(instance: dg.DagsterInstance, campaign: str) -> list[str]:
+    """The campaign's runs (each with its retries, by root run id) that failed one after the other, last."""
+    names = {job.name for job in MONITORED_JOBS}
+    records = [r for r in instance.get_run_records(dg.RunsFilter(
+        tags={TAG_CAMPAIGN: campaign}, statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]))
+        if r.dagster_run.job_name in names]
+    records.sort(key=lambda r: r.end_time or r.update_timestamp.timestamp())
+    return consecutive_failures((r.dagster_run.tags.get("dagster/root_run_id", r.dagster_run.run_id),
+                                 r.dagster_run.status is dg.DagsterRunStatus.FAILURE) for r in records)
+
+
+def stop_if_failing(store: CampaignStore, instance: dg.DagsterInstance, campaign: str, now_ms: int) -> Alert | None:
+    """Stop a campaign whose own runs keep failing: → validator_failed (nothing more is run for it; a
+    re-judgement says `inconclusive.validator_failed`). The alert that says so, or None."""
+    failed = failed_in_a_row(instance, campaign)
+    if len(failed) < CONSECUTIVE_FAILURES_TO_STOP or not store.load(campaign).status.collecting:
+        return None
+    reason = (f"{len(failed)} of the campaign's runs failed in a row, each after its retries "
+              f"(runs {', '.join(run_id[:8] for run_id in failed[-CONSECUTIVE_FAILURES_TO_STOP:])})")
+    try:
+        fail_validator(store.data_root, campaign, reason, now_ms=now_ms)
+    except IllegalTransition:  # decided meanwhile
+        return None
+    return Alert(time_ms=now_ms, severity="critical", rule=VALIDATOR_FAILED_RULE,
+                 message=f"Campaign stopped, not judged: {reason}. The validator cannot serve it; nothing is said "
+                         "about the target. Fix the validator, then run the campaign again.",
+                 count=1, evidence=[])
+
+
 @dg.run_failure_sensor(
     name="campaign_run_failures",
     minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    monitored_jobs=[campaign_collector, campaign_hour_job, campaign_verdict_job],
+    monitored_jobs=MONITORED_JOBS,
     request_job=campaign_alert_notifications,
-    description="Alerts (monitor.validator_run_failed) when a campaign run failed and no run retry follows.",
+    description="Alerts (monitor.validator_run_failed) when a campaign run failed and no run retry follows; "
+                "stops the campaign as validator_failed after three such failures in a row.",
 )
 def campaign_run_failures(context: dg.RunFailureSensorContext, store: CampaignStore):
     run = context.dagster_run
@@ -109,11 +150,12 @@ def campaign_run_failures(context: dg.RunFailureSensorContext, store: CampaignSt
     causes = [f"{event.step_key}: {event.step_failure_data.error.message.strip()}"
               for event in context.get_step_failure_events()
               if event.step_failure_data is not None and event.step_failure_data.error is not None]
-    alert = validator_run_failed_alert(run, "; ".join(causes) or context.failure_event.message or "",
-                                       int(time.time() * 1000))
+    now_ms = int(time.time() * 1000)
+    alert = validator_run_failed_alert(run, "; ".join(causes) or context.failure_event.message or "", now_ms)
     try:
         store.load(campaign)  # registered and readable: never create a folder for a tag's value
-        raised, batch = store_alerts(store, campaign, [alert])
+        stopped = stop_if_failing(store, context.instance, campaign, now_ms)
+        raised, batch = store_alerts(store, campaign, [alert, *([stopped] if stopped else [])])
     except (ConfigError, OSError) as exc:  # a campaign id in a tag that is not (or no longer) a campaign
         context.log.error(f"{campaign}: run {run.run_id} failed, and its alert cannot be stored: {exc}")
         return dg.SkipReason(f"campaign {campaign!r}: alert not stored")

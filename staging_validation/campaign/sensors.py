@@ -23,6 +23,7 @@ from staging_validation.campaign.run_tags import (
     VERDICT_PHASE,
 )
 from staging_validation.collection.recorded_steps import hour_outcomes
+from staging_validation.collection.validator_gaps import makeup_for_hour
 from staging_validation.config_files import ConfigError
 from staging_validation.lifecycle import CampaignState, CampaignStatus
 from staging_validation.plan import plan_for_hour
@@ -175,9 +176,11 @@ def run_progress(instance: dg.DagsterInstance, run_key: str) -> RunProgress:
 
 
 def hour_is_collected(data_root: str, state: CampaignState, hour: int) -> bool:
-    """Every planned probe step of the hour is recorded, whether it ran or not."""
+    """Every planned probe step of the hour, and its make-up if it has one, is recorded, ran or not."""
     recorded = hour_outcomes(data_root, state.campaign, hour)
-    return all(step in recorded for step in plan_for_hour(hour, state.planned_hours).steps)
+    makeup = makeup_for_hour(data_root, state, hour)
+    steps = [*plan_for_hour(hour, state.planned_hours).steps, *([makeup.step] if makeup else [])]
+    return all(step in recorded for step in steps)
 
 
 @dg.sensor(

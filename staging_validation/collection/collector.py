@@ -25,6 +25,7 @@ import pandas as pd
 
 from staging_validation.campaign_target import target_client
 from staging_validation.collection.recorded_steps import StepOutcome, StepStatus, hour_outcomes, record_step
+from staging_validation.collection.validator_gaps import makeup_for_hour
 from staging_validation.lifecycle import (
     CampaignState,
     CampaignStatus,
@@ -71,12 +72,13 @@ async def _run_step(client: TargetClient, state: CampaignState, hour: int, step:
     return await stress(client, timing, hour, rate)
 
 
-def stop_after_failed_deploy(data_root: str | Path, campaign: str, deploy: ProbeResult) -> None:
-    """The runbook: "Tests should pass 4/4. If not, something is broken. Stop." """
+def stop_after_failed_deploy(data_root: str | Path, campaign: str, deploy: ProbeResult, hour: int) -> None:
+    """The runbook: "Tests should pass 4/4. If not, something is broken. Stop." (`hour`: 0, or the hour
+    that made up a missed deploy verification)"""
     failed = [r for r in deploy.records if r.passed is False]
     first = min((r.time for r in failed), default=pd.Timestamp.now(tz="UTC"))
     stop_early(data_root, campaign, EarlyStop(
-        gate=0, rule="early_stop.deploy_verification_failed", first_seen=str(first), hour=0,
+        gate=0, rule="early_stop.deploy_verification_failed", first_seen=str(first), hour=hour,
         reason="deploy verification failed: " + "; ".join(deploy.failures),
         evidence=[{"time": str(r.time), "row": f"{r.case} {r.route} -> {r.outcome}: {r.error}"} for r in failed[:5]],
     ))
@@ -110,17 +112,23 @@ class Collector:
         else:
             self.summary.already_recorded += 1
 
-    def _not_run(self, hour: int, step: ProbeStep, reason: str) -> None:
-        self._record(StepOutcome(hour=hour, step=step, status=StepStatus.NOT_RUN, ended_ms=_now_ms(), reason=reason))
+    def _not_run(self, hour: int, step: ProbeStep, reason: str, makeup_of: int | None = None) -> None:
+        self._record(StepOutcome(hour=hour, step=step, status=StepStatus.NOT_RUN, ended_ms=_now_ms(), reason=reason,
+                                 makeup_of=makeup_of))
 
     async def _collect_hour(self, client: TargetClient, hour: int) -> None:
-        """The hour's steps, all started at the hour's start: none waits for another to end."""
+        """The hour's steps and its make-up, all started at the hour's start: none waits for another to end."""
         state = self._state()
         await client.sleep_until(state.timing.hour_start_s(hour))
-        steps = plan_for_hour(hour, state.planned_hours).steps
-        await asyncio.gather(*(self._collect_step(client, hour, step) for step in steps))
+        planned = plan_for_hour(hour, state.planned_hours).steps
+        steps: list[tuple[ProbeStep, int | None]] = [(step, None) for step in planned]
+        makeup = makeup_for_hour(self.data_root, self._state(), hour)
+        if makeup is not None:
+            self.log(f"hour {hour:02d}: makes up {makeup.describe()}")
+            steps.append((makeup.step, makeup.hour))
+        await asyncio.gather(*(self._collect_step(client, hour, step, makeup_of) for step, makeup_of in steps))
 
-    async def _collect_step(self, client: TargetClient, hour: int, step: ProbeStep) -> None:
+    async def _collect_step(self, client: TargetClient, hour: int, step: ProbeStep, makeup_of: int | None) -> None:
         state = self._state()
         if not _collecting(state):
             return  # an early stop ends the plan: later steps are not planned any more
@@ -128,21 +136,21 @@ class Collector:
             self.summary.already_recorded += 1
             return
         if client.now() >= state.timing.hour_start_s(hour + 1):
-            self._not_run(hour, step, "the hour ended before the step could start")
+            self._not_run(hour, step, "the hour ended before the step could start", makeup_of)
             return
         started = _now_ms()
         try:
             result = await _run_step(client, state, hour, step)
         except Exception as exc:  # a probe that raises is the validator's fault, never the target's
-            self._not_run(hour, step, f"the probe raised {type(exc).__name__}: {exc}")
+            self._not_run(hour, step, f"the probe raised {type(exc).__name__}: {exc}", makeup_of)
             return
         self._record(StepOutcome(
             hour=hour, step=step, status=StepStatus.RAN, started_ms=started, ended_ms=_now_ms(),
             passed=result.passed, failures=result.failures,
-            summary=json.loads(json.dumps(result.summary, default=str)),
+            summary=json.loads(json.dumps(result.summary, default=str)), makeup_of=makeup_of,
         ), result)
         if step is ProbeStep.DEPLOY_VERIFICATION and not result.passed:
-            stop_after_failed_deploy(self.data_root, self.campaign, result)
+            stop_after_failed_deploy(self.data_root, self.campaign, result, hour)
 
     def _record_missed_hours(self, state: CampaignState, current_hour: int) -> None:
         """The steps of hours that ended before this collector started: not run, and never run late."""

@@ -22,13 +22,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pydantic
+from upath import UPath
 
 from staging_validation.config_files import ConfigError, StrictModel
 from staging_validation.layout import CampaignLayout
 from staging_validation.lifecycle import CampaignState
 from staging_validation.plan import ProbeStep, plan_for_hour
 from staging_validation.schemas.probe_records import RECORD_SCHEMA, ProbeRecord, records_to_table
-from staging_validation.storage import local_path
+from staging_validation.storage import DataPath, local_path
 
 OUTCOME_METADATA_KEY = b"staging_validation.step_outcome"
 
@@ -48,6 +49,7 @@ class StepOutcome(StrictModel):
     failures: list[str] = pydantic.Field(default_factory=list)
     summary: dict = pydantic.Field(default_factory=dict)  # the probe's figures (rates, counts, percentiles)
     reason: str = ""  # why a step did not run
+    makeup_of: int | None = None  # a make-up: the earlier hour whose missed step this plays again
 
 
 def probe_steps_dir(data_root: str | Path, campaign: str) -> Path:
@@ -55,12 +57,14 @@ def probe_steps_dir(data_root: str | Path, campaign: str) -> Path:
     return local_path(CampaignLayout.of(data_root, campaign).probe_steps_dir)
 
 
-def _hour_dir(data_root: str | Path, campaign: str, hour: int) -> Path:
-    return local_path(CampaignLayout.of(data_root, campaign).probe_steps_hour_dir(hour))
+def _hour_dir(data_root: str | os.PathLike | UPath, campaign: str, hour: int) -> DataPath:
+    """Read through the layout, so a verdict over a `UPath` data root reads the records too."""
+    return CampaignLayout.of(data_root, campaign).probe_steps_hour_dir(hour)
 
 
 def step_path(data_root: str | Path, campaign: str, hour: int, step: ProbeStep) -> Path:
-    return _hour_dir(data_root, campaign, hour) / f"{step.value}.parquet"
+    """Local: recording needs a local filesystem's fsync and hard links."""
+    return local_path(_hour_dir(data_root, campaign, hour)) / f"{step.value}.parquet"
 
 
 def record_step(data_root: str | Path, campaign: str, outcome: StepOutcome, records: list[ProbeRecord]) -> bool:
@@ -94,28 +98,34 @@ def record_step(data_root: str | Path, campaign: str, outcome: StepOutcome, reco
     return True
 
 
-def _read_outcome(path: Path) -> StepOutcome:
+def _read_outcome(path: DataPath) -> StepOutcome:
     try:
-        metadata = pq.read_schema(path).metadata or {}
+        with path.open("rb") as handle:
+            metadata = pq.read_schema(handle).metadata or {}
         return StepOutcome.model_validate_json(metadata[OUTCOME_METADATA_KEY])
     except (OSError, KeyError, ValueError, pa.ArrowException) as exc:
         raise ConfigError(f"{path}: unreadable probe step record: {exc}") from None
 
 
-def hour_outcomes(data_root: str | Path, campaign: str, hour: int) -> dict[ProbeStep, StepOutcome]:
+def hour_outcomes(data_root: str | os.PathLike | UPath, campaign: str, hour: int) -> dict[ProbeStep, StepOutcome]:
     """The recorded steps of one hour, by step."""
     folder = _hour_dir(data_root, campaign, hour)
     outcomes = {}
-    for path in sorted(folder.glob("*.parquet")):
+    for path in sorted(folder.glob("*.parquet"), key=lambda p: p.name):
         outcome = _read_outcome(path)
         outcomes[outcome.step] = outcome
     return outcomes
 
 
-def hour_records(data_root: str | Path, campaign: str, hour: int) -> pa.Table:
+def _read_rows(path: DataPath) -> pa.Table:
+    with path.open("rb") as handle:
+        return pq.read_table(handle, schema=RECORD_SCHEMA)
+
+
+def hour_records(data_root: str | os.PathLike | UPath, campaign: str, hour: int) -> pa.Table:
     """Every probe row the hour's recorded steps hold (RECORD_SCHEMA), step files in name order."""
     folder = _hour_dir(data_root, campaign, hour)
-    tables = [pq.read_table(path, schema=RECORD_SCHEMA) for path in sorted(folder.glob("*.parquet"))]
+    tables = [_read_rows(path) for path in sorted(folder.glob("*.parquet"), key=lambda p: p.name)]
     if not tables:
         return RECORD_SCHEMA.empty_table()
     return pa.concat_tables(tables)
@@ -127,28 +137,27 @@ class HourCollection:
 
     hour: int
     planned: tuple[ProbeStep, ...]
-    ran: tuple[ProbeStep, ...]
-    not_run: dict[ProbeStep, str]  # recorded as not run, with the reason
+    recorded: dict[ProbeStep, StepOutcome]  # the records of its own planned steps, ran or not
+    makeups: dict[ProbeStep, StepOutcome]  # steps of earlier hours played again in this one, ran or not
     over: bool  # the hour has ended
+
+    @property
+    def ran(self) -> tuple[ProbeStep, ...]:
+        return tuple(step for step, o in self.recorded.items() if o.status is StepStatus.RAN)
+
+    @property
+    def not_run(self) -> dict[ProbeStep, str]:
+        """Planned steps recorded as not run, with the reason."""
+        return {step: o.reason for step, o in self.recorded.items() if o.status is StepStatus.NOT_RUN}
 
     @property
     def unrecorded(self) -> tuple[ProbeStep, ...]:
         """Planned steps with no record at all (the collector was not running, or is still at it)."""
-        return tuple(step for step in self.planned if step not in self.ran and step not in self.not_run)
-
-    @property
-    def missed(self) -> tuple[ProbeStep, ...]:
-        """Planned steps the hour did not get: recorded as not run, or unrecorded once the hour is over."""
-        return tuple(step for step in self.planned
-                     if step in self.not_run or (self.over and step in self.unrecorded))
-
-    @property
-    def complete(self) -> bool:
-        """Every planned step is recorded, ran or not."""
-        return not self.unrecorded
+        return tuple(step for step in self.planned if step not in self.recorded)
 
 
-def collection_by_hour(data_root: str | Path, state: CampaignState, now_s: float | None = None) -> list[HourCollection]:
+def collection_by_hour(data_root: str | os.PathLike | UPath, state: CampaignState,
+                       now_s: float | None = None) -> list[HourCollection]:
     """Per campaign hour that has started (up to an early stop's hour), its planned and recorded steps."""
     now_s = time.time() if now_s is None else now_s
     last = state.stopped_at_hour if state.stopped_at_hour is not None else state.total_hours - 1
@@ -160,8 +169,8 @@ def collection_by_hour(data_root: str | Path, state: CampaignState, now_s: float
         hours.append(HourCollection(
             hour=hour,
             planned=plan_for_hour(hour, state.planned_hours).steps,
-            ran=tuple(step for step, o in outcomes.items() if o.status is StepStatus.RAN),
-            not_run={step: o.reason for step, o in outcomes.items() if o.status is StepStatus.NOT_RUN},
+            recorded={step: o for step, o in outcomes.items() if o.makeup_of is None},
+            makeups={step: o for step, o in outcomes.items() if o.makeup_of is not None},
             over=state.timing.hour_start_s(hour + 1) <= now_s,
         ))
     return hours

@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 from staging_validation.acceptance.alert_rules import Alert
 from staging_validation.acceptance.decision import early_stop
 from staging_validation.acceptance.policy import Policy
-from staging_validation.collection.recorded_steps import probe_steps_dir
+from staging_validation.collection.recorded_steps import collection_by_hour, probe_steps_dir
+from staging_validation.collection.validator_gaps import GAP_ALERT_RULE, find_gaps, gap_alert_message
 from staging_validation.layout import CampaignLayout
 from staging_validation.lifecycle import CampaignState, EarlyStop
 from staging_validation.schemas.events import EVENT_SCHEMA
@@ -120,6 +121,11 @@ class TelemetryWatch:
         events = with_hour(events_table.to_pandas(), timing)
         records = with_hour(self._new_records(cursor), timing)
         found += alerts_by_window(events, records, timing, self.policy)
+        # The validator's own gaps, alerted once each as soon as they are known (not the target's faults).
+        hours = collection_by_hour(self.data_root, self.state, now_ms / 1000)
+        found += [(gap.key, Alert(now_ms, "warning", GAP_ALERT_RULE, gap_alert_message(gap), 1,
+                                  [{"hour": gap.hour, "step": gap.step.value, "cause": gap.cause}]))
+                  for gap in find_gaps(self.state, hours, now_ms / 1000)]
         raised = []
         for window, alert in found:
             key = f"{alert.rule}@{window}"

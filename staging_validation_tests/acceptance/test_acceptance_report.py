@@ -103,7 +103,7 @@ def test_charts_are_pngs_linked_from_the_report(outputs):
 def test_decision_json_has_exactly_the_documented_keys(outputs):
     _, _, paths, message = outputs
     document = json.loads(paths["decision"].read_text())
-    assert set(document) == {"campaign", "decision", "rule", "decided_at", "observed_hours", "coverage",
+    assert set(document) == {"campaign", "decision", "rule", "decided_at", "observed_hours", "coverage", "validator",
                              "extension", "gates", "action_items", "stress", "notification"}
     assert set(document["extension"]) == {"count", "hours"}
     assert [set(g) for g in document["gates"]] == [{"gate", "name", "critical", "status", "metrics", "thresholds",
@@ -165,7 +165,7 @@ def test_the_first_extend_is_reported_as_judged_not_as_the_lengthened_campaign(t
                                 judged_hours=24, extension_count=0)
     paths = write_campaign_outputs(CampaignLayout.of(tmp_path, lengthened.campaign), evidence, message)
     report = paths["report"].read_text()
-    assert "| Observed hours | 24 of 24 (coverage 100%) |" in report
+    assert "| Observed hours | 24 of 24 (coverage 100%: hours with telemetry events) |" in report
     assert "| Extensions before this decision | 0 |" in report
     assert "(rule `extend.forced_review`), extending the campaign by 48 hours |" in report
     assert "have no stored data" not in report and "no probe result" not in report

@@ -226,7 +226,10 @@ def test_identity_merge_from_hour_two(simulator_factory):
         )
         return response.json()["vi_user_id"]
 
+    # The clock is set by hand so the first pair is created before hour 2 however slowly the machine runs.
+    sim.set_campaign_start(int((time.time() + 3600) * 1000))  # hour 0 is an hour away
     assert create("discord", "before-d") != create("sovereign", "before-s")
+    sim.set_campaign_start(int((time.time() - 2 * 0.25) * 1000))  # hour 2 has begun
     sim.wait_for(lambda s: "identity-merge" in fault_names(s), what="merge window open")
     assert create("discord", "after-d") == create("sovereign", "after-s")
 

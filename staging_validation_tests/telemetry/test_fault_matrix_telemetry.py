@@ -86,7 +86,8 @@ def test_the_monitor_keeps_watching_through_hostile_times(tmp_path):
     errors = b"".join(pino("Unhandled error in chat handler", START_MS + n, level=50) for n in range(11))
     state = campaign(tmp_path, HOSTILE_TIMES["1e308"] + HOSTILE_TIMES["far future (year 5138)"] + errors)
     monitor = TelemetryWatch(tmp_path / "data", state, log_follower(tmp_path / "data", state), load_policy())
-    (alert,) = monitor.step().alerts
+    # The campaign's clock has run with no collector: its hours' probe steps are also alerted, as gaps.
+    (alert,) = [a for a in monitor.step().alerts if a.rule != "monitor.validator_gap"]
     assert (alert.rule, alert.count) == ("monitor.errors", 11)
 
 
