@@ -21,6 +21,7 @@ demo: $(STAMP)
 # queue of long rehearsals from piling up behind one worker at the end.
 test: $(STAMP)
 	$(BIN)/ruff check staging_validation staging_validation_tests benchmarks
+	$(BIN)/mypy
 	env -u DAGSTER_HOME $(BIN)/pytest -n 3 --dist worksteal
 
 # The built-in staging service at the address and log path the launchpad's defaults point to.

@@ -128,7 +128,9 @@ def duckdb_runbook_metrics(log_path: str) -> dict:
     prints them (averages truncated), and the latency percentiles."""
     import duckdb
 
-    *metrics, latency = duckdb.connect().execute(RUNBOOK_METRICS_SQL, [log_path]).fetchone()
+    row = duckdb.connect().execute(RUNBOOK_METRICS_SQL, [log_path]).fetchone()
+    assert row is not None  # the outer SELECT aggregates without GROUP BY: always one row
+    *metrics, latency = row
     return {"runbook_metrics": [0 if value is None else int(value) for value in metrics], "latency_ms": latency}
 
 

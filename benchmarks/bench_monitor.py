@@ -111,7 +111,9 @@ class TickBench:
 
 def bench(benches: dict[str, TickBench], payload: bytes, repetitions: int) -> dict[str, dict]:
     """Ticks on every log in turn, round-robin, so a change in the machine's load hits each alike."""
-    timings = {label: {"poll": [], "parse": [], "ours": [], "runbook": []} for label in benches}
+    timings: dict[str, dict[str, list[float]]] = {
+        label: {"poll": [], "parse": [], "ours": [], "runbook": []} for label in benches
+    }
     events = set()
     for index in range(repetitions + 1):  # the first round warms up the process, not counted
         for label, tick in benches.items():

@@ -427,7 +427,9 @@ class HourWriter:
         )
 
         if failure is not None:
-            status, (err_type, message) = failure
+            status, error = failure
+            assert error is not None  # a failure without an error was rejected (and returned) before staging work
+            err_type, message = error
             wait = 30_000 if status == 504 else rng.randrange(5, 400)
             now += wait
             self._error(now, request_id, origin, err_type, message)
@@ -656,7 +658,7 @@ def runbook_metrics(truth: dict) -> list[list]:
 
 def _merge(hours: list[HourTruth], chunks: list[dict], args_summary: dict) -> dict:
     def total(counters) -> dict:
-        merged = Counter()
+        merged: Counter = Counter()
         for counter in counters:
             merged.update(counter)
         return dict(sorted(merged.items()))
@@ -664,13 +666,13 @@ def _merge(hours: list[HourTruth], chunks: list[dict], args_summary: dict) -> di
     events = {kind: 0 for kind in EVENT_KINDS}
     events.update(total(h.events for h in hours))
     events_by_hour: dict[int, Counter] = {}
-    unparsed_by_hour = Counter()
+    unparsed_by_hour: Counter = Counter()
     for h in hours:
         for hour, counter in h.events_by_hour.items():
             events_by_hour.setdefault(hour, Counter()).update(counter)
         unparsed_by_hour.update(h.unparsed_by_hour)
     by_status = total(h.by_status for h in hours)
-    by_class = Counter()
+    by_class: Counter[str] = Counter()
     for status, n in by_status.items():
         by_class[f"{status // 100}xx"] += n
     durations = array("q")
@@ -763,6 +765,7 @@ def generate(out: Path, *, megabytes: float | None, lines: int | None, seed: int
     if lines is not None:
         arrivals = max(0, round((lines - 24 * fixed_lines) / lines_per_arrival))
     else:
+        assert megabytes is not None  # the caller gives exactly one of megabytes, lines
         arrivals = max(0, round((megabytes * 1e6 - 24 * fixed_bytes) / bytes_per_arrival))
     per_hour = _requests_per_hour(arrivals)
     first_numbers = []
@@ -777,13 +780,13 @@ def generate(out: Path, *, megabytes: float | None, lines: int | None, seed: int
     chunks = []
     offset = 0
     with multiprocessing.get_context("fork").Pool(workers) as pool, open(partial, "wb") as sink:
-        for hour, (payload, truth) in enumerate(pool.imap(_build_hour, tasks)):
+        for hour, (payload, hour_truth) in enumerate(pool.imap(_build_hour, tasks)):
             sink.write(payload)
-            chunks.append({"hour": hour, "offset": offset, "bytes": len(payload), "lines": truth.lines,
-                           "events": sum(truth.events.values()),
-                           "unparsed": sum(truth.unparsed_by_hour.values())})
+            chunks.append({"hour": hour, "offset": offset, "bytes": len(payload), "lines": hour_truth.lines,
+                           "events": sum(hour_truth.events.values()),
+                           "unparsed": sum(hour_truth.unparsed_by_hour.values())})
             offset += len(payload)
-            hours.append(truth)
+            hours.append(hour_truth)
     summary = {"seed": seed, "day_start_ms": day_start_ms, "hour_seconds": 3600, "bytes": offset,
                "chat_and_identity_arrivals": arrivals, "probe_request_id_prefix": PROBE_PREFIX}
     truth = _merge(hours, chunks, summary)

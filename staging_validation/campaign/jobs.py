@@ -231,6 +231,7 @@ def register_campaign_op(context: dg.OpExecutionContext, config: CampaignLaunchC
         state = register_campaign(store, config)
     except ConfigError as exc:
         raise dg.Failure(description=str(exc)) from None
+    assert campaign_partitions.name is not None  # Optional only for the nameless, partition_fn form; ours is named
     context.instance.add_dynamic_partitions(campaign_partitions.name, [state.campaign])
     context.log.info(
         f"campaign {state.campaign} registered: {state.planned_hours} hours of {state.timing.hour_seconds:g} s, "

@@ -109,17 +109,18 @@ async def serve(service: StagingService, app, sock: socket.socket, organic_rps: 
         lifespan="off",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
+    listening: socket.socket | None = sock  # None while an outage refuses connections
     try:
         while not stop.is_set():
             if service.refusing_connections:
-                if sock is not None:  # a listening socket would let the kernel accept connections
-                    sock.close()
-                    sock = None
+                if listening is not None:  # a listening socket would let the kernel accept connections
+                    listening.close()
+                    listening = None
                 await _wait_while_refusing_is(True, service, stop, outage_changed)
                 continue
-            if sock is None:
+            if listening is None:
                 try:
-                    sock = await _rebind(port, stop)
+                    listening = await _rebind(port, stop)
                 except OSError as exc:  # another process took the port during the outage
                     print(
                         f"simulator: cannot listen again on {HOST}:{port}: {exc.strerror or exc}",
@@ -128,16 +129,16 @@ async def serve(service: StagingService, app, sock: socket.socket, organic_rps: 
                     break
                 continue  # re-read the outage state: a new window may have opened while binding
             server = _SignalFreeServer(config)
-            serving = asyncio.create_task(server.serve(sockets=[sock]))
+            serving = asyncio.create_task(server.serve(sockets=[listening]))
             await _wait_while_refusing_is(False, service, stop, outage_changed)
             server.should_exit = True
             await serving
-            sock.close()
-            sock = None
+            listening.close()
+            listening = None
     finally:
         stop.set()
-        if sock is not None:
-            sock.close()
+        if listening is not None:
+            listening.close()
         await asyncio.gather(*background, return_exceptions=True)
         await service.drain_organic(GRACEFUL_SHUTDOWN_S)
         service.log.close()

@@ -85,7 +85,7 @@ class TelemetryLog:
         # One entry per physical line: its time (unparsed lines take the previous line's) and kind.
         self._line_times = array("q")
         self._line_kinds = array("b")
-        self._by_origin = {"probe": Counter(), "organic": Counter()}
+        self._by_origin: dict[str, Counter[str]] = {"probe": Counter(), "organic": Counter()}
         self._requests_by_origin: Counter = Counter()
         self._requests_by_status: Counter = Counter()
         self._error_lines = 0

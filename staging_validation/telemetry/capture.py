@@ -279,7 +279,7 @@ class LogFollower:
             committed = self.load_cursor()
             self._discard_uncommitted(committed)
             if self.source.path is not None:
-                data, cursor, warnings, caught_up = self._read_path(committed)
+                data, cursor, warnings, caught_up = self._read_path(self.source.path, committed)
             else:
                 data, cursor, warnings, caught_up = self._read_command(committed)
             by_hour, last_hour, lines, oversize = self._split_by_hour(data, cursor.last_hour)
@@ -398,12 +398,12 @@ class LogFollower:
         return _sha256(_read_from(handle, 0, cursor.head_len)) == cursor.head_sha256
 
     def _drain_rotated(
-        self, cursor: CaptureCursor, *, same_inode: bool
+        self, log_path: str, cursor: CaptureCursor, *, same_inode: bool
     ) -> tuple[bytes, int, bool, bool, list[str]]:
         """The rest of the log after `cursor.offset` from its rotated copy `<log>.1`: (lines, bytes consumed,
         in an oversize line, finished, warnings). Not finished when the poll's byte budget ran out: the
         cursor stays on the old log."""
-        rotated = Path(self.source.path + ROTATED_SUFFIX)
+        rotated = Path(log_path + ROTATED_SUFFIX)
         try:
             with open(rotated, "rb") as handle:
                 stat = os.fstat(handle.fileno())
@@ -421,12 +421,12 @@ class LogFollower:
         except OSError as exc:
             raise CaptureError(f"{rotated}: cannot read the rotated log: {exc.strerror or exc}") from None
         return b"", 0, False, True, [
-            f"{self.source.path} was rotated or truncated and {rotated} does not hold its rest: lines written "
+            f"{log_path} was rotated or truncated and {rotated} does not hold its rest: lines written "
             "after the previous poll and before the rotation are lost"
         ]
 
-    def _read_path(self, cursor: CaptureCursor) -> tuple[bytes, CaptureCursor, list[str], bool]:
-        path = Path(self.source.path)
+    def _read_path(self, log_path: str, cursor: CaptureCursor) -> tuple[bytes, CaptureCursor, list[str], bool]:
+        path = Path(log_path)
         try:
             handle = open(path, "rb")  # noqa: SIM115 (the follower keeps it open across polls)
         except FileNotFoundError:
@@ -437,20 +437,28 @@ class LogFollower:
             raise CaptureError(f"{path}: cannot read the log: no such file")
         with handle or contextlib.nullcontext():
             stat = os.fstat(handle.fileno()) if handle else None
-            drained, warnings = b"", []
+            drained = b""
+            warnings: list[str] = []
             if cursor.inode is not None:
-                renamed = stat is None or (stat.st_dev, stat.st_ino) != (cursor.dev, cursor.inode)
-                truncated = not renamed and (stat.st_size < cursor.offset or not self._head_matches(handle, cursor))
+                if stat is None:  # no file at the path: it was renamed and not recreated yet
+                    renamed, truncated = True, False
+                else:
+                    renamed = (stat.st_dev, stat.st_ino) != (cursor.dev, cursor.inode)
+                    truncated = not renamed and (
+                        stat.st_size < cursor.offset or not self._head_matches(handle, cursor)
+                    )
                 if renamed or truncated:
-                    drained, consumed, skipping, finished, warnings = self._drain_rotated(cursor, same_inode=renamed)
+                    drained, consumed, skipping, finished, warnings = self._drain_rotated(
+                        log_path, cursor, same_inode=renamed
+                    )
                     if not finished:
                         moved = {"offset": cursor.offset + consumed, "in_oversize_line": skipping}
                         return drained, cursor.model_copy(update=moved), [], False
-                    restart = {"offset": 0, "head_len": 0, "in_oversize_line": False}
+                    restart: dict[str, object] = {"offset": 0, "head_len": 0, "in_oversize_line": False}
                     if renamed:
                         restart.update(dev=None, inode=None)
                     cursor = cursor.model_copy(update=restart)
-            if handle is None:
+            if stat is None:  # no file at the path (no handle): only the rotated one was there to read
                 return drained, cursor, warnings, True
             budget = self.max_poll_bytes - len(drained)
             chunk = _read_from(handle, cursor.offset, budget) if budget > 0 else b""
@@ -487,6 +495,7 @@ class LogFollower:
                 raise CaptureError(f"telemetry command {argv[0]!r} cannot run: {exc.strerror or exc}") from None
             with process:
                 pieces, size = [], 0
+                assert process.stdout is not None  # stdout=PIPE above
                 descriptor = process.stdout.fileno()
                 while size < limit:
                     remaining = deadline - time.monotonic()

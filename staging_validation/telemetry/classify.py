@@ -44,8 +44,8 @@ def connect() -> duckdb.DuckDBPyConnection:
     global _database
     with _database_lock:
         if _database is None or _database[0] != os.getpid():
-            config = {"memory_limit": DUCKDB_MEMORY_LIMIT, "threads": DUCKDB_THREADS}
-            _database = (os.getpid(), duckdb.connect(config=config))
+            database = duckdb.connect(config={"memory_limit": DUCKDB_MEMORY_LIMIT, "threads": DUCKDB_THREADS})
+            _database = (os.getpid(), database)
         con = _database[1].cursor()
     con.execute("SET TimeZone = 'UTC'")
     return con
@@ -159,6 +159,7 @@ def _rule_conditions(mapping: TelemetryMapping, msg: str) -> list[str]:
         elif rule.prefix is not None:
             conditions.append(f"starts_with({text}, {_sql_string(rule.prefix)})")
         else:
+            assert rule.regex is not None  # MsgRule requires exactly one of equals, prefix, regex
             conditions.append(f"regexp_matches({text}, {_sql_string(rule.regex)})")
     return conditions
 
