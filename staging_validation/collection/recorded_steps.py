@@ -98,6 +98,12 @@ def record_step(data_root: str | Path, campaign: str, outcome: StepOutcome, reco
     return True
 
 
+def _step_files(folder: DataPath) -> list[DataPath]:
+    """The hour's step files, in name order."""
+    files: list[DataPath] = list(folder.glob("*.parquet"))
+    return sorted(files, key=lambda path: path.name)
+
+
 def _read_outcome(path: DataPath) -> StepOutcome:
     try:
         with path.open("rb") as handle:
@@ -111,7 +117,7 @@ def hour_outcomes(data_root: str | os.PathLike | UPath, campaign: str, hour: int
     """The recorded steps of one hour, by step."""
     folder = _hour_dir(data_root, campaign, hour)
     outcomes = {}
-    for path in sorted(folder.glob("*.parquet"), key=lambda p: p.name):
+    for path in _step_files(folder):
         outcome = _read_outcome(path)
         outcomes[outcome.step] = outcome
     return outcomes
@@ -125,7 +131,7 @@ def _read_rows(path: DataPath) -> pa.Table:
 def hour_records(data_root: str | os.PathLike | UPath, campaign: str, hour: int) -> pa.Table:
     """Every probe row the hour's recorded steps hold (RECORD_SCHEMA), step files in name order."""
     folder = _hour_dir(data_root, campaign, hour)
-    tables = [_read_rows(path) for path in sorted(folder.glob("*.parquet"), key=lambda p: p.name)]
+    tables = [_read_rows(path) for path in _step_files(folder)]
     if not tables:
         return RECORD_SCHEMA.empty_table()
     return pa.concat_tables(tables)
