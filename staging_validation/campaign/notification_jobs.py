@@ -6,6 +6,8 @@ its runs in a row failed so, it stops the campaign as validator_failed (`monitor
 """
 
 
+from __future__ import annotations
+
 import dataclasses
 import time
 

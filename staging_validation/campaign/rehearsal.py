@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -120,6 +120,10 @@ def _stop_process_group(process: subprocess.Popen) -> None:
     process.wait()
 
 
+# (instance, dagster_home, data_root, log_path) -> the context in which the campaign's runs are served.
+RunServer = Callable[[dg.DagsterInstance, Path, Path, Path], AbstractContextManager[None]]
+
+
 def rehearse(
     dagster_home: Path,
     data_root: Path,
@@ -134,10 +138,13 @@ def rehearse(
     console: Console | None = None,
     policy: str | None = None,
     first_verdict_only: bool = False,
+    serve_runs: RunServer | None = None,
 ) -> RehearsalOutcome:
     """`dagster_home`: the instance's folder (its `dagster.yaml`). `policy`: an acceptance policy YAML
     instead of the shipped one. `first_verdict_only`: the campaign ends at its first verdict; an EXTEND
-    is decided and notified, but its extension hours are not run."""
+    is decided and notified, but its extension hours are not run. `serve_runs`: what ticks the sensors
+    and runs what they request, `running_daemon` unless a test plays that part itself."""
+    serve_runs = serve_runs or running_daemon
     console = console or Console()
     campaign = validate_campaign_id(
         campaign or f"rehearsal-{profile}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
@@ -146,8 +153,7 @@ def rehearse(
     data_root = Path(data_root)
     defs = build_definitions(str(data_root))
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance, \
-            running_daemon(instance, Path(dagster_home), data_root,
-                           data_root / "rehearsals" / f"{campaign}-daemon.log"):
+            serve_runs(instance, Path(dagster_home), data_root, data_root / "rehearsals" / f"{campaign}-daemon.log"):
         # Hour 0 a day ahead until the campaign registers and sets the real start: the profile's fault
         # windows stay closed meanwhile instead of opening on the simulator's own clock.
         simulator = start_simulator(

@@ -2,7 +2,9 @@
 
 Each test starts the real simulator with one profile, runs a whole campaign with `rehearse` in its own
 temporary instance and data root, and checks what an ops lead would read: the decision, the deciding
-gate and the rule, the alerts and incidents, and the files the verdict leaves behind.
+gate and the rule, the alerts and incidents, and the files the verdict leaves behind. The sensors and
+runs are served in the test's process (`runs_in_process`: the same sensors and jobs, without a process
+per run); the real daemon serves the rehearsals of test_daemon_rehearsal.py and test_daemon_e2e.py.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from staging_validation.campaign.run_tags import TAG_CAMPAIGN, TAG_HOUR, TAG_PHA
 from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS, HOURLY_ASSET_TELEMETRY_EVENTS, CampaignLayout
 from staging_validation.lifecycle import CampaignStatus, load_campaign_state
 from staging_validation.simulator.profiles import load_profile
+from staging_validation_tests.campaign.runs_in_process import runs_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -107,7 +110,7 @@ class Rehearsal:
 @pytest.fixture
 def rehearsal(tmp_path, monkeypatch):
     """`rehearsal(profile, hours=HOURS, **options)` → Rehearsal, in this test's own instance (the project's
-    dagster.yaml, storage in tmp_path) and data root, driven by its own dagster-daemon."""
+    dagster.yaml, storage in tmp_path) and data root, its runs served in this process."""
     data_root = tmp_path / "data"
     monkeypatch.setenv("STAGING_VALIDATION_DATA", str(data_root))
     home = instance_home(tmp_path / "dagster")
@@ -115,7 +118,7 @@ def rehearsal(tmp_path, monkeypatch):
     def run(profile: str, hours: int = HOURS, **options) -> Rehearsal:
         options = {"hour_seconds": HOUR_SECONDS, "organic_rps": ORGANIC_RPS, **options}
         outcome = rehearse(home, data_root, profile=profile, hours=hours, campaign=f"t-{profile}",
-                           console=Console(file=io.StringIO()), **options)
+                           console=Console(file=io.StringIO()), serve_runs=runs_in_process, **options)
         assert outcome.failed_runs == []
         return Rehearsal(outcome, instances.enter_context(dg.DagsterInstance.from_config(str(home))), data_root)
 
