@@ -6,8 +6,6 @@ its runs in a row failed so, it stops the campaign as validator_failed (`monitor
 """
 
 
-from __future__ import annotations
-
 import dataclasses
 import time
 
@@ -99,7 +97,9 @@ def validator_run_failed_alert(run: dg.DagsterRun, failure_message: str, now_ms:
     )
 
 
-MONITORED_JOBS: list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition] = [
+# A string: the union's second name exists for type checkers only (and this module's config classes need
+# their annotations evaluated, so no `from __future__ import annotations`).
+MONITORED_JOBS: "list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition]" = [
     campaign_collector, campaign_hour_job, campaign_verdict_job]
 
 
