@@ -245,6 +245,10 @@ class CampaignState(StrictModel):
                 raise ConfigError(f"campaign {self.campaign}: verdict round {requested} is not due yet (it "
                                   f"judges hours 0-{current.judged_hours - 1})")
             return current
+        if self.early_stop is not None and requested == str(self.total_hours):
+            # An early stop came while this round's verdict run waited: the run judges the early round
+            # (recorded once, like any re-run), rather than fail for the validator's timing.
+            return current
         known = ", ".join([r.round_id for r in self.rounds] + [current.round_id])
         raise ConfigError(f"campaign {self.campaign}: no verdict round {requested!r} (rounds: {known})")
 

@@ -96,6 +96,8 @@ def test_an_early_stop_keeps_its_first_stop_and_is_judged_as_its_own_round(tmp_p
     with pytest.raises(IllegalTransition, match="cannot mark it running: it is stopped"):
         transition(tmp_path, "c1", lambda s: s.model_copy(update={"status": CampaignStatus.RUNNING}),
                    "mark it running")
+    # A verdict run requested for round 24 before the stop came judges the early round instead.
+    assert state.round_to_judge("24") == spec
     state, _ = record_verdict(tmp_path, "c1", verdict(EARLY_ROUND, "REJECT", "early_stop.missing_pack", 0, 4))
     assert state.status == CampaignStatus.DECIDED
 
