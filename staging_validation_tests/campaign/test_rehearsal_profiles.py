@@ -223,8 +223,9 @@ def test_telemetry_counts_equal_the_simulator_ground_truth(rehearsal, profile):
     (stats_file,) = (run.data_root / "simulator" / run.outcome.campaign).glob("sim-*/final-stats.json")
     truth = json.loads(stats_file.read_text())
     assert run.layout.stored_hours(HOURLY_ASSET_TELEMETRY_EVENTS) == list(range(HOURS))
-    # The capture files lines from before the campaign start (the simulator's negative hours) under hour 0;
-    # lines after the last hour (while the verdict runs) belong to no stored hour.
+    # Lines after the last hour (while the verdict runs) belong to no stored hour. Hour 0 also holds the lines
+    # from shortly before the campaign start (the mapping's allowance), not those from long before it (the
+    # simulator ran before the collector started the clock, longer on a busy machine): at most the truth.
     expected = {hour: Counter() for hour in range(HOURS)}
     for hour, counts in truth["events_by_hour"].items():
         if int(hour) < HOURS:
@@ -232,7 +233,10 @@ def test_telemetry_counts_equal_the_simulator_ground_truth(rehearsal, profile):
     for hour in range(HOURS):
         table = pq.read_table(run.layout.hour_file(HOURLY_ASSET_TELEMETRY_EVENTS, hour), columns=["kind"])
         stored = Counter(table.column("kind").to_pylist())
-        assert stored == expected[hour], f"hour {hour}"
+        if hour == 0:
+            assert stored and stored <= expected[0], stored - expected[0]
+        else:
+            assert stored == expected[hour], f"hour {hour}"
     if profile == "noisy-logs":
         assert truth["unparsed_lines"] > 0
     else:
