@@ -10,12 +10,15 @@ was when that was committed:
 
 - a partial last line is not consumed: the next poll reads it again, completed;
 - rename rotation (the log moved to `<log>.1`, a new file in its place): the rest of the old file is
-  drained from `<log>.1` first, then the new file is read from its start;
+  drained from `<log>.1` first, then the new file is read from its start; until the new file exists the
+  cursor stays on the rotated one, so a second rotation before the next poll is still recognised;
 - copytruncate / truncation (same file, smaller than the offset or different first bytes): the rest is
   drained from `<log>.1` when its first bytes are the ones recorded, then the file is read from its start;
 - a crash between appending raw lines and writing the cursor: raw files longer than the cursor says are
   cut back on the next poll, and the same bytes are captured again — once;
-- concurrent pollers (a sensor and a run) serialize on an fcntl lock and each re-reads the cursor.
+- concurrent pollers (a sensor and a run) serialize on an fcntl lock and each re-reads the cursor;
+- lines that cannot be read any more (the rotated copy replaced before a poll drained it) are a warning of
+  the poll that found them and a record in `store_dir/losses.jsonl`, written before the cursor moves on.
 
 A command source cannot be stat'ed, so it is asked for the log from a little before the offset and the
 overlap must equal the last bytes captured; if it does not, the log was replaced and is read from its
@@ -168,6 +171,16 @@ class CapturedChunk:
     caught_up: bool = True  # False when MAX_POLL_BYTES stopped the poll before the end of the log
 
 
+class CaptureLoss(StrictModel):
+    """Lines the capture could not read (a rotation whose rest was gone), recorded by the poll that found
+    it, whichever caller polled: a monitor tick or an hour run."""
+
+    key: str  # where the capture stood when it found the loss: found again after a crash, it is one loss
+    time_ms: int
+    after_hour: int | None  # the hour of the last line captured before the loss
+    message: str
+
+
 def raw_dir(store_dir: str | Path) -> Path:
     return Path(store_dir) / "raw"
 
@@ -256,6 +269,42 @@ class LogFollower:
     def cursor_path(self) -> Path:
         return self.store_dir / "cursor.json"
 
+    @property
+    def losses_path(self) -> Path:
+        return self.store_dir / "losses.jsonl"
+
+    def losses(self) -> list[CaptureLoss]:
+        """Every loss recorded so far, each once, oldest first."""
+        try:
+            text = self.losses_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise CaptureError(f"{self.losses_path}: cannot read the recorded losses: {exc.strerror or exc}") from None
+        found: dict[str, CaptureLoss] = {}
+        # A crash while appending leaves a last line without its newline: the next record starts afresh.
+        for number, line in enumerate(text.splitlines(keepends=True), start=1):
+            if not line.endswith("\n"):
+                break
+            try:
+                loss = CaptureLoss.model_validate_json(line)
+            except ValueError as exc:
+                raise CaptureError(f"{self.losses_path}: line {number} is not a recorded loss: {exc}") from None
+            found.setdefault(loss.key, loss)
+        return list(found.values())
+
+    def _record_losses(self, committed: CaptureCursor, warnings: list[str]) -> None:
+        """Stored before the cursor moves on, so a loss is never known only to the caller that found it."""
+        position = f"{committed.dev}:{committed.inode}:{committed.offset}:{committed.lines_captured}"
+        now_ms = int(time.time() * 1000)
+        records = [CaptureLoss(key=f"{position}:{_sha256(w.encode())[:12]}", time_ms=now_ms,
+                               after_hour=committed.last_hour, message=w).model_dump_json() + "\n"
+                   for w in warnings]
+        with open(self.losses_path, "a", encoding="utf-8") as handle:
+            handle.write("".join(records))
+            handle.flush()
+            os.fsync(handle.fileno())
+
     def load_cursor(self) -> CaptureCursor:
         if not self.cursor_path.exists():
             return CaptureCursor()
@@ -282,6 +331,8 @@ class LogFollower:
                 data, cursor, warnings, caught_up = self._read_path(self.source.path, committed)
             else:
                 data, cursor, warnings, caught_up = self._read_command(committed)
+            if warnings:
+                self._record_losses(committed, warnings)
             by_hour, last_hour, lines, oversize = self._split_by_hour(data, cursor.last_hour)
             sizes = self._append(by_hour, cursor.store_sizes)
             cursor = cursor.model_copy(update={
@@ -399,31 +450,44 @@ class LogFollower:
 
     def _drain_rotated(
         self, log_path: str, cursor: CaptureCursor, *, same_inode: bool
-    ) -> tuple[bytes, int, bool, bool, list[str]]:
-        """The rest of the log after `cursor.offset` from its rotated copy `<log>.1`: (lines, bytes consumed,
-        in an oversize line, finished, warnings). Not finished when the poll's byte budget ran out: the
-        cursor stays on the old log."""
+    ) -> tuple[bytes, CaptureCursor | None, bool, list[str]]:
+        """The rest of the followed log from its rotated copy `<log>.1`: (lines, the cursor on that copy or
+        None when it does not hold the rest, finished, warnings). Not finished when the poll's byte budget
+        ran out: the cursor stays on the copy.
+
+        After a rename `<log>.1` is the followed file itself (same inode). If its first bytes changed, it
+        was truncated and rewritten before the rename (copytruncate, then rename, between two polls): the
+        rest of what was read is lost, and the rewritten content, never read, is captured from its start."""
         rotated = Path(log_path + ROTATED_SUFFIX)
+        lost = [f"{log_path} was rotated or truncated and {rotated} does not hold its rest: lines written "
+                "after the previous poll and before the rotation are lost"]
         try:
             with open(rotated, "rb") as handle:
                 stat = os.fstat(handle.fileno())
                 if same_inode:
                     ours = (stat.st_dev, stat.st_ino) == (cursor.dev, cursor.inode)
+                    unchanged = cursor.head_len == 0 or self._head_matches(handle, cursor)
+                    rewritten = ours and not (unchanged and stat.st_size >= cursor.offset)
                 else:
                     ours = cursor.head_len > 0 and self._head_matches(handle, cursor)
-                if ours and stat.st_size >= cursor.offset:
+                    rewritten = False
+                if ours and (rewritten or stat.st_size >= cursor.offset):
+                    if rewritten:
+                        head = _read_from(handle, 0, HEAD_BYTES)
+                        cursor = cursor.model_copy(update={
+                            "offset": 0, "in_oversize_line": False, "head_len": len(head),
+                            "head_sha256": _sha256(head),
+                        })
                     rest = _read_from(handle, cursor.offset, self.max_poll_bytes)
                     finished = cursor.offset + len(rest) >= stat.st_size
                     lines, consumed, skipping = self._take_lines(rest, cursor, final=finished)
-                    return lines, consumed, skipping, finished, []
+                    moved = {"offset": cursor.offset + consumed, "in_oversize_line": skipping}
+                    return lines, cursor.model_copy(update=moved), finished, lost if rewritten else []
         except FileNotFoundError:
             pass
         except OSError as exc:
             raise CaptureError(f"{rotated}: cannot read the rotated log: {exc.strerror or exc}") from None
-        return b"", 0, False, True, [
-            f"{log_path} was rotated or truncated and {rotated} does not hold its rest: lines written "
-            "after the previous poll and before the rotation are lost"
-        ]
+        return b"", None, True, lost
 
     def _read_path(self, log_path: str, cursor: CaptureCursor) -> tuple[bytes, CaptureCursor, list[str], bool]:
         path = Path(log_path)
@@ -448,16 +512,17 @@ class LogFollower:
                         stat.st_size < cursor.offset or not self._head_matches(handle, cursor)
                     )
                 if renamed or truncated:
-                    drained, consumed, skipping, finished, warnings = self._drain_rotated(
+                    drained, on_rotated, finished, warnings = self._drain_rotated(
                         log_path, cursor, same_inode=renamed
                     )
-                    if not finished:
-                        moved = {"offset": cursor.offset + consumed, "in_oversize_line": skipping}
-                        return drained, cursor.model_copy(update=moved), [], False
+                    if on_rotated is not None and (not finished or stat is None):
+                        # Not finished, or the writer has not reopened the log yet: stay on the rotated
+                        # file, so that the next poll still tells whether another rotation replaced it.
+                        return drained, on_rotated, warnings, finished
                     restart: dict[str, object] = {"offset": 0, "head_len": 0, "in_oversize_line": False}
                     if renamed:
                         restart.update(dev=None, inode=None)
-                    cursor = cursor.model_copy(update=restart)
+                    cursor = (on_rotated or cursor).model_copy(update=restart)
             if stat is None:  # no file at the path (no handle): only the rotated one was there to read
                 return drained, cursor, warnings, True
             budget = self.max_poll_bytes - len(drained)

@@ -25,6 +25,7 @@ from staging_validation.telemetry.capture import (
     MAX_POLL_BYTES,
     CapturedChunk,
     CaptureError,
+    CaptureLoss,
     LogFollower,
     TelemetrySource,
     campaign_window,
@@ -148,6 +149,18 @@ class CampaignTelemetry:
         if errors:
             raise CaptureError("; ".join(errors + warnings))
         return CapturedChunk(b"".join(data), lines, hours, warnings, caught_up)
+
+    def losses(self) -> list[CaptureLoss]:
+        """Every source's recorded losses, each once; with several sources each names its own."""
+        label = len(self._sources) > 1
+        found = []
+        for part in self._sources:
+            for loss in part.follower.losses():
+                if label:
+                    loss = loss.model_copy(update={"key": f"{part.source.name}:{loss.key}",
+                                                   "message": f"telemetry source {part.source.name!r}: {loss.message}"})
+                found.append(loss)
+        return sorted(found, key=lambda loss: loss.time_ms)
 
     def parse_hour(self, hour: int) -> ParsedTelemetry:
         """The hour's lines of every source, parsed with the source's mapping, merged by time."""

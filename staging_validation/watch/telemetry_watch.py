@@ -105,17 +105,24 @@ class TelemetryWatch:
         found: list[tuple[object, Alert]] = []  # (the window or problem it is keyed by, the alert)
         now_ms = int(time.time() * 1000)
         try:
-            chunk = self.follower.poll()
+            self.follower.poll()
         except CaptureError as exc:
             # Keep watching what was captured and the probes; say once per distinct problem that the
             # telemetry is out of sight.
             found.append((str(exc), Alert(now_ms, "warning", "monitor.telemetry_unavailable",
                                           f"The target's log cannot be read: {exc}", 1, [])))
-        else:
-            # Lines lost to a rotation are gone for good: every loss is its own alert.
-            found += [(f"{now_ms}:{warning}", Alert(now_ms, "warning", "monitor.telemetry_lost",
-                                                    f"Telemetry was lost: {warning}", 1, []))
-                      for warning in chunk.warnings]
+        try:
+            losses = self.follower.losses()
+        except CaptureError as exc:
+            losses = []
+            found.append((str(exc), Alert(now_ms, "warning", "monitor.telemetry_unavailable",
+                                          f"The capture's record of lost telemetry cannot be read: {exc}", 1, [])))
+        # Lines lost to a rotation are gone for good: every loss is its own alert, whichever poll (this
+        # one or an hour run's) found it.
+        found += [(loss.key, Alert(loss.time_ms, "warning", "monitor.telemetry_lost",
+                                   f"Telemetry was lost: {loss.message}", 1,
+                                   [] if loss.after_hour is None else [{"after_hour": loss.after_hour}]))
+                  for loss in losses]
         events_table = self._new_events(cursor)
         timing = self.state.timing
         events = with_hour(events_table.to_pandas(), timing)

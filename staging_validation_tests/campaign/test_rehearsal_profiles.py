@@ -216,10 +216,7 @@ def test_a_review_or_secondary_failure_extends_by_the_policy_hours(rehearsal, pr
     assert run.extension_notices() == 1
 
 
-@pytest.mark.parametrize("profile", ["noisy-logs", pytest.param("log-rotation", marks=pytest.mark.xfail(
-    strict=False, reason="known: on a loaded machine a rotation every 1.5 s (the profile's half hour of a 3 s hour) "
-    "can lose a few lines without a monitor.telemetry_lost alert (seen: 2 of 60 requests of one hour); see the "
-    "closing note of issue 10"))])
+@pytest.mark.parametrize("profile", ["noisy-logs", "log-rotation"])
 def test_telemetry_counts_equal_the_simulator_ground_truth(rehearsal, profile):
     run = rehearsal(profile)
     assert (run.decision["decision"], run.decision["rule"]) == ("ACCEPT", "accept.all_pass")
@@ -233,13 +230,23 @@ def test_telemetry_counts_equal_the_simulator_ground_truth(rehearsal, profile):
     for hour, counts in truth["events_by_hour"].items():
         if int(hour) < HOURS:
             expected[max(0, int(hour))].update(counts)
+    # A rotation every 1.5 s can replace an unread rotated file between two polls on a busy machine: those
+    # lines are gone, but never silently: each loss is a monitor.telemetry_lost alert naming the hours it
+    # may touch, and every other hour holds exactly the truth.
+    timing = run.state().timing
+    lossy_hours: set[int] = set()
+    for alert in run.alerts():
+        if alert["rule"] == "monitor.telemetry_lost":
+            after = alert["evidence"][0]["after_hour"] if alert["evidence"] else 0
+            lossy_hours |= set(range(after, timing.hour_of_ms(alert["time_ms"]) + 1))
     for hour in range(HOURS):
         table = pq.read_table(run.layout.hour_file(HOURLY_ASSET_TELEMETRY_EVENTS, hour), columns=["kind"])
         stored = Counter(table.column("kind").to_pylist())
-        if hour == 0:
-            assert stored and stored <= expected[0], stored - expected[0]
+        if hour == 0 or hour in lossy_hours:
+            assert stored and stored <= expected[hour], stored - expected[hour]
         else:
             assert stored == expected[hour], f"hour {hour}"
+    assert len(lossy_hours) < HOURS, "a loss in every hour: the capture does not follow the rotations"
     if profile == "noisy-logs":
         assert truth["unparsed_lines"] > 0
     else:

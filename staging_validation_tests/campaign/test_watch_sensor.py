@@ -166,6 +166,21 @@ def test_lines_lost_to_a_log_truncated_between_ticks_raise_a_warning(tmp_path):
     assert "lost" in alerts[0]["message"]
 
 
+def test_a_loss_found_by_an_hour_runs_poll_is_alerted_by_the_monitor_once(tmp_path):
+    store, state, log = watched_campaign(tmp_path)
+    defs = build_definitions(store.data_root)
+    with dg.instance_for_test() as instance:
+        tick(campaign_watch, instance, defs)
+        log.write_text(pino("written after a truncation that nothing copied"))
+        # The hour run polls first: the loss is its poll's problem, and stored for the monitor.
+        assert len(log_follower(store.data_root, state).poll().warnings) == 1
+        tick(campaign_watch, instance, defs)
+        tick(campaign_watch, instance, defs)
+    alerts = store.read_alerts("watched")
+    assert [(a["severity"], a["rule"]) for a in alerts] == [("warning", "monitor.telemetry_lost")]
+    assert str(log) in alerts[0]["message"] and alerts[0]["evidence"] == [{"after_hour": 0}]
+
+
 def test_rows_get_the_campaign_hour_their_time_falls_in():
     timing = CampaignTiming(start_ms=1_700_000_000_000, hour_seconds=0.0015)  # 1.5 ms hours
     times = pd.to_datetime([timing.start_ms + offset for offset in range(5)], unit="ms", utc=True)

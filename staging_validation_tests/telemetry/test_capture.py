@@ -164,6 +164,68 @@ def test_truncation_without_a_copy_reads_from_the_start_and_says_what_was_lost(l
     assert captured_lines(store) == log.written
 
 
+def test_copytruncate_then_rename_between_two_polls_reads_the_rewritten_file_and_records_the_loss(log, store):
+    # The log-rotation profile's alternation: the copy (holding the unread rest) is overwritten by the
+    # rename of the same inode, rewritten since; only its first bytes tell it is not what was read.
+    log.append(5)
+    follower(log, store).poll()
+    log.append(3)  # unread, then lost with the overwritten copy
+    lost = log.written[-3:]
+    shutil.copyfile(log.path, str(log.path) + ".1")
+    os.truncate(log.path, 0)
+    log.append(8)  # longer than the old offset
+    os.replace(log.path, str(log.path) + ".1")
+    log.append(2)
+    chunk = follower(log, store).poll()
+    assert chunk.lines == 10
+    assert len(chunk.warnings) == 1 and "lost" in chunk.warnings[0]
+    assert captured_lines(store) == [line for line in log.written if line not in lost]
+    (loss,) = follower(log, store).losses()
+    assert loss.message == chunk.warnings[0] and loss.after_hour == 0
+
+
+def test_a_rename_seen_before_the_log_is_recreated_still_tells_a_second_rotation(log, store):
+    log.append(5)
+    follower(log, store).poll()
+    log.append(2)
+    os.replace(log.path, str(log.path) + ".1")  # the writer has not reopened the log yet
+    assert follower(log, store).poll().lines == 2
+    log.append(3)  # the next file, rotated away before any poll saw it
+    os.replace(log.path, str(log.path) + ".1")
+    log.append(1)
+    chunk = follower(log, store).poll()
+    assert len(chunk.warnings) == 1 and "lost" in chunk.warnings[0]
+    assert [loss.message for loss in follower(log, store).losses()] == chunk.warnings
+    log.append(1)
+    assert follower(log, store).poll().warnings == []
+
+
+def test_losses_are_recorded_once_for_whichever_caller_polled(log, store):
+    log.append(5)
+    follower(log, store).poll()
+    before_the_loss = (store / "cursor.json").read_text()
+    os.truncate(log.path, 0)  # truncated without a copy
+    log.append(2)
+    problems = capture_until_hour_end(follower(log, store), past_hour_state(), 0, should_stop=lambda: False)
+    assert len(problems) == 1
+    # A crash after the loss was stored and before the cursor moved on: found again, it is the same loss.
+    (store / "cursor.json").write_text(before_the_loss)
+    assert follower(log, store).poll().warnings == problems
+    assert [loss.message for loss in follower(log, store).losses()] == problems
+    os.truncate(log.path, 0)
+    log.append(1)
+    follower(log, store).poll()
+    assert len(follower(log, store).losses()) == 2
+
+
+def test_a_corrupt_record_of_losses_is_an_error_naming_the_file(log, store):
+    log.append(1)
+    follower(log, store).poll()
+    (store / "losses.jsonl").write_text("not json\n")
+    with pytest.raises(CaptureError, match=r"losses\.jsonl: line 1 is not a recorded loss"):
+        follower(log, store).losses()
+
+
 def test_a_restarted_validator_resumes_from_the_cursor(log, store):
     log.append(3)
     first = follower(log, store)
