@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The instance's home: Dagster keeps its storage inside it (dagster.yaml, linked there, says so).
+INSTANCE_HOME := $(CURDIR)/data/dagster
+INSTANCE := $(INSTANCE_HOME)/dagster.yaml
 
 .PHONY: demo test ui simulator bench venv clean
 
@@ -14,8 +17,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-demo: $(STAMP)
-	DAGSTER_HOME=$(CURDIR) $(BIN)/staging-validation rehearse --profile healthy
+$(INSTANCE):
+	mkdir -p $(INSTANCE_HOME)
+	ln -sf ../../dagster.yaml $(INSTANCE)
+
+demo: $(STAMP) $(INSTANCE)
+	DAGSTER_HOME=$(INSTANCE_HOME) $(BIN)/staging-validation rehearse --profile healthy
 
 # Tests make their own temporary Dagster instances. Three workers share the two cores (most tests wait on real time, not on the CPU); work stealing keeps a
 # queue of long rehearsals from piling up behind one worker at the end.
@@ -34,8 +41,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py
 
 # dagster dev, stopping with its webserver and daemon on SIGTERM too (`make ui &` then `kill %1`).
-ui: $(STAMP)
-	DAGSTER_HOME=$(CURDIR) exec $(BIN)/python -m staging_validation.campaign.dev_server -w workspace.yaml -h 127.0.0.1 -p 3000
+ui: $(STAMP) $(INSTANCE)
+	DAGSTER_HOME=$(INSTANCE_HOME) exec $(BIN)/python -m staging_validation.campaign.dev_server -w workspace.yaml -h 127.0.0.1 -p 3000
 
 clean:
 	rm -rf $(VENV)

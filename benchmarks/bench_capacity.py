@@ -137,10 +137,7 @@ def fresh_database(server: dict):
 def measure(kind: str, campaigns: int, args: argparse.Namespace, work: Path, pg_env: dict) -> dict:
     home, data_root = work / "dagster_home", work / "data"
     home.mkdir(parents=True)
-    instance_yaml = INSTANCE_FILES[kind].read_text()
-    if kind == "sqlite":
-        instance_yaml = instance_yaml.replace("data/dagster", str(home / "storage"))
-    (home / "dagster.yaml").write_text(instance_yaml)
+    (home / "dagster.yaml").write_text(INSTANCE_FILES[kind].read_text())
     env = {**os.environ, **pg_env, "DAGSTER_HOME": str(home), "STAGING_VALIDATION_DATA": str(data_root),
            "STAGING_VALIDATION_SENSOR_INTERVAL_S": "1"}
     subprocess.run([str(BIN / "dagster"), "instance", "migrate"], cwd=REPO_ROOT, env=env, check=True,

@@ -40,10 +40,16 @@ def rehearse_command(profile: str, hour_seconds: float, hours: int, campaign: st
     2 a bad option (e.g. an hour shorter than the validator can serve).
     """
     console = Console()
-    if not os.environ.get("DAGSTER_HOME"):
-        raise click.UsageError("DAGSTER_HOME is not set: run `make demo`, or export DAGSTER_HOME=<the checkout>")
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        raise click.UsageError("DAGSTER_HOME is not set: run `make demo`, or export DAGSTER_HOME=<a folder holding "
+                               "a copy of the checkout's dagster.yaml>")
+    if not (Path(home) / "dagster.yaml").is_file():
+        # Without it Dagster would run an instance without the run queue's lane limits, silently.
+        raise click.UsageError(f"{Path(home) / 'dagster.yaml'} does not exist: copy (or link) the checkout's "
+                               "dagster.yaml into DAGSTER_HOME")
     try:
-        outcome = rehearse(Path(os.environ["DAGSTER_HOME"]), Path(default_data_root()), profile=profile, hours=hours,
+        outcome = rehearse(Path(home), Path(default_data_root()), profile=profile, hours=hours,
                            hour_seconds=hour_seconds, campaign=campaign, seed=seed,
                            organic_rps=organic_rps, console=console, first_verdict_only=first_verdict_only)
     except (ConfigError, RuntimeError) as exc:

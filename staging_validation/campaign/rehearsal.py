@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,10 +69,10 @@ class RehearsalOutcome:
 
 
 def instance_home(folder: Path) -> Path:
-    """A DAGSTER_HOME in `folder` with the project's dagster.yaml, its storage inside `folder` (tests)."""
+    """A DAGSTER_HOME in `folder` with a copy of the project's dagster.yaml (its storage is then inside
+    `folder`: the instance keeps Dagster's default, relative to DAGSTER_HOME)."""
     folder.mkdir(parents=True, exist_ok=True)
-    config = (WORKSPACE.parent / "dagster.yaml").read_text(encoding="utf-8")
-    (folder / "dagster.yaml").write_text(config.replace("data/dagster", str(folder / "storage")), encoding="utf-8")
+    shutil.copyfile(WORKSPACE.parent / "dagster.yaml", folder / "dagster.yaml")
     return folder
 
 

@@ -68,7 +68,7 @@ def dagster_home(request, tmp_path):
         request.getfixturevalue("postgres_database")
         instance_yaml = (REPO / "deploy" / "postgres" / "dagster.yaml").read_text()
     else:
-        instance_yaml = (REPO / "dagster.yaml").read_text().replace("data/dagster", str(home / "storage"))
+        instance_yaml = (REPO / "dagster.yaml").read_text()
     (home / "dagster.yaml").write_text(instance_yaml)
     return home
 
