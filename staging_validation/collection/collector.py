@@ -24,6 +24,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -99,7 +100,7 @@ def stop_after_failed_deploy_step(data_root: str | Path, campaign: str, failed: 
     stop_early(data_root, campaign, EarlyStop(
         gate=0, rule="early_stop.deploy_step_failed", first_seen=first.isoformat(), hour=hour,
         reason=f"{failed.describe()}; the smoke tests were not run",
-        evidence=[{"time": first.isoformat(), "row": f"{failed.step}: {' '.join(failed.argv)} -> "
+        evidence=[{"time": first.isoformat(), "row": f"{failed.step}: {shlex.join(failed.argv)} -> "
                    f"{failed.error} after {failed.duration_s:g} s"}],
     ))
 

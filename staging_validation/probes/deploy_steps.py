@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shlex
 import signal
 import subprocess
 import tempfile
@@ -109,8 +110,8 @@ class DeployStepRun(StrictModel):
         return self.error is None
 
     def describe(self) -> str:
-        """`deploy step `migrate` (alembic upgrade head): exit code 3`"""
-        return f"deploy step `{self.step}` ({' '.join(self.argv)}): {self.error or 'exit code 0'}"
+        """deploy step `migrate` (alembic upgrade head): exit code 3"""
+        return f"deploy step `{self.step}` ({shlex.join(self.argv)}): {self.error or 'exit code 0'}"
 
     def summary(self) -> dict:
         return {"step": self.step, "argv": self.argv, "exit_code": self.exit_code, "duration_s": self.duration_s,

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -60,7 +61,7 @@ def test_a_succeeding_step_then_a_failing_one_each_stored_once_with_exit_code_du
     assert runs[0].output == "migrated to v42\n" and marker.read_text() == "v42"
     assert runs[1].output == "rolling out\nimage not found\n"  # stderr kept too, in order
     assert runs[1].error == "exit code 3" and runs[1].duration_s > 0
-    assert runs[1].describe() == f"deploy step `deploy` ({' '.join(deploy.deploy_command or [])}): exit code 3"
+    assert runs[1].describe() == f"deploy step `deploy` ({shlex.join(deploy.deploy_command or [])}): exit code 3"
 
     layout = CampaignLayout.of(tmp_path, CAMPAIGN)
     stored = json.loads(Path(layout.deploy_step_file("deploy")).read_text())
