@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from staging_validation.config_files import ConfigError
 from staging_validation.layout import CampaignLayout
 from staging_validation.lifecycle import CampaignState
 from staging_validation.storage import local_path
-from staging_validation.target.client import TargetClient
+from staging_validation.target.client import TargetClient, bearer_token
 from staging_validation.target.profile import TargetProfile, load_target_profile
 from staging_validation.telemetry.sources import CampaignTelemetry
 
@@ -19,6 +20,15 @@ def target_profile(state: CampaignState) -> TargetProfile:
 
 def target_client(state: CampaignState) -> TargetClient:
     return TargetClient(target_profile(state), base_url=state.settings.base_url)
+
+
+def campaign_secrets(state: CampaignState) -> list[str]:
+    """The values of the campaign's secrets, from the environment variables its settings name (the target
+    token, the webhook URL, the SMTP password), for masking wherever a command's output is stored."""
+    notification = state.settings.notification
+    values = [bearer_token(target_profile(state)), notification.webhook_url(),
+              os.environ.get(notification.smtp_password_env) if notification.smtp_password_env else None]
+    return [value for value in values if value]
 
 
 def telemetry_store(data_root: str | Path, state: CampaignState) -> Path:

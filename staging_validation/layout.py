@@ -5,6 +5,8 @@ Under the data root (default `data/`; a `UPath` such as `memory://…` or `s3://
     campaigns/<id>/campaign.json                  the lifecycle's CampaignState (`lifecycle.py`, one writer)
     campaigns/<id>/.campaign.lock                 held by every state transition (fcntl)
     campaigns/<id>/probes/<HH>/<step>.parquet     each probe step as the collector recorded it (write-once)
+    campaigns/<id>/deploy/<step>.json             hour 0's migrate / deploy command, run once: argv, exit code,
+                                                  duration, bounded output (+ `<step>.started` while it runs)
     campaigns/<id>/hours/<asset>/<HH>.parquet     one file per stored hour of an hourly asset
     campaigns/<id>/verdict/<asset>.(json|parquet) the verdict assets of the latest round
     campaigns/<id>/verdict/rounds/<round>/        what a verdict round keeps for good (its final checks)
@@ -107,6 +109,20 @@ class CampaignLayout:
 
     def probe_steps_hour_dir(self, hour: int) -> DataPath:
         return self.probe_steps_dir / hour_key(hour)
+
+    @property
+    def deploy_steps_dir(self) -> DataPath:
+        """Hour 0's deploy steps (the launch config's `deploy.migrate_command`, `deploy.deploy_command`)."""
+        return self.dir / "deploy"
+
+    def deploy_step_file(self, step: str) -> DataPath:
+        """The step's result, written once when it ends."""
+        return self.deploy_steps_dir / f"{validate_file_name(step, 'deploy step')}.json"
+
+    def deploy_step_started_file(self, step: str) -> DataPath:
+        """Created (exclusively) before the step's command starts: a step started and never finished was
+        interrupted, and is never started again."""
+        return self.deploy_steps_dir / f"{validate_file_name(step, 'deploy step')}.started"
 
     # --- watching and telling ---------------------------------------------------------------------
     @property

@@ -37,6 +37,7 @@ from upath import UPath
 
 from staging_validation.config_files import ConfigError, StrictModel, validate_model
 from staging_validation.layout import CampaignLayout
+from staging_validation.probes.deploy_steps import DeploySettings
 from staging_validation.schemas.timing import MAX_CAMPAIGN_HOURS, CampaignTiming
 from staging_validation.storage import atomic_write_text, local_path, validate_campaign_id
 from staging_validation.telemetry.capture import TelemetrySource, TelemetrySources
@@ -84,6 +85,7 @@ class CampaignSettings(StrictModel):
     stress_baseline_rps: float = pydantic.Field(default=5.0, gt=0)  # hour 7 sends twice this rate
     notification: NotificationSettings = NotificationSettings()
     first_verdict_only: bool = False  # the campaign ends at its first verdict: an EXTEND's hours are not run
+    deploy: DeploySettings = DeploySettings()  # hour 0's migrate and deploy commands, before the smoke tests
 
 
 # --- status and records ---------------------------------------------------------------------------

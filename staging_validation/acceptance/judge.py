@@ -25,6 +25,7 @@ from staging_validation.collection.recorded_steps import collection_by_hour
 from staging_validation.collection.validator_gaps import ValidatorCoverage, validator_coverage
 from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS, HOURLY_ASSET_TELEMETRY_EVENTS, CampaignLayout
 from staging_validation.lifecycle import CampaignState, RoundSpec, load_campaign_state
+from staging_validation.probes.deploy_steps import stored_deploy_steps
 from staging_validation.schemas.events import EVENT_SCHEMA
 from staging_validation.schemas.probe_records import RECORD_SCHEMA
 from staging_validation.storage import DataPath
@@ -120,4 +121,5 @@ def judge_campaign(data_root: str | os.PathLike | UPath, campaign_id: str, polic
                             decision=decision, alerts=alerts or [], hours_observed=observed,
                             decided_at=decided_at.to_pydatetime(), coverage=share,
                             judged_hours=round_spec.judged_hours, extension_count=round_spec.extension_count,
-                            policy=policy, validator=validator)
+                            policy=policy, validator=validator,
+                            deploy_steps=stored_deploy_steps(data_root, campaign_id))

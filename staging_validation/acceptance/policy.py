@@ -92,6 +92,7 @@ class Gates(StrictModel):
 class EarlyStopRules(StrictModel):
     missing_pack: bool = True
     identity_merge: bool = True
+    deploy_step_failed: bool = True  # hour 0's migrate or deploy command failed (the collector applies it)
 
 
 class MonitorRules(StrictModel):

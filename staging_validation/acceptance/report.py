@@ -9,6 +9,7 @@ import dataclasses
 import io
 import json
 import re
+import shlex
 import textwrap
 from collections.abc import Sequence
 from datetime import datetime
@@ -33,6 +34,7 @@ from staging_validation.collection.validator_gaps import VALIDATOR_ALERT_PREFIX,
 from staging_validation.config_files import ConfigError
 from staging_validation.layout import CHARTS_DIR, REPORT_NAME, CampaignLayout
 from staging_validation.lifecycle import CampaignState
+from staging_validation.probes.deploy_steps import DeployStepRun
 from staging_validation.schemas.event_columns import EventKind
 from staging_validation.schemas.outcome import NOT_SENT
 from staging_validation.schemas.telemetry_mapping import TelemetryMapping
@@ -73,6 +75,7 @@ class CampaignEvidence:
     telemetry_mappings: list[TelemetryMapping] | None = None
     policy: Policy | None = None  # the policy the gates used; None: the campaign's own
     validator: ValidatorCoverage | None = None  # what the validator collected; None: not known to the caller
+    deploy_steps: list[DeployStepRun] = dataclasses.field(default_factory=list)  # hour 0's, as recorded
 
     def stress(self) -> StressResult | None:
         return stress_result(self.records, self.policy or campaign_policy(self.state))
@@ -356,14 +359,49 @@ def _passed_text(rows: pd.DataFrame) -> str:
     return f"{int((rows['passed'] == True).sum())}/{len(rows)}"  # noqa: E712 (nullable column)
 
 
-def _deploy_section(records: pd.DataFrame) -> list[str]:
-    """Hour 0's deploy verification (health with its feature check, the four smoke tests) and the smoke loop."""
+def _code_span(text: str) -> str:
+    """`text` as inline code, whatever backticks it holds (the report does not control a command)."""
+    fence = "`" * (1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    return f"{fence} {text} {fence}" if fence != "`" else f"`{text}`"
+
+
+def _deploy_step_rows(steps: list[DeployStepRun]) -> list[list[str]]:
+    rows = []
+    for step in steps:
+        result = "PASS" if step.passed else "FAIL"
+        if step.exit_code is not None:
+            detail = f"exit code {step.exit_code} after {step.duration_s:.1f} s"
+        else:
+            detail = f"{step.error} (after {step.duration_s:.1f} s)"
+        rows.append([f"{step.step.capitalize()} step {_code_span(shlex.join(step.argv))}", result, detail])
+    return rows
+
+
+def _deploy_step_outputs(steps: list[DeployStepRun]) -> list[str]:
+    """Each step's stored output, fenced: already bounded to its head and tail, secrets masked."""
+    lines = []
+    for step in steps:
+        output = step.output.rstrip("\n") or "(no output)"
+        fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", output)), default=0))
+        lines += [f"Output of the {step.step} step ({step.output_bytes} bytes printed; stored bounded to its head "
+                  "and tail, secrets masked):", "", fence, output, fence, ""]
+    return lines
+
+
+def _deploy_section(records: pd.DataFrame, steps: list[DeployStepRun] | None = None) -> list[str]:
+    """Hour 0's deploy steps (migrate, deploy: exit code, duration, output), the deploy verification (health
+    with its feature check, the four smoke tests) and the smoke loop."""
+    steps = steps or []
     deploy = records[records["probe"] == "deploy"]
     health = deploy[deploy["case"] == "health"].sort_values("time")
     first_smoke = deploy[deploy["case"] != "health"]
     loop = records[(records["probe"] == "smoke") & records["passed"].notna()]
-    rows = []
-    if len(health):
+    rows = _deploy_step_rows(steps)
+    failed_step = next((step for step in steps if not step.passed), None)
+    if not len(deploy) and failed_step is not None:
+        not_run = f"not run: the {failed_step.step} step failed"
+        rows += [["Health", "NOT RUN", not_run], ["Smoke tests (deploy verification)", "NOT RUN", not_run]]
+    elif len(health):
         first = health.iloc[0]
         status = "n/a" if pd.isna(first["http_status"]) else int(first["http_status"])
         rows.append(["Health", "PASS" if first["outcome"] == "ok" else "FAIL",
@@ -378,18 +416,22 @@ def _deploy_section(records: pd.DataFrame) -> list[str]:
         rows.append(["Features (ambiguity gate, relationship model, identity spine, continuity pack)", *features])
     else:
         rows.append(["Health", "NOT RECORDED", "no deploy verification was stored for this campaign"])
-    failures = first_smoke[first_smoke["passed"] == False]  # noqa: E712
-    unverified = first_smoke[first_smoke["passed"].isna()]
-    cannot = "; ".join(f"{r.case}: cannot verify ({r.not_exposed if isinstance(r.not_exposed, str) else r.outcome})"
-                       for r in unverified.itertuples())
-    rows.append(["Smoke tests (deploy verification)", _passed_text(first_smoke) if len(first_smoke) else "NOT RECORDED",
-                 "; ".join([*(f"{r.case}: {r.error}" for r in failures.itertuples()), *([cannot] if cannot else [])])
-                 or ", ".join(first_smoke["case"].tolist()) or "no deploy smoke test stored"])
+    if len(deploy) or failed_step is None:
+        failures = first_smoke[first_smoke["passed"] == False]  # noqa: E712
+        unverified = first_smoke[first_smoke["passed"].isna()]
+        cannot = "; ".join(f"{r.case}: cannot verify "
+                           f"({r.not_exposed if isinstance(r.not_exposed, str) else r.outcome})"
+                           for r in unverified.itertuples())
+        problems = [*(f"{r.case}: {r.error}" for r in failures.itertuples()), *([cannot] if cannot else [])]
+        rows.append(["Smoke tests (deploy verification)",
+                     _passed_text(first_smoke) if len(first_smoke) else "NOT RECORDED",
+                     "; ".join(problems) or ", ".join(first_smoke["case"].tolist()) or "no deploy smoke test stored"])
     loop_failures = loop[loop["passed"] == False]  # noqa: E712
     rows.append(["Smoke loop (every 5 minutes, hour 1)", _passed_text(loop) if len(loop) else "NOT RECORDED",
                  f"{len(loop_failures)} failed" + (f", first at {loop_failures['time'].min().isoformat()}"
                                                   if len(loop_failures) else "")])
-    return ["## 1. Deployment status", "", *_table(["Check", "Result", "Detail"], rows), ""]
+    return ["## 1. Deployment status", "", *_table(["Check", "Result", "Detail"], rows), "",
+            *_deploy_step_outputs(steps)]
 
 
 def _route_latency_rows(evidence: CampaignEvidence) -> list[list[object]]:
@@ -586,7 +628,7 @@ def render_report(evidence: CampaignEvidence, notification: Message, metrics: di
                                     "hours with telemetry events)"],
                  *_coverage_rows(evidence.validator),
                  ["Decision", f"**{decision.decision}** (rule `{decision.rule}`){extending}"],
-             ]), "", *_deploy_section(evidence.records)]
+             ]), "", *_deploy_section(evidence.records, evidence.deploy_steps)]
     for section, gate in enumerate(evidence.gates, start=2):
         lines += [f"## {section}. Gate {gate.gate}: {gate.name}{' (critical)' if gate.critical else ''}", "",
                   *_table(["Metric", "Target", "Actual"], _gate_measurements(gate)), "",

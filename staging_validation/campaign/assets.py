@@ -49,6 +49,7 @@ from staging_validation.lifecycle import (
     record_verdict,
 )
 from staging_validation.plan import SNAPSHOT_EVERY_CAMPAIGN_S, ProbeStep, plan_for_hour
+from staging_validation.probes.deploy_steps import stored_deploy_steps
 from staging_validation.schemas.event_columns import EventKind
 from staging_validation.schemas.events import EVENT_SCHEMA
 from staging_validation.schemas.probe_records import RECORD_SCHEMA, records_to_table
@@ -466,6 +467,7 @@ def acceptance_report(context: dg.AssetExecutionContext, store: CampaignStore, g
         judged_hours=campaign_decision["judged_hours"], extension_count=campaign_decision["extension_count"],
         telemetry_lines=telemetry.line_counts(), telemetry_mappings=telemetry.mappings,
         validator=round_validator_coverage(store.data_root, state, round_spec),
+        deploy_steps=stored_deploy_steps(store.data_root, state.campaign),
     )
     paths = write_campaign_outputs(layout, evidence, message)
     report_path = paths["report"]

@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pydantic
 
-from staging_validation.acceptance.policy import load_policy
+from staging_validation.acceptance.policy import campaign_policy, load_policy
 from staging_validation.campaign.assets import (
     HOURLY_ASSETS,
     VERDICT_ASSETS,
@@ -19,8 +19,15 @@ from staging_validation.campaign.partitions import campaign_partitions
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.collection.collector import run_collector
 from staging_validation.config_files import ConfigError, validate_model
-from staging_validation.lifecycle import MAX_CAMPAIGN_HOURS, CampaignSettings, CampaignState, register_campaign_state
+from staging_validation.lifecycle import (
+    MAX_CAMPAIGN_HOURS,
+    CampaignSettings,
+    CampaignState,
+    load_campaign_state,
+    register_campaign_state,
+)
 from staging_validation.plan import MIN_HOUR_SECONDS, RUNBOOK_HOUR_SECONDS, hour_seconds_problem
+from staging_validation.probes.deploy_steps import DEFAULT_TIMEOUT_S, argv_problem, timeout_problem
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.storage import validate_campaign_id
 from staging_validation.target.client import bearer_token, resolve_base_url
@@ -44,7 +51,11 @@ class CollectorConfig(dg.Config):
 def collect_probe_steps(context: dg.OpExecutionContext, config: CollectorConfig, store: CampaignStore) -> None:
     try:
         validate_campaign_id(config.campaign)
-        summary = run_collector(store.data_root, config.campaign, log=context.log.info)
+        # The policy's switch is read here: the collector sits below the acceptance layer.
+        stop_on_failed_deploy_step = campaign_policy(
+            load_campaign_state(store.data_root, config.campaign)).early_stop.deploy_step_failed
+        summary = run_collector(store.data_root, config.campaign, log=context.log.info,
+                                stop_on_failed_deploy_step=stop_on_failed_deploy_step)
     except ConfigError as exc:
         raise dg.Failure(description=str(exc)) from None
     context.log.info(f"{config.campaign}: {summary.ran} steps ran, {summary.not_run} recorded as not run, "
@@ -128,6 +139,25 @@ class TelemetrySourceConfig(dg.Config):
                 **({"mapping": self.mapping} if self.mapping else {})}
 
 
+class DeployConfig(dg.Config):
+    """The runbook's hour-0 steps 1-2, run before the smoke tests, each once per campaign."""
+
+    # argv lists, run without a shell; None: no such step. (No pydantic bounds: `launch_problems` names them.)
+    migrate_command: list[str] | None = pydantic.Field(
+        default=None, description="Hour 0, first: the database migration as an argv list (no shell), e.g. "
+        "[\"alembic\", \"upgrade\", \"head\"]; leave it out for none.")
+    deploy_command: list[str] | None = pydantic.Field(
+        default=None, description="Hour 0, after the migration: deploys the code, as an argv list (no shell); "
+        "leave it out for none.")
+    timeout_s: float = pydantic.Field(
+        default=DEFAULT_TIMEOUT_S, description="Each step is killed, with its process group, after this many "
+        "seconds (> 0).")
+
+    def settings(self) -> dict:
+        return {"migrate_command": self.migrate_command, "deploy_command": self.deploy_command,
+                "timeout_s": self.timeout_s}
+
+
 MAX_PLANNED_HOURS = 24  # the runbook's day; extensions add up to MAX_CAMPAIGN_HOURS
 
 
@@ -158,6 +188,9 @@ class CampaignLaunchConfig(dg.Config):
     first_verdict_only: bool = pydantic.Field(
         default=False, description="End the campaign at its first verdict: an EXTEND is decided and notified, "
         "its extension hours are not run (rehearsals).")
+    deploy: DeployConfig = pydantic.Field(
+        default=DeployConfig(), description="Hour 0's migrate and deploy commands, before the smoke tests; a "
+        "failing one stops the campaign (REJECT early_stop.deploy_step_failed).")
 
     def settings(self) -> CampaignSettings:
         """The campaign's typed settings; ConfigError naming the field that does not validate."""
@@ -172,6 +205,7 @@ class CampaignLaunchConfig(dg.Config):
             "stress_baseline_rps": self.stress_baseline_rps,
             "notification": notification,
             "first_verdict_only": self.first_verdict_only,
+            "deploy": self.deploy.settings(),
         }, CampaignSettings, "launch config")
 
 
@@ -187,6 +221,13 @@ def launch_problems(config: CampaignLaunchConfig) -> list[str]:
     if not (math.isfinite(config.stress_baseline_rps) and config.stress_baseline_rps > 0):
         problems.append(f"stress_baseline_rps: {config.stress_baseline_rps:g} must be a positive number of requests "
                         "per second")
+    for field in ("migrate_command", "deploy_command"):
+        problem = argv_problem(getattr(config.deploy, field))
+        if problem:
+            problems.append(f"deploy.{field}: {problem}")
+    timeout = timeout_problem(config.deploy.timeout_s)
+    if timeout:
+        problems.append(f"deploy.timeout_s: {timeout}")
     if not config.telemetry_command and Path(config.telemetry_path).is_dir():
         problems.append(f"telemetry_path: {config.telemetry_path} is a directory; give the target's log file")
     return problems

@@ -9,6 +9,13 @@ collector started again mid-hour) runs late and its rows keep their true send ti
 is over before it could start is recorded as not run, with the reason, and is never run after its hour.
 A collector started again after a crash skips what is recorded and records the steps of the hours it
 missed as not run.
+
+Hour 0's deploy verification is preceded by the launch config's deploy steps (`deploy.migrate_command`,
+then `deploy.deploy_command`; `probes/deploy_steps.py`), each run once per campaign: a failing step stops
+the campaign (`early_stop.deploy_step_failed`, naming the step; policy switch
+`early_stop.deploy_step_failed`) and the smoke tests are not run against what did not deploy. A step the
+validator itself interrupted (killed while it ran) is never run again: the campaign is then the
+validator's failure (`validator_failed`), nothing is said about the target.
 """
 
 from __future__ import annotations
@@ -17,24 +24,27 @@ import asyncio
 import dataclasses
 import json
 import math
+import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
-from staging_validation.campaign_target import target_client
+from staging_validation.campaign_target import campaign_secrets, target_client
 from staging_validation.collection.recorded_steps import StepOutcome, StepStatus, hour_outcomes, record_step
 from staging_validation.collection.validator_gaps import makeup_for_hour
 from staging_validation.lifecycle import (
     CampaignState,
     CampaignStatus,
     EarlyStop,
+    fail_validator,
     load_campaign_state,
     mark_running,
     stop_early,
 )
 from staging_validation.plan import STRESS_MULTIPLIER, ProbeStep, plan_for_hour
+from staging_validation.probes.deploy_steps import DeployStepRun, run_deploy_steps
 from staging_validation.probes.identity import identity_check
 from staging_validation.probes.prompt_set import prompt_set
 from staging_validation.probes.result import ProbeResult
@@ -84,6 +94,21 @@ def stop_after_failed_deploy(data_root: str | Path, campaign: str, deploy: Probe
     ))
 
 
+def stop_after_failed_deploy_step(data_root: str | Path, campaign: str, failed: DeployStepRun, hour: int) -> None:
+    """The runbook's hour 0: migrate, deploy, then the smoke tests; a step that failed is a failed deployment."""
+    first = pd.Timestamp(failed.started_at_ms + int(failed.duration_s * 1000), unit="ms", tz="UTC")
+    stop_early(data_root, campaign, EarlyStop(
+        gate=0, rule="early_stop.deploy_step_failed", first_seen=first.isoformat(), hour=hour,
+        reason=f"{failed.describe()}; the smoke tests were not run",
+        evidence=[{"time": first.isoformat(), "row": f"{failed.step}: {shlex.join(failed.argv)} -> "
+                   f"{failed.error} after {failed.duration_s:g} s"}],
+    ))
+
+
+class DeployStepInterrupted(Exception):
+    """A deploy step the validator started before and never saw end: it is not run again."""
+
+
 def _collecting(state: CampaignState) -> bool:
     """Its clock runs and its hours are collected (not registered, stopped or ended)."""
     return state.status in (CampaignStatus.RUNNING, CampaignStatus.EXTENDED)
@@ -92,10 +117,13 @@ def _collecting(state: CampaignState) -> bool:
 class Collector:
     """`log` receives one line per recorded step."""
 
-    def __init__(self, data_root: str | Path, campaign: str, log: Callable[[str], None] = lambda line: None):
+    def __init__(self, data_root: str | Path, campaign: str, log: Callable[[str], None] = lambda line: None,
+                 stop_on_failed_deploy_step: bool = True):
         self.data_root = data_root
         self.campaign = campaign
         self.log = log
+        # The policy's `early_stop.deploy_step_failed` (the policy is read above this layer).
+        self.stop_on_failed_deploy_step = stop_on_failed_deploy_step
         self.summary = CollectionSummary()
 
     def _state(self) -> CampaignState:
@@ -115,6 +143,26 @@ class Collector:
     def _not_run(self, hour: int, step: ProbeStep, reason: str, makeup_of: int | None = None) -> None:
         self._record(StepOutcome(hour=hour, step=step, status=StepStatus.NOT_RUN, ended_ms=_now_ms(), reason=reason,
                                  makeup_of=makeup_of))
+
+    async def _deploy_then_verify(self, client: TargetClient,
+                                  state: CampaignState) -> tuple[ProbeResult, DeployStepRun | None]:
+        """The deploy steps (run once per campaign, read back after that), then the deploy verification
+        unless a step failed and the policy stops for it: (result, the failed step or None)."""
+        deploy = state.settings.deploy
+        runs = await asyncio.to_thread(run_deploy_steps, self.data_root, self.campaign, deploy,
+                                       campaign_secrets(state)) if deploy.steps() else []
+        for run in runs:
+            self.log(f"deploy step {run.step}: {run.error or 'exit code 0'} after {run.duration_s:g} s")
+        failed = next((run for run in runs if not run.passed), None)
+        if failed is not None and failed.interrupted:
+            raise DeployStepInterrupted(failed.describe())
+        summary = {"deploy_steps": [run.summary() for run in runs]} if runs else {}
+        if failed is not None and self.stop_on_failed_deploy_step:
+            return ProbeResult(probe="deploy", passed=False, records=[], failures=[failed.describe()],
+                               summary=summary), failed
+        result = await deploy_verification(client, state.timing)
+        result.summary.update(summary)
+        return result, failed
 
     async def _collect_hour(self, client: TargetClient, hour: int) -> None:
         """The hour's steps and its make-up, all started at the hour's start: none waits for another to end."""
@@ -139,8 +187,17 @@ class Collector:
             self._not_run(hour, step, "the hour ended before the step could start", makeup_of)
             return
         started = _now_ms()
+        failed_deploy_step = None
         try:
-            result = await _run_step(client, state, hour, step)
+            if step is ProbeStep.DEPLOY_VERIFICATION:
+                result, failed_deploy_step = await self._deploy_then_verify(client, state)
+            else:
+                result = await _run_step(client, state, hour, step)
+        except DeployStepInterrupted as exc:
+            reason = f"{exc}; the validator cannot tell what was deployed"
+            self._not_run(hour, step, reason, makeup_of)
+            fail_validator(self.data_root, self.campaign, reason)
+            return
         except Exception as exc:  # a probe that raises is the validator's fault, never the target's
             self._not_run(hour, step, f"the probe raised {type(exc).__name__}: {exc}", makeup_of)
             return
@@ -149,8 +206,11 @@ class Collector:
             passed=result.passed, failures=result.failures,
             summary=json.loads(json.dumps(result.summary, default=str)), makeup_of=makeup_of,
         ), result)
-        if step is ProbeStep.DEPLOY_VERIFICATION and not result.passed:
-            stop_after_failed_deploy(self.data_root, self.campaign, result, hour)
+        if step is ProbeStep.DEPLOY_VERIFICATION:
+            if failed_deploy_step is not None and self.stop_on_failed_deploy_step:
+                stop_after_failed_deploy_step(self.data_root, self.campaign, failed_deploy_step, hour)
+            elif not result.passed:
+                stop_after_failed_deploy(self.data_root, self.campaign, result, hour)
 
     def _record_missed_hours(self, state: CampaignState, current_hour: int) -> None:
         """The steps of hours that ended before this collector started: not run, and never run late."""
@@ -188,8 +248,8 @@ class Collector:
         return self.summary
 
 
-def run_collector(data_root: str | Path, campaign: str,
-                  log: Callable[[str], None] = lambda line: None) -> CollectionSummary:
+def run_collector(data_root: str | Path, campaign: str, log: Callable[[str], None] = lambda line: None,
+                  stop_on_failed_deploy_step: bool = True) -> CollectionSummary:
     """Collect the campaign's current verdict round: returns when its last hour's steps are recorded or
-    the campaign is no longer active."""
-    return asyncio.run(Collector(data_root, campaign, log).collect())
+    the campaign is no longer active. `stop_on_failed_deploy_step`: the policy's switch of that early stop."""
+    return asyncio.run(Collector(data_root, campaign, log, stop_on_failed_deploy_step).collect())
