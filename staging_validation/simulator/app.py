@@ -369,7 +369,7 @@ def _sparse_routes(service: StagingService, service_route) -> list[Route]:
         result = await run_chat(context)
         if result.status_code != 200:
             return JSONResponse({"error": "internal"}, result.status_code)
-        events = [{"delta": chunk} for chunk in _chunks(result.answer)]
+        events: list[dict] = [{"delta": chunk} for chunk in _chunks(result.answer)]
         events.append({"done": True, **answer(result)})
         return _stream(context, events)
 
