@@ -8,6 +8,7 @@ from pathlib import Path
 from staging_validation.config_files import ConfigError
 from staging_validation.layout import CampaignLayout
 from staging_validation.lifecycle import CampaignState
+from staging_validation.schemas.telemetry_mapping import unobservable_items
 from staging_validation.storage import local_path
 from staging_validation.target.client import TargetClient, bearer_token
 from staging_validation.target.profile import TargetProfile, load_target_profile
@@ -42,3 +43,14 @@ def log_follower(data_root: str | Path, state: CampaignState) -> CampaignTelemet
                                  target_profile(state).telemetry)
     except ConfigError as exc:
         raise ConfigError(f"campaign {state.campaign}: settings.telemetry: {exc}") from None
+
+
+def unobservable_event_kinds(state: CampaignState) -> dict[str, str]:
+    """Event kind → `"<profile path>: <reason>"` for the kinds no mapping of the campaign's telemetry sources
+    recognises (declared `not_exposed`, or no rule for them): what its telemetry can never show."""
+    telemetry = target_profile(state).telemetry
+    try:
+        mappings = telemetry.source_mappings_by_path(source.mapping for source in state.settings.telemetry)
+    except ValueError as exc:
+        raise ConfigError(f"campaign {state.campaign}: settings.telemetry: {exc}") from None
+    return unobservable_items(mappings)

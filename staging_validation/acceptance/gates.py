@@ -6,12 +6,16 @@ rows of evidence. A gate with no signal, or fewer samples than the policy's mini
 absence of evidence is never a PASS. What the target profile declares not exposed (named in the probe
 records' `not_exposed`) makes the gates that need it NO_DATA naming the profile path and reason, never
 FAIL; what was measured is still used (gate 2 reviews prompt-set errors even when the organic rate is
-unmeasured). Requests the validator never sent (`NOT_SENT` outcomes) are never evidence against the target.
+unmeasured). Event kinds that no telemetry mapping of the campaign's sources recognises (`unobservable`:
+kind → `"<profile path>: <reason>"`, see `schemas.telemetry_mapping.unobservable_items`) are never
+counted as 0: a gate that needs them is NO_DATA naming them, and its metrics list them under
+`not_observed`. Requests the validator never sent (`NOT_SENT` outcomes) are never evidence against the target.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import pandas as pd
@@ -51,13 +55,17 @@ class GateResult:
     action_item: str | None = None
 
 
-def evaluate_gates(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> list[GateResult]:
+def evaluate_gates(records: pd.DataFrame, events: pd.DataFrame, policy: Policy,
+                   unobservable: Mapping[str, str] | None = None) -> list[GateResult]:
+    """`unobservable`: event kind → `"<profile path>: <reason>"` for the kinds the campaign's telemetry can
+    never show (None or empty: every kind is observable, the documented contract)."""
+    unobservable = dict(unobservable or {})
     return [
-        _continuity_pack(events, policy),
-        _ambiguity(records, events, policy),
-        _relationship_determinism(records, events, policy),
-        _governor(events, policy),
-        _identity(records, events, policy),
+        _continuity_pack(events, policy, unobservable),
+        _ambiguity(records, events, policy, unobservable),
+        _relationship_determinism(records, events, policy, unobservable),
+        _governor(events, policy, unobservable),
+        _identity(records, events, policy, unobservable),
     ]
 
 
@@ -138,6 +146,15 @@ def _not_exposed_text(items: list[str]) -> str:
     return "not exposed by the target (profile: " + "; ".join(items) + ")"
 
 
+def _unobserved(unobservable: Mapping[str, str], *kinds: EventKind) -> dict[str, str]:
+    """Of `kinds`, those the telemetry can never show: kind → `"<profile path>: <reason>"`."""
+    return {kind.value: unobservable[kind.value] for kind in kinds if kind.value in unobservable}
+
+
+def _telemetry_not_exposed_text(unobserved: Mapping[str, str]) -> str:
+    return "not observable in the target's telemetry (profile: " + "; ".join(unobserved.values()) + ")"
+
+
 def _result(number: int, policy: Policy, thresholds: dict, **fields) -> GateResult:
     config = policy.gate(number)
     return GateResult(gate=number, key=GATE_KEYS[number], name=config.name, critical=config.critical,
@@ -147,7 +164,7 @@ def _result(number: int, policy: Policy, thresholds: dict, **fields) -> GateResu
 # --- gate 1: ContinuityPack integrity -----------------------------------------------------------
 
 
-def _continuity_pack(events: pd.DataFrame, policy: Policy) -> GateResult:
+def _continuity_pack(events: pd.DataFrame, policy: Policy, unobservable: Mapping[str, str]) -> GateResult:
     config = policy.gates.continuity_pack
     built = _of_kind(events, EventKind.PACK_BUILT)
     missing = _of_kind(events, EventKind.PACK_MISSING)
@@ -155,8 +172,10 @@ def _continuity_pack(events: pd.DataFrame, policy: Policy) -> GateResult:
     samples = len(built) + len(missing) + len(fallbacks)
     build_p50 = _median(built["built_in_ms"])
     size_p50 = _median(built["size_bytes"])
-    metrics = {"pack_builds": len(built), "missing_packs": len(missing), "fallbacks": len(fallbacks),
-               "build_p50_ms": build_p50, "size_p50_bytes": size_p50}
+    unobserved = _unobserved(unobservable, EventKind.PACK_BUILT, EventKind.PACK_MISSING, EventKind.PACK_FALLBACK)
+    metrics: dict[str, Any] = {"pack_builds": len(built), "missing_packs": len(missing), "fallbacks": len(fallbacks),
+               "build_p50_ms": build_p50, "size_p50_bytes": size_p50, "not_observed": unobserved,
+               "not_exposed": sorted(unobserved.values())}
     thresholds = {"missing_packs_max": 0, "fallbacks_max": 0,
                   "build_p50_ms_review_above": config.build_p50_review_ms,
                   "size_p50_bytes_review_above": config.size_p50_review_bytes}
@@ -173,6 +192,12 @@ def _continuity_pack(events: pd.DataFrame, policy: Policy) -> GateResult:
             action_item=(f"Find why requests ran without their own ContinuityPack (missing or default pack, first "
                          f"at {first}) and redeploy."),
             **common)
+    if unobserved:
+        # A missing pack the telemetry cannot show is no evidence of integrity, however many builds it shows.
+        return _result(1, policy, status="NO_DATA", rule="gate1.not_exposed",
+                       reason=(f"ContinuityPack events are {_telemetry_not_exposed_text(unobserved)}: pack integrity "
+                               f"cannot be judged ({len(built)} builds observed)."),
+                       evidence=[], **common)
     if len(built) < policy.min_samples:
         return _result(1, policy, status="NO_DATA", rule="gate1.no_data",
                        reason=(f"Only {len(built)} ContinuityPack builds observed in telemetry "
@@ -210,7 +235,8 @@ def ambiguity_checks_counted(events: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return checks, "all traffic (no probe request id seen in telemetry)"
 
 
-def _ambiguity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> GateResult:
+def _ambiguity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy,
+               unobservable: Mapping[str, str]) -> GateResult:
     config = policy.gates.ambiguity
     checks = _of_kind(events, EventKind.AMBIGUITY_CHECK)
     counted, denominator = ambiguity_checks_counted(events)
@@ -224,12 +250,16 @@ def _ambiguity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> G
     rate_measured = len(counted) >= policy.min_samples
     prompt_rows = records[records["probe"] == "prompt_set"]
     verdict_unexposed = not_exposed_items(prompt_rows, "extract.ambiguity")
-    metrics = {"rate": rate, "rate_measured": rate_measured, "denominator": denominator,
+    metrics: dict[str, Any] = {"rate": rate, "rate_measured": rate_measured, "denominator": denominator,
                "checks_counted": len(counted),
                "ambiguous_counted": len(ambiguous), "probe_checks_excluded": len(checks) - len(counted),
                "prompt_set_labelled": confusion.labelled, "false_positives": len(false_positives),
                "false_negatives": len(false_negatives), "false_positive_rate": fp_rate,
                "false_negative_rate": fn_rate, "not_exposed": verdict_unexposed}
+    unobserved = _unobserved(unobservable, EventKind.AMBIGUITY_CHECK)
+    if unobserved:
+        metrics["not_observed"] = unobserved
+        metrics["not_exposed"] = sorted([*verdict_unexposed, *unobserved.values()])
     thresholds = {"rate_review_at_or_above": config.rate_review, "rate_extend_above": config.rate_extend,
                   "false_positive_rate_review_above": config.false_positive_review,
                   "false_negative_rate_review_above": config.false_negative_review}
@@ -237,7 +267,8 @@ def _ambiguity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> G
     measured = (f"{len(ambiguous)} of {len(counted)} {denominator} flagged ambiguous"
                 + (f" ({percent_text(rate)})" if rate is not None else ""))
 
-    rate_no_data = (f"rate NO_DATA: {measured}, fewer than {policy.min_samples} ambiguity checks to judge "
+    rate_no_data = (f"rate NO_DATA: ambiguity checks are {_telemetry_not_exposed_text(unobserved)}" if unobserved
+                    else f"rate NO_DATA: {measured}, fewer than {policy.min_samples} ambiguity checks to judge "
                     "the rate")
     prompt_set_text = (f"prompt set: {_not_exposed_text(verdict_unexposed)}" if verdict_unexposed and
                        not confusion.labelled else
@@ -277,6 +308,9 @@ def _ambiguity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> G
                        evidence=evidence,
                        action_item=f"Review AmbiguityGate behaviour with the product owner: {findings}.",
                        **common)
+    if unobserved:
+        return _result(2, policy, status="NO_DATA", rule="gate2.not_exposed",
+                       reason=f"The organic {rate_no_data}; {prompt_set_text}.", evidence=[], **common)
     if not rate_measured:
         return _result(2, policy, status="NO_DATA", rule="gate2.no_data",
                        reason=f"{measured}; fewer than {policy.min_samples} ambiguity checks to judge the rate; "
@@ -312,7 +346,8 @@ def relationship_changes(events: pd.DataFrame) -> pd.DataFrame:
     return changes
 
 
-def _relationship_determinism(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> GateResult:
+def _relationship_determinism(records: pd.DataFrame, events: pd.DataFrame, policy: Policy,
+                              unobservable: Mapping[str, str]) -> GateResult:
     config = policy.gates.relationship_determinism
     probe_rows = records[(records["probe"] == "determinism") & (records["outcome"] == "ok")
                          & records["relationship_type"].notna()]
@@ -335,6 +370,12 @@ def _relationship_determinism(records: pd.DataFrame, events: pd.DataFrame, polic
                "changes_explained_by_locked_fact": len(explained), "changes_unexplained": len(unexplained),
                "probe_requests_without_context": len(answered) - len(probe_rows),
                "not_exposed": context_unexposed}
+    unobserved = _unobserved(unobservable, EventKind.RELATIONSHIP_RESOLVED)
+    if unobserved:
+        metrics["not_observed"] = unobserved
+        metrics["not_exposed"] = sorted([*context_unexposed, *unobserved.values()])
+    telemetry_text = (f"relationship resolutions {_telemetry_not_exposed_text(unobserved)}" if unobserved
+                      else f"{len(resolutions)} relationship resolutions in telemetry")
     thresholds = {"consecutive_requests": config.consecutive_requests, "unexplained_changes_max": 0}
     common: dict[str, Any] = dict(metrics=metrics, thresholds=thresholds, samples=len(probe_rows) + len(resolutions))
 
@@ -361,7 +402,7 @@ def _relationship_determinism(records: pd.DataFrame, events: pd.DataFrame, polic
         return _result(3, policy, status="NO_DATA", rule="gate3.not_exposed",
                        reason=(f"The relationship context is {_not_exposed_text(context_unexposed)}: the "
                                f"determinism probe cannot compare contexts ({len(determinism_rows)} determinism "
-                               f"requests, {len(resolutions)} relationship resolutions in telemetry)."),
+                               f"requests; {telemetry_text})."),
                        evidence=[], **common)
     if not len(checked_users):
         without = len(answered) - len(probe_rows)
@@ -371,6 +412,12 @@ def _relationship_determinism(records: pd.DataFrame, events: pd.DataFrame, polic
                                + (f"; {without} answered requests returned no relationship context"
                                   if without else "") + ")."),
                        evidence=record_evidence(answered) if without else [], **common)
+    if unobserved:
+        return _result(3, policy, status="NO_DATA", rule="gate3.not_exposed",
+                       reason=(f"{len(checked_users)} probe user(s) got the same context on "
+                               f"{config.consecutive_requests}+ consecutive requests, but {telemetry_text}: "
+                               "mid-campaign changes cannot be ruled out."),
+                       evidence=[], **common)
     if len(resolutions) < policy.min_samples:
         return _result(3, policy, status="NO_DATA", rule="gate3.no_telemetry",
                        reason=(f"Only {len(resolutions)} relationship resolutions in telemetry (minimum "
@@ -393,7 +440,7 @@ def _relationship_determinism(records: pd.DataFrame, events: pd.DataFrame, polic
 # --- gate 4: governor regen health --------------------------------------------------------------
 
 
-def _governor(events: pd.DataFrame, policy: Policy) -> GateResult:
+def _governor(events: pd.DataFrame, policy: Policy, unobservable: Mapping[str, str]) -> GateResult:
     config = policy.gates.governor
     # The numbers the metrics text and the hourly reports print, so the gate judges exactly those.
     governor = final_metrics(None, events)["governor"]
@@ -404,6 +451,9 @@ def _governor(events: pd.DataFrame, policy: Policy) -> GateResult:
     p99 = governor["regen_path_latency_ms"]["p99"]
     metrics = {"requests_passed": requests_passed, "zero_regen_requests": zero_regen, "zero_regen_share": share,
                "regen_requests": regen_requests, "regen_p99_ms": p99, "regen_p99_judged": p99_judged}
+    unobserved = _unobserved(unobservable, EventKind.GOVERNOR_PASS)
+    if unobserved:
+        metrics.update(not_observed=unobserved, not_exposed=sorted(unobserved.values()))
     thresholds = {"zero_regen_pass_above": config.zero_regen_pass_above,
                   "zero_regen_fail_below": config.zero_regen_fail_below,
                   "regen_p99_ms_extend_above": config.regen_p99_extend_ms}
@@ -415,6 +465,10 @@ def _governor(events: pd.DataFrame, policy: Policy) -> GateResult:
     p99_text = (f"regen-path p99 {p99:.0f} ms over {regen_requests} regenerated requests" if p99_judged
                 else f"regen-path p99 not judged ({regen_requests} regenerated requests, minimum {policy.min_samples})")
 
+    if unobserved:
+        return _result(4, policy, status="NO_DATA", rule="gate4.not_exposed",
+                       reason=f"Governor passes are {_telemetry_not_exposed_text(unobserved)}: regeneration health "
+                              "cannot be judged.", evidence=[], **common)
     if requests_passed < policy.min_samples:
         return _result(4, policy, status="NO_DATA", rule="gate4.no_data",
                        reason=f"{measured}; fewer than {policy.min_samples} governed requests to judge.",
@@ -494,7 +548,8 @@ UNANSWERED_OUTCOMES = (Outcome.CONNECTION_ERROR.value, Outcome.TIMEOUT.value, Ou
                        *sorted(NOT_SENT))
 
 
-def _identity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> GateResult:
+def _identity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy,
+              unobservable: Mapping[str, str]) -> GateResult:
     rows = records[records["probe"] == "identity"]
     judged = rows[rows["passed"].notna() & ~rows["outcome"].isin(UNANSWERED_OUTCOMES)]
     unexposed = not_exposed_items(rows, "")
@@ -502,8 +557,15 @@ def _identity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> Ga
     merges = identity_merges(records, events)
     checks_seen = {check: bool(judged["case"].str.contains(check).any()) for check in IDENTITY_CHECKS}
     ops = _of_kind(events, EventKind.IDENTITY_OP)
-    metrics = {"probe_checks": len(judged), "probe_checks_failed": len(failed), "merges": len(merges),
+    metrics: dict[str, Any] = {"probe_checks": len(judged), "probe_checks_failed": len(failed), "merges": len(merges),
                "telemetry_identity_ops": len(ops), "checks_seen": checks_seen, "not_exposed": unexposed}
+    unobserved = _unobserved(unobservable, EventKind.IDENTITY_OP)
+    if unobserved:
+        metrics["not_observed"] = unobserved
+        metrics["not_exposed"] = sorted([*unexposed, *unobserved.values()])
+    telemetry_text = (f"identity operations are {_telemetry_not_exposed_text(unobserved)}, so merges are judged "
+                      "by the probe alone" if unobserved
+                      else f"no merge among {len(ops)} identity operations in telemetry")
     thresholds = {"merges_max": 0, "failed_checks_max": 0, "required_checks": list(IDENTITY_CHECKS)}
     common: dict[str, Any] = dict(metrics=metrics, thresholds=thresholds, samples=len(judged) + len(ops))
 
@@ -526,8 +588,9 @@ def _identity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> Ga
     if missing_checks and unexposed:
         return _result(5, policy, status="NO_DATA", rule="gate5.not_exposed",
                        reason=(f"The identity probe's {', '.join(missing_checks)} check(s) cannot run: "
-                               f"{_not_exposed_text(unexposed)} ({len(judged)} judged identity rows, "
-                               f"{len(ops)} identity operations in telemetry)."),
+                               f"{_not_exposed_text(unexposed)} ({len(judged)} judged identity rows; "
+                               + (f"identity operations {_telemetry_not_exposed_text(unobserved)}" if unobserved
+                                  else f"{len(ops)} identity operations in telemetry") + ")."),
                        evidence=[], **common)
     if missing_checks:
         return _result(5, policy, status="NO_DATA", rule="gate5.no_data",
@@ -536,7 +599,7 @@ def _identity(records: pd.DataFrame, events: pd.DataFrame, policy: Policy) -> Ga
                        evidence=record_evidence(rows), **common)
     return _result(5, policy, status="PASS", rule="gate5.pass",
                    reason=(f"All {len(judged)} identity checks passed (distinct ids, reverse lookups, linking); "
-                           f"no merge among {len(ops)} identity operations in telemetry."),
+                           f"{telemetry_text}."),
                    evidence=record_evidence(judged), **common)
 
 

@@ -21,8 +21,10 @@ from staging_validation.acceptance.decision import Decision, coverage, decide
 from staging_validation.acceptance.gates import GateResult, evaluate_gates
 from staging_validation.acceptance.policy import Policy, campaign_policy
 from staging_validation.acceptance.report import CampaignEvidence
+from staging_validation.campaign_target import unobservable_event_kinds
 from staging_validation.collection.recorded_steps import collection_by_hour
 from staging_validation.collection.validator_gaps import ValidatorCoverage, validator_coverage
+from staging_validation.config_files import ConfigError
 from staging_validation.layout import HOURLY_ASSET_PROBE_RECORDS, HOURLY_ASSET_TELEMETRY_EVENTS, CampaignLayout
 from staging_validation.lifecycle import CampaignState, RoundSpec, load_campaign_state
 from staging_validation.probes.deploy_steps import stored_deploy_steps
@@ -102,6 +104,15 @@ def round_for_rejudging(state: CampaignState, round_id: str | None) -> RoundSpec
     return state.round_to_judge(round_id)
 
 
+def _unobservable(state: CampaignState) -> dict[str, str]:
+    """What the campaign's telemetry can never show, from its target profile; nothing when the profile cannot
+    be read any more (re-judged elsewhere): the gates are then judged as for the documented contract."""
+    try:
+        return unobservable_event_kinds(state)
+    except ConfigError:
+        return {}
+
+
 def judge_campaign(data_root: str | os.PathLike | UPath, campaign_id: str, policy: Policy | None = None,
                    alerts: list[Alert] | None = None, round_id: str | None = None) -> CampaignEvidence:
     """Gates and decision of a stored campaign's round (ConfigError if the id, the round or the state is
@@ -111,7 +122,7 @@ def judge_campaign(data_root: str | os.PathLike | UPath, campaign_id: str, polic
     policy = policy or campaign_policy(state)
     round_spec = round_for_rejudging(state, round_id)
     records, events = load_campaign_tables(layout, round_spec)
-    gates = evaluate_gates(records, events, policy)
+    gates = evaluate_gates(records, events, policy, _unobservable(state))
     validator = round_validator_coverage(data_root, state, round_spec)
     decision, observed, share = decide_round(round_spec, gates, events["hour"].astype(int), policy, validator)
     recorded = state.verdict_round(round_spec.round_id)

@@ -40,7 +40,12 @@ from staging_validation.schemas.outcome import NOT_SENT
 from staging_validation.schemas.telemetry_mapping import TelemetryMapping
 from staging_validation.storage import DataPath, atomic_write_bytes, atomic_write_text
 from staging_validation.target.profile import ProbedRoute, load_target_profile
-from staging_validation.telemetry.aggregates import LineCounts, final_metrics, render_final_metrics_text
+from staging_validation.telemetry.aggregates import (
+    NOT_OBSERVED,
+    LineCounts,
+    final_metrics,
+    render_final_metrics_text,
+)
 
 CHART_FILES = {
     "latency": "latency_by_hour.png",
@@ -303,19 +308,25 @@ def _gate_measurements(gate: GateResult) -> list[list[str]]:
 def _measured_rows(gate: GateResult) -> list[list[str]]:
     m, t = gate.metrics, gate.thresholds
     min_samples = t["min_samples"]
+    unseen = m.get("not_observed") or {}  # kinds the telemetry can never show: never a 0 that reads as clean
+
+    def count(kind: EventKind, value: object) -> str:
+        return NOT_OBSERVED if kind.value in unseen else _fmt(value)
+
     if gate.gate == 1:
-        return [["Missing-pack events", "0", _fmt(m["missing_packs"])],
-                ["Default-pack fallbacks", "0", _fmt(m["fallbacks"])],
-                ["Packs built", f"≥ {min_samples}", _fmt(m["pack_builds"])],
+        return [["Missing-pack events", "0", count(EventKind.PACK_MISSING, m["missing_packs"])],
+                ["Default-pack fallbacks", "0", count(EventKind.PACK_FALLBACK, m["fallbacks"])],
+                ["Packs built", f"≥ {min_samples}", count(EventKind.PACK_BUILT, m["pack_builds"])],
                 ["Pack build latency p50", f"≤ {t['build_p50_ms_review_above']:g} ms",
                  _fmt(m["build_p50_ms"], " ms")],
                 ["Pack size p50", f"≤ {t['size_p50_bytes_review_above']} bytes", _fmt(m["size_p50_bytes"], " bytes")]]
     if gate.gate == 2:
         return [["Ambiguity rate",
                  f"< {percent_text(t['rate_review_at_or_above'])} (review to {percent_text(t['rate_extend_above'])})",
+                 NOT_OBSERVED if EventKind.AMBIGUITY_CHECK.value in unseen else
                  f"{percent_text(m['rate'])} ({m['ambiguous_counted']} of {m['checks_counted']})"],
                 ["Denominator", "organic requests", m["denominator"]],
-                ["Probe checks excluded", "—", _fmt(m["probe_checks_excluded"])],
+                ["Probe checks excluded", "—", count(EventKind.AMBIGUITY_CHECK, m["probe_checks_excluded"])],
                 ["Prompt-set false-positive rate", f"≤ {percent_text(t['false_positive_rate_review_above'])}",
                  f"{percent_text(m['false_positive_rate'])} ({m['false_positives']} prompts)"],
                 ["Prompt-set false-negative rate", f"≤ {percent_text(t['false_negative_rate_review_above'])}",
@@ -326,23 +337,26 @@ def _measured_rows(gate: GateResult) -> list[list[str]]:
                  _fmt(m["probe_users_checked"])],
                 ["Probe users with differing contexts", "0", _fmt(m["probe_users_disagreeing"])],
                 ["Relationship resolutions in telemetry", f"≥ {min_samples}",
+                 NOT_OBSERVED if EventKind.RELATIONSHIP_RESOLVED.value in unseen else
                  f"{m['telemetry_resolutions']} for {m['telemetry_users']} users"],
-                ["Context changes without locked-fact override", "0", _fmt(m["changes_unexplained"])],
+                ["Context changes without locked-fact override", "0",
+                 count(EventKind.RELATIONSHIP_RESOLVED, m["changes_unexplained"])],
                 ["Context changes by locked-fact override", "0 (else REVIEW)",
-                 _fmt(m["changes_explained_by_locked_fact"])]]
+                 count(EventKind.RELATIONSHIP_RESOLVED, m["changes_explained_by_locked_fact"])]]
     if gate.gate == 4:
         p99_target = f"≤ {t['regen_p99_ms_extend_above']:g} ms"
         p99_actual = _fmt(m["regen_p99_ms"], " ms") + ("" if m["regen_p99_judged"] else
                                                       f" (not judged: {m['regen_requests']} requests)")
         return [["Requests passing on 0 regenerations",
                  f"> {percent_text(t['zero_regen_pass_above'])} (fail < {percent_text(t['zero_regen_fail_below'])})",
+                 NOT_OBSERVED if EventKind.GOVERNOR_PASS.value in unseen else
                  f"{percent_text(m['zero_regen_share'])} ({m['zero_regen_requests']} of {m['requests_passed']})"],
                 ["Regen-path latency p99", p99_target, p99_actual]]
     return [["Accidental identity merges", "0", _fmt(m["merges"])],
             ["Failed identity checks", "0", f"{m['probe_checks_failed']} of {m['probe_checks']}"],
             ["Checks completed (create, lookup, link)", "all three",
              ", ".join(f"{name}: {'yes' if seen else 'no'}" for name, seen in m["checks_seen"].items())],
-            ["Identity operations in telemetry", "—", _fmt(m["telemetry_identity_ops"])]]
+            ["Identity operations in telemetry", "—", count(EventKind.IDENTITY_OP, m["telemetry_identity_ops"])]]
 
 
 def _evidence_lines(gate: GateResult) -> list[str]:

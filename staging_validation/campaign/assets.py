@@ -34,7 +34,7 @@ from staging_validation.campaign.partitions import (
 )
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaign.run_tags import TAG_HOUR, TAG_PHASE, VERDICT_PHASE
-from staging_validation.campaign_target import log_follower
+from staging_validation.campaign_target import log_follower, unobservable_event_kinds
 from staging_validation.collection.recorded_steps import StepStatus, hour_outcomes, hour_records
 from staging_validation.config_files import ConfigError
 from staging_validation.final_checks import run_final_checks
@@ -366,7 +366,7 @@ def gate_results(context: dg.AssetExecutionContext, store: CampaignStore):
     round_spec = _round_to_judge(context, state)
     policy = campaign_policy(state)
     records, events = load_campaign_tables(store.layout(state.campaign), round_spec)
-    gates = evaluate_gates(records, events, policy)
+    gates = evaluate_gates(records, events, policy, unobservable_event_kinds(state))
     hours_observed = sorted(set(events["hour"].astype(int).tolist()))
     yield dg.Output(
         {"round": round_spec.model_dump(mode="json"),

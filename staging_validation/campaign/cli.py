@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 
 from staging_validation.acceptance.cli import EXIT_CODES
-from staging_validation.campaign.rehearsal import print_outcome, rehearse
+from staging_validation.campaign.rehearsal import DIALECT_PROFILES, print_outcome, rehearse
 from staging_validation.config_files import ConfigError
 from staging_validation.plan import MIN_HOUR_SECONDS, hour_seconds_problem
 from staging_validation.storage import default_data_root
@@ -30,10 +30,12 @@ def _servable_hour_seconds(ctx: click.Context, param: click.Parameter, value: fl
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--organic-rps", type=click.FloatRange(min=0), default=20.0, show_default=True,
               help="Background traffic of the simulator's own users.")
+@click.option("--dialect", type=click.Choice(list(DIALECT_PROFILES)), default="documented", show_default=True,
+              help="The simulator's dialect; the campaign uses its shipped target profile and telemetry files.")
 @click.option("--first-verdict-only", is_flag=True,
               help="End the campaign at its first verdict: an EXTEND is decided and notified, its hours not played.")
 def rehearse_command(profile: str, hour_seconds: float, hours: int, campaign: str | None, seed: int,
-                     organic_rps: float, first_verdict_only: bool) -> None:
+                     organic_rps: float, first_verdict_only: bool, dialect: str) -> None:
     """Start the simulator with a fault profile and run a whole campaign through Dagster.
 
     Exit code: 0 ACCEPT, 3 EXTEND, 4 REJECT, 5 INCONCLUSIVE (the validator missed the evidence), 1 error,
@@ -51,7 +53,8 @@ def rehearse_command(profile: str, hour_seconds: float, hours: int, campaign: st
     try:
         outcome = rehearse(Path(home), Path(default_data_root()), profile=profile, hours=hours,
                            hour_seconds=hour_seconds, campaign=campaign, seed=seed,
-                           organic_rps=organic_rps, console=console, first_verdict_only=first_verdict_only)
+                           organic_rps=organic_rps, console=console, first_verdict_only=first_verdict_only,
+                           dialect=dialect)
     except (ConfigError, RuntimeError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         sys.exit(1)

@@ -39,12 +39,20 @@ from staging_validation.campaign.run_tags import (
     VERDICT_PHASE,
 )
 from staging_validation.campaign.sensors import SENSOR_INTERVAL_ENV
+from staging_validation.config_files import ConfigError
 from staging_validation.definitions import build_definitions
 from staging_validation.layout import CampaignLayout
 from staging_validation.lifecycle import CampaignState, CampaignStatus, load_campaign_state
-from staging_validation.simulator.process import start_simulator
+from staging_validation.simulator.process import RunningSimulator, start_simulator
 from staging_validation.simulator.profiles import load_profile
 from staging_validation.storage import DATA_ROOT_ENV, local_path, validate_campaign_id
+from staging_validation.target.profile import ALTERNATE_PROFILE, DOCUMENTED_PROFILE, SPARSE_PROFILE
+
+# The simulator's dialects and the shipped target profile that reads each one.
+DIALECT_PROFILES = {"documented": DOCUMENTED_PROFILE, "alternate": ALTERNATE_PROFILE, "sparse": SPARSE_PROFILE}
+# The sparse dialect's governor JSONL file: its capture folder and its mapping under the profile's
+# telemetry.sources.
+GOVERNOR_SOURCE = "governor"
 
 # Run events stay in the instance (the UI shows them); the terminal shows the progress bars.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -140,11 +148,16 @@ def rehearse(
     policy: str | None = None,
     first_verdict_only: bool = False,
     serve_runs: RunServer | None = None,
+    dialect: str = "documented",
 ) -> RehearsalOutcome:
     """`dagster_home`: the instance's folder (its `dagster.yaml`). `policy`: an acceptance policy YAML
     instead of the shipped one. `first_verdict_only`: the campaign ends at its first verdict; an EXTEND
     is decided and notified, but its extension hours are not run. `serve_runs`: what ticks the sensors
-    and runs what they request, `running_daemon` unless a test plays that part itself."""
+    and runs what they request, `running_daemon` unless a test plays that part itself. `dialect`: the
+    simulator's HTTP and telemetry dialect, validated with its shipped target profile (`DIALECT_PROFILES`)
+    and its further telemetry files."""
+    if dialect not in DIALECT_PROFILES:
+        raise ConfigError(f"dialect: unknown dialect {dialect!r} (known: {', '.join(DIALECT_PROFILES)})")
     serve_runs = serve_runs or running_daemon
     console = console or Console()
     campaign = validate_campaign_id(
@@ -158,7 +171,7 @@ def rehearse(
         # Hour 0 a day ahead until the campaign registers and sets the real start: the profile's fault
         # windows stay closed meanwhile instead of opening on the simulator's own clock.
         simulator = start_simulator(
-            data_root / "simulator" / campaign, profile=profile, seed=seed,
+            data_root / "simulator" / campaign, profile=profile, seed=seed, dialect=dialect,
             hour_seconds=hour_seconds, organic_rps=organic_rps,
             campaign_start_ms=int(time.time() * 1000) + PRE_CAMPAIGN_OFFSET_MS,
         )
@@ -169,6 +182,7 @@ def rehearse(
                     "campaign": campaign, "base_url": simulator.base_url, "telemetry_path": str(simulator.log_path),
                     "hours": hours, "hour_seconds": hour_seconds, "stress_baseline_rps": stress_baseline_rps,
                     "first_verdict_only": first_verdict_only,
+                    **dialect_launch_config(simulator),
                     **({"notification": notification} if notification else {}),
                     **({"policy": str(policy)} if policy else {}),
                 }}}},
@@ -184,6 +198,18 @@ def rehearse(
     layout = CampaignLayout.of(data_root, campaign)
     decision = json.loads(layout.decision_file.read_text(encoding="utf-8"))
     return RehearsalOutcome(campaign, decision, decision.get("gates", []), local_path(layout.report_file), failed)
+
+
+def dialect_launch_config(simulator: RunningSimulator) -> dict:
+    """The target profile of the simulator's dialect and its further telemetry files, as launch config
+    (the documented dialect: the launch's default profile, as before)."""
+    config: dict = {}
+    if simulator.dialect != "documented":
+        config["target_profile"] = str(DIALECT_PROFILES[simulator.dialect])
+    if simulator.events_log_path is not None:
+        config["extra_telemetry_sources"] = [
+            {"name": GOVERNOR_SOURCE, "path": str(simulator.events_log_path), "mapping": GOVERNOR_SOURCE}]
+    return config
 
 
 def _anchor(simulator, state: CampaignState) -> None:

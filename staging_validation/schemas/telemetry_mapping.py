@@ -24,13 +24,14 @@ mapping per extra log under `sources`; the campaign's telemetry sources refer to
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 import duckdb
 import pydantic
 
 from staging_validation.config_files import StrictModel
-from staging_validation.schemas.event_columns import EVENT_COLUMNS, EventKind
+from staging_validation.schemas.event_columns import EVENT_COLUMNS, EVENT_FAMILIES, EventKind
 
 # Event columns a rule may set to a constant: not the derived ones, nor the line's own time and level.
 SETTABLE_COLUMNS = frozenset(EVENT_COLUMNS) - {"time", "kind", "level", "origin", "request_id", "raw"}
@@ -232,6 +233,12 @@ class TelemetryMapping(StrictModel):
                      if key not in source.model_fields_set}
         return source.model_copy(update=inherited)
 
+    def source_mappings_by_path(self, source_names: Iterable[str | None]) -> dict[str, TelemetryMapping]:
+        """The mappings of a campaign's sources (None: the main section) by their profile path: `telemetry`,
+        `telemetry.sources.<name>`."""
+        return {"telemetry" if name is None else f"telemetry.sources.{name}": self.for_source(name)
+                for name in source_names}
+
     def recognised_kinds(self) -> frozenset[EventKind]:
         """The event kinds this mapping can produce from a line: its rules' kinds, and error/other."""
         return frozenset({rule.kind for rule in self.rules} | {EventKind.ERROR, EventKind.OTHER})
@@ -247,3 +254,26 @@ class TelemetryMapping(StrictModel):
     @classmethod
     def _ok_path(cls, value: str) -> str:
         return _check_dotted_path(value)
+
+
+def unobservable_kinds(mappings: Mapping[str, TelemetryMapping]) -> dict[EventKind, tuple[str, str] | None]:
+    """The target event kinds (`EVENT_FAMILIES`) that no mapping of a log's sources recognises, so their
+    counts can never be observed: kind → (key of the mapping declaring it `not_exposed`, its reason), or
+    None when none declares it (no rule recognises it). `mappings` by a key of the caller's (a profile path)."""
+    recognised = frozenset().union(*(mapping.recognised_kinds() for mapping in mappings.values()))
+    found: dict[EventKind, tuple[str, str] | None] = {}
+    for kind in EVENT_FAMILIES:
+        if kind in recognised:
+            continue
+        found[kind] = next(((key, mapping.not_exposed[kind]) for key, mapping in mappings.items()
+                            if kind in mapping.not_exposed), None)
+    return found
+
+
+def unobservable_items(mappings: Mapping[str, TelemetryMapping]) -> dict[str, str]:
+    """`unobservable_kinds` as the gates name them: kind → `"<profile path>.not_exposed.<kind>: <reason>"`
+    (or `"<profile path>.rules: no rule recognises <kind>"`), `mappings` keyed by their profile path."""
+    first = next(iter(mappings), "telemetry")
+    return {kind.value: (f"{declared[0]}.not_exposed.{kind.value}: {declared[1]}" if declared is not None
+                         else f"{first}.rules: no rule recognises {kind.value}")
+            for kind, declared in unobservable_kinds(mappings).items()}

@@ -1,4 +1,4 @@
-"""The simulator's HTTP surface: the documented dialect or the alternate one, plus the `/_sim/` side routes.
+"""The simulator's HTTP surface: the documented, alternate or sparse dialect, plus the `/_sim/` side routes.
 
 Every service request gets a request id (the incoming `x-request-id`, else `req-<n>`), passes the
 optional bearer auth and the rate limit, and ends with exactly one `request completed` line, written
@@ -13,6 +13,7 @@ import collections
 import hmac
 import json
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
@@ -20,10 +21,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from staging_validation.simulator.engine import ALTERNATE, ChatResult, IdentityError, StagingService
+from staging_validation.simulator.engine import ALTERNATE, SPARSE, ChatResult, IdentityError, StagingService
 
 REQUEST_ID_HEADER = "x-request-id"
 ALTERNATE_USER_HEADER = "x-vi-user"
+SPARSE_USER_HEADER = "x-user"
+SPARSE_DEVICE_HEADER = "x-device-id"
 STREAM_EVENT_PAUSE_S = 0.005
 
 FEATURES = {
@@ -113,11 +116,8 @@ def build_app(service: StagingService, token: str | None) -> Starlette:
 
         return Route(path, endpoint, methods=methods)
 
-    routes = (
-        _alternate_routes(service, service_route)
-        if service.dialect == ALTERNATE
-        else _documented_routes(service, service_route)
-    )
+    dialect_routes = {ALTERNATE: _alternate_routes, SPARSE: _sparse_routes}.get(service.dialect, _documented_routes)
+    routes = dialect_routes(service, service_route)
 
     async def stats(request: Request) -> Response:
         return JSONResponse(service.stats())
@@ -328,3 +328,73 @@ def _alternate_routes(service: StagingService, service_route) -> list[Route]:
 
 def _alternate_links(links: list[tuple[str, str]]) -> list[dict]:
     return [{"source": provider, "external_id": external} for provider, external in links]
+
+
+def _sparse_routes(service: StagingService, service_route) -> list[Route]:
+    """Less than the docs promise: health without feature flags, answers without relationship context,
+    identity by a GET that creates on first resolve. Chat and identity calls need a device UUID header;
+    a chat user stays bound to the first one it sent (another one is refused with 409)."""
+    devices: dict[str, str] = {}
+
+    def device_id(context: RequestContext) -> str:
+        device = context.request.headers.get(SPARSE_DEVICE_HEADER, "")
+        try:
+            uuid.UUID(device)
+        except ValueError:
+            raise BadRequest("header X-Device-Id must be a UUID") from None
+        return device
+
+    def answer(result: ChatResult) -> dict:
+        return {"id": result.record_id, "reply": result.answer, "needs_clarification": result.ambiguous}
+
+    async def run_chat(context: RequestContext) -> ChatResult:
+        user = context.request.headers.get(SPARSE_USER_HEADER)
+        if not user:
+            raise BadRequest("header X-User is required")
+        if devices.setdefault(user, device_id(context)) != device_id(context):
+            raise IdentityError(409, f"user {user} is bound to another device")
+        body = await context.json_body("message")
+        return await service.chat(user, body["message"], context.request_id, context.rng)
+
+    async def health(context: RequestContext) -> Response:
+        return JSONResponse({"status": "ok", "version": "1.1.0"})
+
+    async def chat(context: RequestContext) -> Response:
+        result = await run_chat(context)
+        if result.status_code != 200:
+            return JSONResponse({"error": "internal"}, result.status_code)
+        return JSONResponse(answer(result))
+
+    async def chat_stream(context: RequestContext) -> Response:
+        result = await run_chat(context)
+        if result.status_code != 200:
+            return JSONResponse({"error": "internal"}, result.status_code)
+        events: list[dict] = [{"delta": chunk} for chunk in _chunks(result.answer)]
+        events.append({"done": True, **answer(result)})
+        return _stream(context, events)
+
+    async def resolve(context: RequestContext) -> Response:
+        provider = context.request.query_params.get("provider")
+        external_id = context.request.query_params.get("external_id")
+        if not provider or not external_id:
+            raise BadRequest("query parameters provider and external_id are required")
+        device_id(context)
+        user_id = service.resolve_identity(provider, external_id, context.request_id, None, create=True)
+        return JSONResponse({"user": {"id": user_id}})
+
+    async def links(context: RequestContext) -> Response:
+        user_id = context.request.path_params["user_id"]
+        if context.request.method == "POST":
+            body = await context.json_body("provider", "external_id")
+            found = service.link_identity(user_id, body["provider"], body["external_id"], context.request_id)
+        else:
+            found = service.lookup_identity(user_id, context.request_id)
+        return JSONResponse({"identities": _documented_links(found)})
+
+    return [
+        service_route("/healthz", health, ["GET"], open_route=True),
+        service_route("/api/chat", chat, ["POST"]),
+        service_route("/api/chat/stream", chat_stream, ["POST"]),
+        service_route("/api/identity/resolve", resolve, ["GET"]),
+        service_route("/api/identity/{user_id}/links", links, ["GET", "POST"]),
+    ]

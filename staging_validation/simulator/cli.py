@@ -13,9 +13,10 @@ import click
 from staging_validation.config_files import ConfigError
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.simulator.app import build_app
-from staging_validation.simulator.engine import ALTERNATE, DOCUMENTED, StagingService
+from staging_validation.simulator.engine import DIALECTS, DOCUMENTED, SPARSE, StagingService
 from staging_validation.simulator.profiles import DEFAULT_PROFILE_FILE, load_profile
 from staging_validation.simulator.server import HOST, bind_listening_socket, serve
+from staging_validation.simulator.sparse_log import SparseTelemetry, events_log_path
 from staging_validation.simulator.telemetry_log import TelemetryLog
 from staging_validation.storage import atomic_write_text
 
@@ -51,7 +52,13 @@ from staging_validation.storage import atomic_write_text
     help="Length of a campaign hour in seconds.",
 )
 @click.option("--campaign-start-ms", type=int, help="Campaign hour 0 (epoch ms); default: now.")
-@click.option("--dialect", type=click.Choice([DOCUMENTED, ALTERNATE]), default=DOCUMENTED, show_default=True)
+@click.option("--dialect", type=click.Choice(DIALECTS), default=DOCUMENTED, show_default=True)
+@click.option(
+    "--events-log",
+    "events_log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="sparse dialect: the governor's JSONL file (default: <log stem>.events.jsonl beside --log).",
+)
 @click.option(
     "--organic-rps",
     type=click.FloatRange(min=0),
@@ -79,6 +86,7 @@ def simulate(
     hour_seconds: float,
     campaign_start_ms: int | None,
     dialect: str,
+    events_log: Path | None,
     organic_rps: float,
     token_env: str | None,
     stats_file: Path | None,
@@ -97,11 +105,18 @@ def simulate(
         sock = bind_listening_socket(port)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {HOST}:{port}: {exc.strerror or exc}") from None
+    if events_log is not None and dialect != SPARSE:
+        sock.close()
+        raise click.UsageError("--events-log is only for --dialect sparse (the others log to --log only)")
+    log: TelemetryLog | SparseTelemetry
     try:
-        log = TelemetryLog(log_path)
+        if dialect == SPARSE:
+            log = SparseTelemetry(log_path, events_log or events_log_path(log_path))
+        else:
+            log = TelemetryLog(log_path)
     except OSError as exc:
         sock.close()
-        raise click.ClickException(f"cannot write the log {log_path}: {exc.strerror or exc}") from None
+        raise click.ClickException(f"cannot write the log {exc.filename or log_path}: {exc.strerror or exc}") from None
 
     start_ms = campaign_start_ms if campaign_start_ms is not None else int(time.time() * 1000)
     service = StagingService(

@@ -19,6 +19,7 @@ import uuid
 
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.simulator.profiles import Knobs, MsRange, ResolvedProfile
+from staging_validation.simulator.sparse_log import SparseTelemetry
 from staging_validation.simulator.telemetry_log import (
     LEVEL_ERROR,
     LEVEL_INFO,
@@ -35,9 +36,15 @@ from staging_validation.simulator.telemetry_log import (
     governor_msg,
 )
 
-DOCUMENTED, ALTERNATE = "documented", "alternate"
-CHAT_ROUTE = {DOCUMENTED: "/v1/chat", ALTERNATE: "/api/v2/conversations/reply"}
-IDENTITY_ROUTE = {DOCUMENTED: "/v1/identity/resolve", ALTERNATE: "/api/v2/accounts/resolve"}
+DOCUMENTED, ALTERNATE, SPARSE = "documented", "alternate", "sparse"
+DIALECTS = (DOCUMENTED, ALTERNATE, SPARSE)
+CHAT_ROUTE = {DOCUMENTED: "/v1/chat", ALTERNATE: "/api/v2/conversations/reply", SPARSE: "/api/chat"}
+# (method, route) of the identity call an organic user makes
+IDENTITY_CALL = {
+    DOCUMENTED: ("POST", "/v1/identity/resolve"),
+    ALTERNATE: ("POST", "/api/v2/accounts/resolve"),
+    SPARSE: ("GET", "/api/identity/resolve"),
+}
 PROVIDERS = ("discord", "sovereign", "astralis", "console")
 VIOLATION_TYPES = ("repetition", "locked_fact", "ungrounded", "posture")
 
@@ -142,7 +149,12 @@ class IdentityError(Exception):
 
 class StagingService:
     def __init__(
-        self, profile: ResolvedProfile, log: TelemetryLog, seed: int, timing: CampaignTiming, dialect: str
+        self,
+        profile: ResolvedProfile,
+        log: TelemetryLog | SparseTelemetry,
+        seed: int,
+        timing: CampaignTiming,
+        dialect: str,
     ):
         self.profile = profile
         self.log = log
@@ -369,11 +381,14 @@ class StagingService:
         )
 
     def resolve_identity(
-        self, provider: str, provider_user_id: str, request_id: str, op: str, create: bool
+        self, provider: str, provider_user_id: str, request_id: str, op: str | None, create: bool
     ) -> str:
-        """Existing id of a provider identity, or (when `create`) a new one; `op` is create or resolve."""
+        """Existing id of a provider identity, or (when `create`) a new one; `op` is create or resolve,
+        None for a service that creates on first resolve (create when new, else resolve)."""
         key = (provider, provider_user_id)
         vi_user_id = self._identity_by_external.get(key)
+        if op is None:
+            op = "resolve" if vi_user_id is not None else "create"
         if vi_user_id is None and not create:
             self._identity_line(request_id, op, provider, provider_user_id, None, ok=False)
             raise IdentityError(404, f"no account for {provider}:{provider_user_id}")
@@ -482,10 +497,9 @@ class StagingService:
         user_index = rng.randrange(knobs.organic_users)
         if rng.random() < knobs.organic_identity_share:
             provider = PROVIDERS[user_index % len(PROVIDERS)]
-            self.resolve_identity(
-                provider, f"{provider}-{user_index:04d}", request_id, "resolve", create=True
-            )
-            self.complete(request_id, "POST", IDENTITY_ROUTE[self.dialect], 200, started)
+            op = None if self.dialect == SPARSE else "resolve"
+            self.resolve_identity(provider, f"{provider}-{user_index:04d}", request_id, op, create=True)
+            self.complete(request_id, *IDENTITY_CALL[self.dialect], 200, started)
             return
         role = "owner" if user_index % 20 == 0 else "user"
         user_id = f"organic-{role}-{user_index:04d}"

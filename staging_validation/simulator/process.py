@@ -18,11 +18,14 @@ from pathlib import Path
 
 import httpx
 
+from staging_validation.simulator.engine import SPARSE
+from staging_validation.simulator.sparse_log import events_log_path
+
 STARTUP_DEADLINE_S = 20.0
 # The readiness check carries a probe request id, so it neither counts as organic traffic nor uses up a
 # `req-<n>` number of the organic sequence.
 READINESS_REQUEST_ID = "sv-harness-ready"
-HEALTH_ROUTES = {"documented": "/health", "alternate": "/api/v2/status"}
+HEALTH_ROUTES = {"documented": "/health", "alternate": "/api/v2/status", "sparse": "/healthz"}
 
 
 class SimulatorDidNotStart(RuntimeError):
@@ -37,6 +40,11 @@ class RunningSimulator:
     dialect: str
     stderr_path: Path
     final_stats_path: Path
+
+    @property
+    def events_log_path(self) -> Path | None:
+        """The sparse dialect's second telemetry file (governor JSONL); None for the other dialects."""
+        return events_log_path(self.log_path) if self.dialect == SPARSE else None
 
     @property
     def base_url(self) -> str:

@@ -16,6 +16,7 @@ import threading
 import time
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -71,11 +72,20 @@ def origin_of(request_id: str | None) -> str:
     return "probe" if request_id and request_id.startswith(PROBE_REQUEST_ID_PREFIX) else "organic"
 
 
-class TelemetryLog:
-    """Appends pino JSON lines to one file; rotates it; counts what it wrote."""
+def pino_json(record: dict) -> str:
+    return json.dumps(record, separators=(",", ":"))
 
-    def __init__(self, path: str | Path):
+
+class TelemetryLog:
+    """Appends lines to one file; rotates it; counts what it wrote.
+
+    A line is counted by its pino record (the documented msg and numeric level), whatever `render` turns
+    it into, so a dialect that logs the same event in another shape keeps the same ground truth.
+    """
+
+    def __init__(self, path: str | Path, render: Callable[[dict], str] = pino_json):
         self.path = Path(path)
+        self._render = render
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # O_APPEND: copytruncate leaves no gap; the writer keeps the file open for its whole life.
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
@@ -105,7 +115,7 @@ class TelemetryLog:
             record["reqId"] = request_id
         record.update(fields)
         record["msg"] = msg
-        return record, json.dumps(record, separators=(",", ":"))
+        return record, self._render(record)
 
     def write(self, msg: str, *, level: int = LEVEL_INFO, request_id: str | None = None, **fields) -> dict:
         with self._lock:

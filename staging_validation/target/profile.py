@@ -41,6 +41,7 @@ from staging_validation.schemas.telemetry_mapping import TelemetryMapping
 SHIPPED_PROFILES_DIR = Path(__file__).resolve().parent
 DOCUMENTED_PROFILE = SHIPPED_PROFILES_DIR / "documented.yaml"
 ALTERNATE_PROFILE = SHIPPED_PROFILES_DIR / "alternate.yaml"
+SPARSE_PROFILE = SHIPPED_PROFILES_DIR / "sparse.yaml"
 
 GENERATED_PLACEHOLDERS = frozenset({"user_uuid", "request_uuid"})
 PLACEHOLDERS = frozenset(

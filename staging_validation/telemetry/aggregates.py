@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from staging_validation.schemas.event_columns import EVENT_FAMILIES, EventKind
 from staging_validation.schemas.outcome import Outcome
-from staging_validation.schemas.telemetry_mapping import TelemetryMapping
+from staging_validation.schemas.telemetry_mapping import TelemetryMapping, unobservable_kinds
 from staging_validation.telemetry.classify import (
     classification_sql,
     connect,
@@ -383,13 +383,13 @@ def not_observed_kinds(events: dict[str, int], mappings: Sequence[TelemetryMappi
     """Kind → why its count is not observed (see the module docstring), for the kinds that are not;
     `events` are the counts per kind, `mappings` those of the log's sources (default: the documented)."""
     mappings = list(mappings or [TelemetryMapping()])
-    recognised = frozenset().union(*(mapping.recognised_kinds() for mapping in mappings))
-    declared = {kind.value: reason for mapping in mappings for kind, reason in mapping.not_exposed.items()}
+    unobservable = unobservable_kinds({str(index): mapping for index, mapping in enumerate(mappings)})
     families_seen = {family for kind, family in EVENT_FAMILIES.items() if events.get(kind.value)}
     found = {}
     for kind, family in EVENT_FAMILIES.items():
-        if kind not in recognised:
-            found[kind.value] = (f"not exposed: {declared[kind.value]}" if kind.value in declared
+        if kind in unobservable:
+            declared = unobservable[kind]
+            found[kind.value] = (f"not exposed: {declared[1]}" if declared is not None
                                  else "no telemetry rule recognises it")
         elif family not in families_seen:
             found[kind.value] = f"no {family} line in the telemetry"
