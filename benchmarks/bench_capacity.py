@@ -2,15 +2,22 @@
 
 For each instance kind (SQLite: the repository's dagster.yaml; PostgreSQL: deploy/postgres/dagster.yaml)
 and each K: a fresh instance, one simulator per campaign, the daemon started as a deployment starts it
-(`dagster instance migrate` first), K `start_campaign` runs queued with `dagster job launch`, then the
-daemon's sensors and run queue drive every campaign to its verdict. Prints, per kind and K: campaigns,
-hours, runs, median and p95 run start latency (enqueued → run process started), validator gaps, failed
-runs, CPU seconds per campaign-hour, and the largest K measured with zero gaps.
+(`dagster instance migrate` first), K `start_campaign` runs queued with `dagster job launch` (each campaign
+ends at its first verdict), then the daemon's sensors and run queue drive every campaign to its verdict:
+per campaign one collector run plays every hour's probe steps, and one hour run per hour ingests them.
+Prints, per kind and K: campaigns, how many reached their verdict, hours, runs, median and p95 run start
+latency (enqueued → run process started), validator gaps, ingestion lateness, failed runs, CPU seconds
+per campaign-hour, and the largest K measured with zero gaps. The figures, each gap and each failure are
+also written to `capacity.json` in the measurement's work folder under benchmarks/out/.
 
-A gap is a due step that did not start in its time: an hour's probe run that did not start before the
-hour ended (its probes then send nothing), an hour's ingestion run that did not start before the next
-hour ended, or a verdict run that did not start within one hour after the last hour. A run that started
-in time but failed is counted under "failed runs", not as a gap.
+Gaps are the project's own (collection/validator_gaps.py): planned probe steps of the campaign's hours
+that the collector did not run in their hour (recorded not run, with the reason, or never recorded),
+counted whether a later hour made them up or not; read from the `validator` coverage the verdict stored
+in decision.json, or, for a campaign that did not reach its verdict, computed the same way from its
+recorded steps when the measurement stopped. Ingestion lateness is apart, not a gap (the collector's
+probes do not wait for it): how long after its hour ended each hour run started (the clock requests it
+once the hour's steps are recorded, so a step that overran its hour delays it too). A run that started
+but failed is counted under "failed runs".
 
 CPU seconds are those of the daemon and everything it starts (sensor threads, code servers, run
 processes), read from the kernel's accounting when each process is reaped (this script makes itself the
@@ -20,8 +27,8 @@ target, not the validator) and the migrate/launch commands are left out. The dae
 PostgreSQL: the server named by the DAGSTER_PG_* variables (a fresh database per measurement), or, when
 they are unset, a throwaway server started with deploy/postgres/scratch_server.sh and stopped at the end.
 
-Bounded: every measurement stops 600 s after its start if its campaigns are not all registered by then,
-else (hours + 3) hour lengths after the last registration, whatever happened.
+Bounded: every measurement stops 600 s after its start if its campaigns' clocks (started by their
+collectors) have not all started by then, else (hours + 3) hour lengths after the last clock start.
 """
 
 from __future__ import annotations
@@ -42,14 +49,21 @@ from pathlib import Path
 
 from common import OUT_DIR, REPO_ROOT, load_average, print_table
 
+from staging_validation.acceptance.judge import round_validator_coverage
+from staging_validation.collection.validator_gaps import Gap, ValidatorCoverage
+from staging_validation.layout import CampaignLayout
+from staging_validation.lifecycle import CampaignStatus, load_campaign_state
+from staging_validation.plan import plan_for_hour
+from staging_validation.schemas.timing import hour_key
 from staging_validation.simulator.process import RunningSimulator, start_simulator
 
 BIN = Path(sys.executable).parent
 PR_SET_CHILD_SUBREAPER = 36
 INSTANCE_FILES = {"sqlite": REPO_ROOT / "dagster.yaml", "postgres": REPO_ROOT / "deploy" / "postgres" / "dagster.yaml"}
 SCRATCH_SERVER = REPO_ROOT / "deploy" / "postgres" / "scratch_server.sh"
-# Daemon start, code server load, the launches and the start_campaign runs, on a loaded machine.
-REGISTRATION_DEADLINE_S = 600
+# Daemon start, code server load, the launches, the start_campaign runs and the collectors' launches, on a
+# loaded machine.
+CLOCK_START_DEADLINE_S = 600
 
 
 def parse_args() -> argparse.Namespace:
@@ -154,7 +168,9 @@ def measure(kind: str, campaigns: int, args: argparse.Namespace, work: Path, pg_
             [str(BIN / "dagster"), "job", "launch", "-w", "workspace.yaml", "-j", "start_campaign",
              "--config-json", json.dumps({"ops": {"register_campaign_op": {"config": {
                  "campaign": name, "base_url": simulator.base_url, "telemetry_path": str(simulator.log_path),
-                 "hours": args.hours, "hour_seconds": args.hour_seconds, "stress_baseline_rps": 2.0}}}})],
+                 "hours": args.hours, "hour_seconds": args.hour_seconds, "stress_baseline_rps": 2.0,
+                 # One verdict round per campaign: an EXTEND is decided, its extension hours are not run.
+                 "first_verdict_only": True}}}})],
             cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             for name, simulator in zip(names, simulators)]
         for launch in launches:
@@ -162,13 +178,13 @@ def measure(kind: str, campaigns: int, args: argparse.Namespace, work: Path, pg_
             if launch.returncode != 0:
                 raise RuntimeError(f"dagster job launch failed: {error.decode()[-2000:]}")
         anchored: set[str] = set()
-        deadline = time.monotonic() + REGISTRATION_DEADLINE_S
-        all_registered = False
+        deadline = time.monotonic() + CLOCK_START_DEADLINE_S
+        all_started = False
         while time.monotonic() < deadline and not all(verdict_done(data_root, name) for name in names):
             anchor_simulators(data_root, names, simulators, anchored)
-            if not all_registered and len(anchored) == len(names):
-                # The campaigns' hours, their verdicts and some slack, from the last registration.
-                all_registered, deadline = True, time.monotonic() + (args.hours + 3) * args.hour_seconds
+            if not all_started and len(anchored) == len(names):
+                # The campaigns' hours, their verdicts and some slack, from the last clock start.
+                all_started, deadline = True, time.monotonic() + (args.hours + 3) * args.hour_seconds
             if daemon.poll() is not None:
                 raise RuntimeError(f"the daemon exited with {daemon.returncode}; see {work / 'daemon.txt'}")
             time.sleep(1)  # polling interval of a deadline wait
@@ -182,38 +198,63 @@ def measure(kind: str, campaigns: int, args: argparse.Namespace, work: Path, pg_
     os.environ.update(pg_env)  # this process reads the instance too
     result = collect(home, data_root, names, args, stopped_at)
     hours = campaigns * args.hours
-    result.update(kind=kind, campaigns=campaigns, hours=hours, cpu_per_campaign_hour=cpu_s / hours, killed=killed)
+    result.update(kind=kind, campaigns=campaigns, hours=hours, cpu_s=cpu_s, cpu_per_campaign_hour=cpu_s / hours,
+                  killed=killed, work=str(work))
     return result
 
 
 def anchor_simulators(data_root: Path, names: list[str], simulators: list[RunningSimulator], anchored: set[str]):
-    """Each simulator's campaign clock starts when its campaign is registered, as in the e2e test."""
+    """Each simulator's campaign clock starts when its campaign's does: when the collector marks it running
+    (registration leaves it registered, with no hour begun), as in the e2e test."""
     for name, simulator in zip(names, simulators):
-        state_file = data_root / "campaigns" / name / "campaign.json"
-        if name not in anchored and state_file.exists():
-            simulator.set_campaign_start(json.loads(state_file.read_text())["timing"]["start_ms"])
+        if name in anchored or not CampaignLayout.of(data_root, name).state_file.exists():
+            continue
+        state = load_campaign_state(data_root, name)
+        if state.status is not CampaignStatus.REGISTERED:
+            simulator.set_campaign_start(state.timing.start_ms)
             anchored.add(name)
 
 
 def verdict_done(data_root: Path, name: str) -> bool:
-    return (data_root / "campaigns" / name / "decision.json").exists()
+    return CampaignLayout.of(data_root, name).decision_file.exists()
+
+
+def validator_of(data_root: Path, name: str, args: argparse.Namespace, stopped_at: float) -> dict:
+    """The campaign's ValidatorCoverage (as decision.json stores it) and where it was read: the verdict's,
+    else computed by the verdict's own function from the recorded steps at the end of the measurement."""
+    layout = CampaignLayout.of(data_root, name)
+    if layout.decision_file.exists():
+        decision = json.loads(layout.decision_file.read_text())
+        return {**decision["validator"], "source": "decision.json",
+                "decision": f"{decision['decision']} ({decision['rule']})"}
+    state = load_campaign_state(data_root, name) if layout.state_file.exists() else None
+    if state is None or state.status is CampaignStatus.REGISTERED:
+        # No hour began: every planned step is missed (the registration's clock is not the campaign's).
+        cause = "the campaign was never registered" if state is None else "no collector started its clock"
+        missed = ValidatorCoverage(
+            due_steps=sum(len(plan_for_hour(h, args.hours).steps) for h in range(args.hours)), ran_in_hour=0,
+            gaps=[Gap(h, step, cause) for h in range(args.hours) for step in plan_for_hour(h, args.hours).steps],
+            judged_hours=args.hours, telemetry_hours=[])
+        return {**missed.as_dict(), "source": cause, "decision": None}
+    coverage = round_validator_coverage(data_root, state, state.current_round(), now_s=stopped_at)
+    return {**coverage.as_dict(), "source": f"recorded steps ({state.status.value})", "decision": None}
 
 
 def collect(home: Path, data_root: Path, names: list[str], args: argparse.Namespace, stopped_at: float) -> dict:
-    """Run start latencies, gaps and failures, from the instance's run records and the campaigns' clocks.
+    """Run start latencies and failures from the instance's run records; each campaign's validator coverage
+    (its gaps) and its hour runs' lateness from the stored campaign and the runs.
 
     A run that failed because the measurement stopped it (it ended after `stopped_at`) is not a failure."""
     import dagster as dg
 
     latencies: list[float] = []
-    gaps: list[str] = []
     failures: list[str] = []
+    first_start: dict[str, float] = {}  # run key → earliest start of a run with that key (a retry keeps it)
     runs = 0
     with dg.DagsterInstance.from_config(str(home)) as instance:
         records = list(instance.get_run_records(dg.RunsFilter(job_name="start_campaign")))
         for name in names:
             records += instance.get_run_records(dg.RunsFilter(tags={"staging-validation/campaign": name}))
-        by_key: dict[str | None, dg.RunRecord] = {}
         for record in records:
             runs += 1
             run = record.dagster_run
@@ -223,27 +264,25 @@ def collect(home: Path, data_root: Path, names: list[str], args: argparse.Namesp
             enqueued = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_ENQUEUED).records
             if enqueued and record.start_time:
                 latencies.append(record.start_time - enqueued[0].timestamp)
-            by_key[run.tags.get("dagster/run_key")] = record
+            key = run.tags.get("dagster/run_key")
+            if key and record.start_time:
+                first_start[key] = min(first_start.get(key, record.start_time), record.start_time)
+    validators = {name: validator_of(data_root, name, args, stopped_at) for name in names}
+    lateness: list[float] = []
+    not_ingested: list[str] = []
     for name in names:
-        state_file = data_root / "campaigns" / name / "campaign.json"
-        if not state_file.exists():
-            gaps.append(f"gap: {name}: never registered")
+        if not CampaignLayout.of(data_root, name).state_file.exists():
             continue
-        timing = json.loads(state_file.read_text())["timing"]
-
-        def hour_end(hour: int) -> float:
-            return timing["start_ms"] / 1000 + (hour + 1) * timing["hour_seconds"]  # noqa: B023
-
-        due = [(f"{name}:probes:{h:02d}", hour_end(h)) for h in range(args.hours)]
-        due += [(f"{name}:hour:{h:02d}", hour_end(h + 1)) for h in range(args.hours)]
-        due += [(f"{name}:verdict:{args.hours}", hour_end(args.hours))]
-        for key, latest_start in due:
-            started = by_key[key].start_time if key in by_key else None
+        state = load_campaign_state(data_root, name)
+        last = state.stopped_at_hour if state.stopped_at_hour is not None else args.hours - 1
+        for hour in range(min(last, args.hours - 1) + 1):
+            started = first_start.get(f"{name}:hour:{hour_key(hour)}")
             if started is None:
-                gaps.append(f"gap: {key}: never started")
-            elif started >= latest_start:
-                gaps.append(f"gap: {key}: started {started - latest_start:.1f} s after its hour")
-    return {"runs": runs, "latencies": latencies, "gaps": gaps, "failures": failures}
+                not_ingested.append(f"{name}:hour:{hour_key(hour)}")
+            else:
+                lateness.append(started - state.timing.hour_start_s(hour + 1))
+    return {"runs": runs, "latencies": latencies, "failures": failures, "validators": validators,
+            "ingestion_lateness": lateness, "not_ingested": not_ingested}
 
 
 def failure_messages(instance, run_id: str) -> str:
@@ -259,6 +298,29 @@ def percentile(values: list[float], q: float) -> float:
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def gap_lines(result: dict) -> list[str]:
+    lines = []
+    for name, validator in result["validators"].items():
+        lines += [f"gap: {name}: hour {g['hour']} {g['step']}: {g['cause']}, "
+                  + (f"made up in hour {g['made_up_in']}" if g["made_up_in"] is not None else "not made up")
+                  for g in validator["gaps"]]
+        if validator["telemetry_hours_missing"]:
+            lines.append(f"telemetry not ingested: {name}: hours {validator['telemetry_hours_missing']}")
+        if validator["failed_reason"]:
+            lines.append(f"validator failed: {name}: {validator['failed_reason']}")
+        if validator["decision"] is None:
+            lines.append(f"no verdict: {name} (gaps from: {validator['source']})")
+    return lines + [f"not ingested: {key}" for key in result["not_ingested"]]
+
+
+def summary(result: dict) -> dict:
+    validators = result["validators"].values()
+    gaps = [g for v in validators for g in v["gaps"]]
+    return {"due_steps": sum(v["due_steps"] for v in validators), "gaps": len(gaps),
+            "made_up": sum(g["made_up_in"] is not None for g in gaps),
+            "decided": sum(v["decision"] is not None for v in validators)}
 
 
 def main() -> int:
@@ -284,27 +346,39 @@ def main() -> int:
                         results.append(measure(kind, k, args, work, database_env))
                 else:
                     results.append(measure(kind, k, args, work, {}))
-                for problem in results[-1]["gaps"] + results[-1]["failures"]:
+                results[-1]["summary"] = summary(results[-1])
+                for problem in gap_lines(results[-1]) + results[-1]["failures"]:
                     print(f"  {problem}", file=sys.stderr)
                 if results[-1]["killed"]:
                     print(f"  {results[-1]['killed']} processes killed at the end: their CPU is not counted",
                           file=sys.stderr)
-    print(f"work folders (daemon output, campaigns): {work_root}", file=sys.stderr)
-    print(f"{args.hour_seconds:g} s hours, {args.hours} planned hours per campaign, one simulator per campaign "
-          f"({args.organic_rps:g} organic req/s); before: {load_before}; after: {load_average()}")
+    load_after = load_average()
+    heading = (f"{args.hour_seconds:g} s hours, {args.hours} planned hours per campaign, one simulator per campaign "
+               f"({args.organic_rps:g} organic req/s); before: {load_before}; after: {load_after}")
+    (work_root / "capacity.json").write_text(json.dumps(
+        {"args": vars(args), "load_before": load_before, "load_after": load_after, "results": results}, indent=1)
+        + "\n")
+    print(f"work folders (daemon output, campaigns) and capacity.json: {work_root}", file=sys.stderr)
+    print(heading)
     rows = []
     for result in results:
-        zero_gap = [r["campaigns"] for r in results if r["kind"] == result["kind"] and not r["gaps"]]
-        latencies = result["latencies"]
+        zero_gap = [r["campaigns"] for r in results if r["kind"] == result["kind"] and r["summary"]["gaps"] == 0]
+        latencies, lateness, figures = result["latencies"], result["ingestion_lateness"], result["summary"]
+        ingestion = f"{statistics.median(lateness):.1f} / {max(lateness):.1f} s" if lateness else "-"
+        if result["not_ingested"]:
+            ingestion += f", {len(result['not_ingested'])} h not ingested"
         rows.append([
-            result["kind"], str(result["campaigns"]), str(result["hours"]), str(result["runs"]),
+            result["kind"], str(result["campaigns"]), f"{figures['decided']} of {result['campaigns']}",
+            str(result["hours"]), str(result["runs"]),
             f"{statistics.median(latencies):.1f} s" if latencies else "-",
             f"{percentile(latencies, 0.95):.1f} s" if latencies else "-",
-            str(len(result["gaps"])), str(len(result["failures"])), f"{result['cpu_per_campaign_hour']:.1f} s",
+            f"{figures['gaps']} of {figures['due_steps']} ({figures['made_up']} made up)", ingestion,
+            str(len(result["failures"])), f"{result['cpu_per_campaign_hour']:.1f} s",
             f"{max(zero_gap)}" if zero_gap else "none measured",
         ])
-    print_table(["instance", "campaigns", "hours", "runs", "start latency p50", "p95", "gaps", "failed runs",
-                 "CPU per campaign-hour", "largest K measured with 0 gaps"], rows)
+    print_table(["instance", "campaigns", "decided", "hours", "runs", "start latency p50", "p95", "gaps of due steps",
+                 "ingestion lateness p50 / max", "failed runs", "CPU per campaign-hour",
+                 "largest K measured with 0 gaps"], rows)
     return 0
 
 
