@@ -30,6 +30,15 @@ def test_deploy_instance_runs_campaigns_like_the_repository_instance():
     assert _sections(DEPLOY_INSTANCE) == _sections(REPO / "dagster.yaml")
 
 
+def test_the_helm_values_queue_runs_like_the_repository_instance():
+    queue = yaml.safe_load((REPO / "dagster.yaml").read_text())["run_coordinator"]["config"]
+    helm = yaml.safe_load((REPO / "deploy" / "helm" / "values.yaml").read_text())
+    helm_queue = helm["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    assert helm_queue["tagConcurrencyLimits"] == queue["tag_concurrency_limits"]
+    assert (helm_queue["maxConcurrentRuns"], helm_queue["dequeueIntervalSeconds"]) == (
+        queue["max_concurrent_runs"], queue["dequeue_interval_seconds"])
+
+
 def test_deploy_instance_takes_every_connection_setting_from_the_environment():
     connection = yaml.safe_load(DEPLOY_INSTANCE.read_text())["storage"]["postgres"]["postgres_db"]
     literal = {key: value for key, value in connection.items() if not (isinstance(value, dict) and "env" in value)}
