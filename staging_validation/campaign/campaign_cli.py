@@ -16,6 +16,7 @@ import json
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -112,7 +113,9 @@ def check_launch_config(document: object, source: str) -> CampaignLaunchConfig:
 def _start_campaign_job() -> dg.JobDefinition:
     from staging_validation.definitions import build_definitions  # the job with its resources bound
 
-    return build_definitions(str(default_data_root())).get_job_def(start_campaign.name)
+    with warnings.catch_warnings():  # the sensors' `owners` is beta: noise on a pipeline's stderr
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return build_definitions(str(default_data_root())).get_job_def(start_campaign.name)
 
 
 def load_launch_file(path: Path) -> tuple[dict, CampaignLaunchConfig]:
@@ -230,9 +233,11 @@ def summary(data_root: DataPath, state: CampaignState, now_s: float | None = Non
     layout = CampaignLayout.of(data_root, state.campaign)
     started = state.status is not CampaignStatus.REGISTERED  # before, the start is provisional
     hours = collection_by_hour(data_root, state, now_s) if started else []
-    current = hours[-1].hour if hours else None
-    phase = (phase_for_hour(current, state.planned_hours).value
-             if current is not None and state.status.collecting else None)
+    current = int(state.timing.campaign_seconds(now_s) // 3600) if started else None
+    phase = None
+    if current is not None and state.status.collecting:
+        phase = (phase_for_hour(current, state.planned_hours).value if current < state.total_hours
+                 else "verdict due")
     latest = state.rounds[-1] if state.rounds else None
     return {
         "campaign": state.campaign,
@@ -269,13 +274,18 @@ def status(campaign_id: str, data_root: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(shown))
         return
-    where = ("clock not started yet (its collector starts it)" if shown["hour"] is None
-             else f"hour {shown['hour']} of {shown['total_hours']}" + (f", {shown['phase']}" if shown["phase"] else ""))
+    if shown["hour"] is None:
+        where = "clock not started yet (its collector starts it)"
+    elif shown["hour"] >= shown["total_hours"]:
+        where = f"its {shown['total_hours']} hours have ended"
+    else:
+        where = f"hour {shown['hour']} of {shown['total_hours']}"
+    where += f", {shown['phase']}" if shown["phase"] else ""
     click.echo(f"campaign {shown['campaign']}: {shown['status']}, {where}")
     click.echo(f"hours collected: {shown['hours_collected']} (every planned probe step ran), "
                f"stored: {shown['hours_stored']}, of {shown['total_hours']}")
-    for hour, steps in shown["hours_not_run"].items():
-        click.echo(f"hour {hour} not run: " + "; ".join(f"{step}: {reason}" for step, reason in steps.items()))
+    for hours, what in _grouped_not_run(shown["hours_not_run"]):
+        click.echo(f"{hours} not run: {what}")
     if shown["early_stop"]:
         stop = shown["early_stop"]
         click.echo(f"early stop at hour {stop['hour']}: {stop['rule']}: {stop['reason']}")
@@ -287,6 +297,18 @@ def status(campaign_id: str, data_root: str | None, as_json: bool) -> None:
                    + (f", report {shown['report']}" if shown["report"] else ", report not written yet"))
     else:
         click.echo("verdict: none yet")
+
+
+def _grouped_not_run(not_run: dict[str, dict[str, str]]) -> list[tuple[str, str]]:
+    """Consecutive hours whose steps were not run for the same reasons, as ranges: `hours 2-12`."""
+    groups: list[tuple[int, int, str]] = []
+    for hour, steps in sorted(not_run.items(), key=lambda item: int(item[0])):
+        what = "; ".join(f"{step}: {reason}" for step, reason in steps.items())
+        if groups and groups[-1][1] == int(hour) - 1 and groups[-1][2] == what:
+            groups[-1] = (groups[-1][0], int(hour), what)
+        else:
+            groups.append((int(hour), int(hour), what))
+    return [(f"hour {first}" if first == last else f"hours {first}-{last}", what) for first, last, what in groups]
 
 
 def _waited_outcome(layout: CampaignLayout, state: CampaignState, final: bool) -> tuple[str, int] | None:

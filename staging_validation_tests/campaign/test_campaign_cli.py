@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from staging_validation.acceptance.cli import EXIT_CODES
-from staging_validation.campaign.campaign_cli import campaign, check_launch_config
+from staging_validation.campaign.campaign_cli import _grouped_not_run, campaign, check_launch_config
+from staging_validation.collection.recorded_steps import StepOutcome, StepStatus, record_step
 from staging_validation.config_files import ConfigError
 from staging_validation.layout import CampaignLayout
 from staging_validation.lifecycle import (
@@ -23,6 +24,7 @@ from staging_validation.lifecycle import (
     record_verdict,
     register_campaign_state,
 )
+from staging_validation.plan import plan_for_hour
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.storage import atomic_write_text
 
@@ -141,6 +143,28 @@ def test_status_of_a_registered_then_running_campaign(data_root):
     shown = json.loads(CliRunner().invoke(campaign, ["status", "c1", "--json"]).output)
     assert {k: shown[k] for k in ("status", "hour", "phase", "hours_collected", "hours_stored", "verdict")} == {
         "status": "running", "hour": 0, "phase": "deploy", "hours_collected": 0, "hours_stored": 0, "verdict": None}
+
+
+def test_status_groups_the_hours_not_run_and_knows_when_the_hours_are_over(data_root):
+    state = _register(data_root)
+    start_ms = int(time.time() * 1000) - 3 * 3600 * 1000  # hours 0-1 ended an hour ago: the verdict is due
+    mark_running(data_root, "c1", now_ms=start_ms)
+    for hour in (0, 1):
+        for step in plan_for_hour(hour, state.planned_hours).steps:
+            record_step(data_root, "c1", StepOutcome(hour=hour, step=step, status=StepStatus.NOT_RUN, ended_ms=start_ms,
+                                                     reason="no collector was running during the hour"), [])
+    result = CliRunner().invoke(campaign, ["status", "c1"])
+    assert result.exit_code == 0, result.output
+    assert "c1: running, its 2 hours have ended, verdict due" in result.output
+    lines = result.output.splitlines()
+    for hour, step in ((0, "deploy"), (1, "smoke_loop")):
+        line = next(line for line in lines if line.startswith(f"hour {hour} not run: "))
+        assert f"{step}: no collector was running during the hour" in line and "identity: no collector" in line
+    assert "hours collected: 0 " in result.output
+    reason = {"identity": "no collector was running during the hour"}
+    assert _grouped_not_run({"2": reason, "3": reason, "4": reason, "6": reason, "7": {"identity": "late"}}) == [
+        ("hours 2-4", "identity: no collector was running during the hour"),
+        ("hour 6", "identity: no collector was running during the hour"), ("hour 7", "identity: late")]
 
 
 @pytest.mark.parametrize("decision", sorted(EXIT_CODES))
