@@ -17,6 +17,7 @@ import re
 import sys
 import time
 import warnings
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -222,9 +223,11 @@ def _report_written(layout: CampaignLayout, verdict: VerdictRound) -> bool:
         return True
     try:
         written = json.loads(layout.decision_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        # decision.json names its round by the round's recorded time (a re-judgement keeps that time).
+        decided_at = datetime.fromisoformat(written["decided_at"])
+    except (OSError, ValueError, TypeError, KeyError):
         return False  # not written yet, or being replaced
-    return isinstance(written, dict) and written.get("round") == verdict.round_id
+    return round(decided_at.timestamp() * 1000) == verdict.decided_at_ms
 
 
 def summary(data_root: DataPath, state: CampaignState, now_s: float | None = None) -> dict:

@@ -18,9 +18,11 @@ from staging_validation.config_files import ConfigError
 from staging_validation.layout import CampaignLayout
 from staging_validation.lifecycle import (
     CampaignState,
+    Delivery,
     VerdictRound,
     fail_validator,
     mark_running,
+    record_notification,
     record_verdict,
     register_campaign_state,
 )
@@ -28,6 +30,7 @@ from staging_validation.plan import plan_for_hour
 from staging_validation.schemas.timing import CampaignTiming
 from staging_validation.storage import atomic_write_text
 
+DECIDED_AT_MS = 1796189375978  # 2026-12-02T05:29:35.978Z
 NESTED = "ops:\n  register_campaign_op:\n    config:\n"
 
 
@@ -129,9 +132,10 @@ def _register(data_root, campaign_id: str = "c1") -> CampaignState:
 def _decide(data_root, decision: str, rule: str, round_id: str = "2", extend_hours: int = 0) -> None:
     record_verdict(data_root, "c1", VerdictRound(round_id=round_id, judged_hours=int(round_id), extension_count=0,
                                                  decision=decision, rule=rule, extend_hours=extend_hours,
-                                                 decided_at_ms=0))
-    atomic_write_text(CampaignLayout.of(data_root, "c1").decision_file,
-                      json.dumps({"campaign": "c1", "round": round_id, "decision": decision, "rule": rule}))
+                                                 decided_at_ms=DECIDED_AT_MS))
+    # As acceptance.report writes it: the round is named by its recorded time.
+    atomic_write_text(CampaignLayout.of(data_root, "c1").decision_file, json.dumps({
+        "campaign": "c1", "decision": decision, "rule": rule, "decided_at": "2026-12-02T05:29:35.978000+00:00"}))
 
 
 def test_status_of_a_registered_then_running_campaign(data_root):
@@ -185,11 +189,16 @@ def test_wait_times_out_without_a_verdict_and_waits_for_the_report(data_root):
     mark_running(data_root, "c1")
     timed_out = CliRunner().invoke(campaign, ["wait", "c1", "--timeout", "0"])
     assert timed_out.exit_code == 1 and "no verdict within 0 s (it is running)" in timed_out.output
-    # Recorded, but the report for the round is not written yet: not out.
+    # Recorded, but the report for the round is not written yet (decision.json is an earlier round's): not out.
+    atomic_write_text(CampaignLayout.of(data_root, "c1").decision_file, json.dumps({
+        "campaign": "c1", "decision": "EXTEND", "rule": "extend.x", "decided_at": "2026-12-01T00:00:00+00:00"}))
     record_verdict(data_root, "c1", VerdictRound(round_id="2", judged_hours=2, extension_count=0, decision="ACCEPT",
-                                                 rule="accept.all_pass", decided_at_ms=0))
+                                                 rule="accept.all_pass", decided_at_ms=DECIDED_AT_MS))
     pending = CliRunner().invoke(campaign, ["wait", "c1", "--timeout", "0"])
     assert pending.exit_code == 1 and "round 2 recorded (ACCEPT)" in pending.output
+    # Its message is recorded as delivered only after the report: out, whatever decision.json says.
+    record_notification(data_root, "c1", "2", Delivery(status="not-configured", channels={}, eml="x.eml", sent_at_ms=1))
+    assert CliRunner().invoke(campaign, ["wait", "c1", "--timeout", "0"]).exit_code == EXIT_CODES["ACCEPT"]
 
 
 def test_wait_returns_when_the_verdict_is_stored_while_it_waits(data_root):
