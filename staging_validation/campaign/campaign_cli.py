@@ -277,7 +277,9 @@ def status(campaign_id: str, data_root: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(shown))
         return
-    if shown["hour"] is None:
+    if shown["status"] in (CampaignStatus.DECIDED, CampaignStatus.VALIDATOR_FAILED):
+        where = "nothing more is run for it"
+    elif shown["hour"] is None:
         where = "clock not started yet (its collector starts it)"
     elif shown["hour"] >= shown["total_hours"]:
         where = f"its {shown['total_hours']} hours have ended"

@@ -180,7 +180,7 @@ def test_wait_exits_with_the_verdicts_code(data_root, decision):
     assert result.exit_code == EXIT_CODES[decision], result.output
     assert result.output.startswith(f"{decision} (rule.{decision.lower()}), round 2, report ")
     status = CliRunner().invoke(campaign, ["status", "c1"])
-    assert status.exit_code == 0
+    assert status.exit_code == 0 and "c1: decided, nothing more is run for it" in status.output
     assert f"verdict (round 2): {decision} (rule.{decision.lower()}), report " in status.output
 
 
