@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "analyze": "staging_validation.telemetry.cli:analyze",
     "verdict": "staging_validation.acceptance.cli:verdict",
     "rehearse": "staging_validation.campaign.cli:rehearse_command",
+    "campaign": "staging_validation.campaign.campaign_cli:campaign",
 }
 
 

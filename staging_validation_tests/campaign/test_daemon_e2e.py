@@ -1,4 +1,5 @@
-"""The product as deployed: the real dagster-daemon and webserver, a launch through GraphQL like the UI's."""
+"""The product as deployed: the real dagster-daemon and webserver; a deploy pipeline's launch: `campaign start`
+(a YAML run config, through GraphQL like the UI's launchpad) and `campaign wait` (its exit code)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from pathlib import Path
 import dagster as dg
 import httpx
 import pytest
-from dagster_graphql import DagsterGraphQLClient
+
+from staging_validation.acceptance.cli import EXIT_CODES
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -73,7 +75,7 @@ def dagster_home(request, tmp_path):
     return home
 
 
-def test_daemon_sensors_drive_a_campaign_launched_through_graphql_to_a_stored_decision(
+def test_daemon_sensors_drive_a_campaign_started_headless_to_its_decision_and_exit_code(
     tmp_path, dagster_home, simulator_factory
 ):
     simulator = simulator_factory(profile="healthy", hour_seconds=6.0, organic_rps=10.0)
@@ -105,23 +107,49 @@ def test_daemon_sensors_drive_a_campaign_launched_through_graphql_to_a_stored_de
                 return False
 
         wait_until(webserver_ready, 90, "the webserver answering", processes)
-        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
-        run_id = client.submit_job_execution("start_campaign", run_config={"ops": {"register_campaign_op": {"config": {
-            "campaign": "daemon-e2e", "base_url": simulator.base_url, "telemetry_path": str(simulator.log_path),
-            "hours": 2, "hour_seconds": 6.0, "stress_baseline_rps": 2.0,
-        }}}})
+        cli = [str(BIN / "staging-validation"), "campaign"]
+        url = f"http://127.0.0.1:{port}"
+        launch = ("ops:\n  register_campaign_op:\n    config:\n"
+                  f"      campaign: daemon-e2e\n      base_url: {simulator.base_url}\n"
+                  f"      telemetry_path: {simulator.log_path}\n"
+                  "      hours: 2\n      hour_seconds: 6.0\n      stress_baseline_rps: 2.0\n")
+        # What only the run worker can check (the profile file) fails the registration run; its message is shown.
+        refused_config = tmp_path / "refused.yaml"
+        refused_config.write_text(launch.replace("campaign: daemon-e2e", "campaign: daemon-e2e-refused\n"
+                                                 f"      target_profile: {tmp_path / 'no-such-profile.yaml'}"))
+        refused = subprocess.run([*cli, "start", "--config", str(refused_config), "--url", url], env=env,
+                                 capture_output=True, text=True, timeout=DEADLINE_S)
+        assert refused.returncode == 1, (refused.stdout, refused.stderr)
+        assert "campaign daemon-e2e-refused not started" in refused.stderr
+        assert "no-such-profile.yaml: cannot read" in refused.stderr
+
+        config = tmp_path / "launch.yaml"
+        config.write_text(launch)
+        started = subprocess.run([*cli, "start", "--config", str(config), "--url", url], env=env,
+                                 capture_output=True, text=True, timeout=DEADLINE_S)
+        assert started.returncode == 0, (started.stdout, started.stderr)
+        printed = dict(line.split(": ", 1) for line in started.stdout.splitlines())
+        assert printed["campaign"] == "daemon-e2e"
+        run_id = printed["run"]
         state_file = data_root / "campaigns" / "daemon-e2e" / "campaign.json"
         decision_file = data_root / "campaigns" / "daemon-e2e" / "decision.json"
+        assert state_file.exists()  # `start` returns once the registration run has succeeded
         with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
 
             def clock_started() -> bool:
-                run = instance.get_run_by_id(run_id)
-                assert run.status != dg.DagsterRunStatus.FAILURE, failure_of(instance, run_id)
-                return state_file.exists() and json.loads(state_file.read_text())["status"] != "registered"
+                return json.loads(state_file.read_text())["status"] != "registered"
 
-            # Registered by start_campaign; hour 0 begins when the collector the clock requested starts.
+            # Hour 0 begins when the collector the clock requested starts: the simulator's hours follow it.
             wait_until(clock_started, 180, "the campaign clock started by its collector", processes)
             simulator.set_campaign_start(json.loads(state_file.read_text())["timing"]["start_ms"])
+            status = subprocess.run([*cli, "status", "daemon-e2e", "--json"], env=env, capture_output=True,
+                                    text=True, timeout=120)
+            assert status.returncode == 0, status.stderr
+            assert json.loads(status.stdout)["status"] in {"running", "stopped", "extended", "decided"}
+            waited = subprocess.run([*cli, "wait", "daemon-e2e", "--timeout", str(DEADLINE_S), "--poll", "1"],
+                                    env=env, capture_output=True, text=True, timeout=DEADLINE_S + 60)
+            # `wait` returns once the decision and its report are stored; the run then sends the message.
             wait_until(lambda: run_finished(instance, "daemon-e2e:verdict:2"), DEADLINE_S, "the verdict run", processes)
     finally:
         for process in processes.values():
@@ -134,6 +162,8 @@ def test_daemon_sensors_drive_a_campaign_launched_through_graphql_to_a_stored_de
 
     decision = json.loads(decision_file.read_text())
     assert decision["campaign"] == "daemon-e2e"
+    assert waited.returncode == EXIT_CODES[decision["decision"]], (waited.stdout, waited.stderr)
+    assert waited.stdout.startswith(f"{decision['decision']} ({decision['rule']}), round 2, report ")
     assert decision["decision"] in {"ACCEPT", "EXTEND", "REJECT"} and decision["rule"]
     assert len(decision["gates"]) == 5
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
