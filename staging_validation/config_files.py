@@ -27,7 +27,9 @@ def validate_model(data: object, model: type[ModelT], source: str) -> ModelT:
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
-        problems = "; ".join(f"{_field_path(err['loc'])}: {err['msg']}" for err in exc.errors())
+        # A validator's own message reads as it was written, without pydantic's "Value error, " prefix.
+        problems = "; ".join(f"{_field_path(err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
+                             for err in exc.errors())
         raise ConfigError(f"{source}: {problems}") from None
 
 

@@ -102,10 +102,11 @@ def check_launch_config(document: object, source: str) -> CampaignLaunchConfig:
     except ConfigError as exc:
         problems.append(f"campaign: {str(exc).removeprefix('campaign id ')}")
     problems += launch_problems(config)
-    try:
-        config.settings()
-    except ConfigError as exc:
-        problems.append(str(exc).removeprefix("launch config: "))
+    if not problems:  # the settings re-check some of the same fields: each problem is said once
+        try:
+            config.settings()
+        except ConfigError as exc:
+            problems.append(str(exc).removeprefix("launch config: "))
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(f"{CONFIG_PATH}.{problem}" for problem in problems))
     return config

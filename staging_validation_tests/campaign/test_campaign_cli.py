@@ -65,7 +65,7 @@ def _config(*lines: str) -> str:
     (_config("campaign: c1", "extra_telemetry_sources: [{name: gov, pathz: /x}]"),
      'ops.register_campaign_op.config.extra_telemetry_sources[0]: received unexpected config entry "pathz"'),
     (_config("campaign: c1", "notification: {smtp_host: mail.example}"),
-     "ops.register_campaign_op.config.notification: Value error, recipients: an SMTP host is configured"),
+     "ops.register_campaign_op.config.notification: recipients: an SMTP host is configured"),
     (_config("campaign: c1", "hours: {env: SV_TEST_UNSET_HOURS}"),
      "config.hours: {env: SV_TEST_UNSET_HOURS}: environment variable SV_TEST_UNSET_HOURS is not set in this shell"),
     ("ops:\n  other_op: {}\n", 'ops: received unexpected config entry "other_op"'),

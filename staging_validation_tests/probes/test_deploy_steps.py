@@ -141,9 +141,9 @@ def test_a_secret_across_the_cut_is_kept_whole_and_masked():
 
 
 @pytest.mark.parametrize(("settings", "problem"), [
-    ({"migrate_command": []}, "migrate_command: Value error, an empty argv names no program"),
-    ({"deploy_command": ["  "]}, "deploy_command: Value error, the program (argv[0]) is empty"),
-    ({"timeout_s": 0}, "timeout_s: Value error, 0 must be a positive number of seconds"),
+    ({"migrate_command": []}, "migrate_command: an empty argv names no program"),
+    ({"deploy_command": ["  "]}, "deploy_command: the program (argv[0]) is empty"),
+    ({"timeout_s": 0}, "timeout_s: 0 must be a positive number of seconds"),
     ({"deploy_command": "alembic upgrade head"}, "deploy_command: Input should be a valid list"),
 ])
 def test_stored_settings_that_cannot_run_name_the_field(settings, problem):
