@@ -17,6 +17,7 @@ from datetime import datetime
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from staging_validation.acceptance.alert_rules import Alert
 from staging_validation.acceptance.decision import Decision
@@ -205,6 +206,7 @@ def _axes(title: str, ylabel: str):
     axes = figure.add_subplot()
     axes.set_title(title)
     axes.set_xlabel("campaign hour")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # hours are whole: no 0.5 ticks
     axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
     return figure, axes
