@@ -116,10 +116,11 @@ def running_daemon(instance: dg.DagsterInstance, dagster_home: Path, data_root: 
             time.sleep(POLL_S)  # polling interval of a deadline wait
         yield
     finally:
-        _stop_process_group(daemon)
+        stop_process_group(daemon)
 
 
-def _stop_process_group(process: subprocess.Popen) -> None:
+def stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the process's session (started with start_new_session), SIGKILL to what is left after a grace."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):

@@ -13,12 +13,10 @@ that only change on a refresh are reloaded until they show what is awaited or th
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -31,7 +29,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from staging_validation.campaign.metadata import DECISION_CHECK, TAG_DECISION
-from staging_validation.campaign.rehearsal import instance_home, running_daemon
+from staging_validation.campaign.rehearsal import instance_home, running_daemon, stop_process_group
 from staging_validation.campaign.run_tags import TAG_CAMPAIGN, TAG_PHASE, VERDICT_PHASE
 from staging_validation.campaign.sensors import SENSOR_INTERVAL_ENV
 from staging_validation.lifecycle import load_campaign_state
@@ -190,17 +188,7 @@ def ui_instance(tmp_path) -> Iterator[tuple[str, Path, Path, dict[Path, subproce
             wait_until(answering, WEBSERVER_DEADLINE_S, "the webserver answering", {log: webserver})
             yield base_url, home, data_root, {log: webserver}
     finally:
-        stop_session(webserver)
-
-
-def stop_session(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=30)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+        stop_process_group(webserver)
 
 
 def verdict_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
