@@ -151,7 +151,8 @@ def due_run_requests(states: list[CampaignState], cursor: dict, run_progress: Ca
         round_complete = progress["next_ingest_hour"] > last_ingest and (
             not state.status.collecting or progress["next_ingest_hour"] >= state.total_hours
         )
-        if round_complete and round_name not in progress["verdicts"]:
+        if (round_complete and round_name not in progress["verdicts"]
+                and not _round_verdict_will_judge_the_stop(state, progress, run_progress)):
             progress["verdicts"].append(round_name)
             requests.append(dg.RunRequest(
                 run_key=f"{state.campaign}:verdict:{round_name}",
@@ -161,6 +162,16 @@ def due_run_requests(states: list[CampaignState], cursor: dict, run_progress: Ca
                       TAG_HOUR: round_name},
             ))
     return requests
+
+
+def _round_verdict_will_judge_the_stop(state: CampaignState, progress: dict,
+                                       run_progress: Callable[[str], RunProgress]) -> bool:
+    """An early stop that came after the round's verdict was requested: while that run is queued or under
+    way it decides the campaign (it judges the early round), so a second verdict run would only repeat it.
+    Asked each tick: should that run end without deciding, the early round's verdict is requested."""
+    round_verdict = str(state.total_hours)
+    return (state.early_stop is not None and round_verdict in progress["verdicts"]
+            and run_progress(f"{state.campaign}:verdict:{round_verdict}") is RunProgress.IN_PROGRESS)
 
 
 def run_progress(instance: dg.DagsterInstance, run_key: str) -> RunProgress:

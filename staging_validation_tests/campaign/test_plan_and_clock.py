@@ -124,3 +124,19 @@ def test_an_early_stop_ingests_up_to_the_stop_then_requests_the_verdict_once():
     assert runs.due([stopped], cursor, 3.7) == ["c1:hour:03", "c1:verdict:early"]
     assert runs.due([stopped], cursor, 6.0) == []
     assert runs.due([state(status="decided")], cursor, 30) == []
+
+
+def test_an_early_stop_after_the_round_verdict_was_requested_leaves_that_run_to_judge_it():
+    cursor: dict = {}
+    runs = Runs(COLLECTING)
+    runs.due([state(planned=6)], cursor, 5.5)
+    assert runs.due([state(planned=6)], cursor, 6.01) == ["c1:hour:05", "c1:verdict:6"]
+    # The watch, lagging, stops the campaign at hour 3 while that verdict run waits in the queue.
+    stopped = state(status="stopped", planned=6, early_stop=EarlyStop(
+        hour=3, gate=1, rule="early_stop.missing_pack", first_seen="2023-11-14T22:13:50+00:00", reason="missing"))
+    queued = Runs({**COLLECTING, "c1:verdict:6": RunProgress.IN_PROGRESS})
+    assert queued.due([stopped], cursor, 6.2) == []
+    # Should that run end without deciding, the early round gets its own verdict run, once.
+    failed = Runs({**COLLECTING, "c1:verdict:6": RunProgress.ENDED_OTHERWISE})
+    assert failed.due([stopped], cursor, 6.5) == ["c1:verdict:early"]
+    assert failed.due([stopped], cursor, 6.6) == []
