@@ -243,12 +243,14 @@ def summary(data_root: DataPath, state: CampaignState, now_s: float | None = Non
         phase = (phase_for_hour(current, state.planned_hours).value if current < state.total_hours
                  else "verdict due")
     latest = state.rounds[-1] if state.rounds else None
+    # A campaign closed at an EXTEND (the rehearsal's first_verdict_only) never runs the extension's hours.
+    closed_at_extend = state.status is CampaignStatus.DECIDED and latest is not None and latest.extend_hours > 0
     return {
         "campaign": state.campaign,
         "status": state.status.value,
         "hour": current,
         "phase": phase,
-        "total_hours": state.total_hours,
+        "total_hours": latest.judged_hours if closed_at_extend and latest else state.total_hours,
         # Ended hours whose planned probe steps all ran; stored: hours ingested into the hourly tables.
         "hours_collected": sum(1 for hour in hours if hour.over and set(hour.planned) <= set(hour.ran)),
         "hours_stored": len(layout.stored_hours(HOURLY_ASSET_TELEMETRY_EVENTS)),

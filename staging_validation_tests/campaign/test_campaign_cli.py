@@ -20,6 +20,7 @@ from staging_validation.lifecycle import (
     CampaignState,
     Delivery,
     VerdictRound,
+    close_campaign,
     fail_validator,
     mark_running,
     record_notification,
@@ -227,6 +228,16 @@ def test_wait_final_goes_past_an_extend_and_a_failed_validator_is_inconclusive(d
     assert failed.output.startswith("INCONCLUSIVE (validator_failed: three validator runs failed in a row")
     status = CliRunner().invoke(campaign, ["status", "c1"])
     assert "validator failed: three validator runs failed in a row" in status.output
+
+
+def test_status_of_a_campaign_closed_at_its_extend_counts_the_hours_it_ran(data_root):
+    _register(data_root)
+    mark_running(data_root, "c1")
+    _decide(data_root, "EXTEND", "extend.samples", extend_hours=48)
+    close_campaign(data_root, "c1")  # the rehearsal's first_verdict_only: the 48 hours are never run
+    status = CliRunner().invoke(campaign, ["status", "c1"])
+    assert "c1: decided, nothing more is run for it" in status.output
+    assert "stored: 0, of 2" in status.output, status.output
 
 
 def test_an_unreadable_state_file_is_an_error_naming_it(data_root):
