@@ -6,7 +6,6 @@ its runs in a row failed so, it stops the campaign as validator_failed (`monitor
 """
 
 
-import dataclasses
 import time
 
 import dagster as dg
@@ -24,12 +23,12 @@ from staging_validation.campaign.run_tags import (
 from staging_validation.campaign.sensors import SENSOR_INTERVAL_S
 from staging_validation.collection.validator_gaps import (
     CONSECUTIVE_FAILURES_TO_STOP,
-    VALIDATOR_FAILED_RULE,
     consecutive_failures,
+    validator_failed_alert,
 )
 from staging_validation.config_files import ConfigError
 from staging_validation.lifecycle import IllegalTransition, fail_validator
-from staging_validation.watch.alert_batches import deliver_alert_batch, store_alert_batch
+from staging_validation.watch.alert_batches import deliver_alert_batch, record_alerts
 
 VALIDATOR_RUN_FAILED = "monitor.validator_run_failed"
 WILL_RETRY_TAG = "dagster/will_retry"  # set by the instance on a failed run when run retries are enabled
@@ -76,13 +75,6 @@ def alerts_observation(campaign: str, raised: list[dict]) -> dg.AssetObservation
     )
 
 
-def store_alerts(store: CampaignStore, campaign: str, alerts: list[Alert]) -> tuple[list[dict], str]:
-    """Append the alerts to the campaign's list and store them as a batch to send: (as dicts, batch id)."""
-    raised = [dataclasses.asdict(alert) for alert in alerts]
-    store.append_alerts(campaign, raised)
-    return raised, store_alert_batch(store.layout(campaign), alerts)
-
-
 def validator_run_failed_alert(run: dg.DagsterRun, failure_message: str, now_ms: int) -> Alert:
     phase, hour = run.tags.get(TAG_PHASE, "?"), run.tags.get(TAG_HOUR, "?")
     what = f"round {hour}" if phase == "verdict" else f"hour {hour} ({phase})"
@@ -126,10 +118,7 @@ def stop_if_failing(store: CampaignStore, instance: dg.DagsterInstance, campaign
         fail_validator(store.data_root, campaign, reason, now_ms=now_ms)
     except IllegalTransition:  # decided meanwhile
         return None
-    return Alert(time_ms=now_ms, severity="critical", rule=VALIDATOR_FAILED_RULE,
-                 message=f"Campaign stopped, not judged: {reason}. The validator cannot serve it; nothing is said "
-                         "about the target. Fix the validator, then run the campaign again.",
-                 count=1, evidence=[])
+    return validator_failed_alert(reason, now_ms)
 
 
 @dg.run_failure_sensor(
@@ -157,7 +146,7 @@ def campaign_run_failures(context: dg.RunFailureSensorContext, store: CampaignSt
     try:
         store.load(campaign)  # registered and readable: never create a folder for a tag's value
         stopped = stop_if_failing(store, context.instance, campaign, now_ms)
-        raised, batch = store_alerts(store, campaign, [alert, *([stopped] if stopped else [])])
+        raised, batch = record_alerts(store.layout(campaign), [alert, *([stopped] if stopped else [])])
     except (ConfigError, OSError) as exc:  # a campaign id in a tag that is not (or no longer) a campaign
         context.log.error(f"{campaign}: run {run.run_id} failed, and its alert cannot be stored: {exc}")
         return dg.SkipReason(f"campaign {campaign!r}: alert not stored")

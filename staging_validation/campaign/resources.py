@@ -48,10 +48,3 @@ class CampaignStore(dg.ConfigurableResource):
             except ValueError:
                 raise ConfigError(f"{path}: line {number} is not JSON (truncated?)") from None
         return alerts
-
-    def append_alerts(self, campaign: str, alerts: list[dict]) -> None:
-        path = self.layout(campaign).alerts_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as handle:
-            for alert in alerts:
-                handle.write(json.dumps(alert, sort_keys=True, default=str) + "\n")

@@ -14,14 +14,13 @@ from staging_validation.campaign.notification_jobs import (
     alert_batch_request,
     alerts_observation,
     campaign_alert_notifications,
-    store_alerts,
 )
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaign.sensors import SENSOR_INTERVAL_S, readable_campaigns
 from staging_validation.campaign_target import log_follower
 from staging_validation.config_files import ConfigError
 from staging_validation.lifecycle import CampaignState, CampaignStatus, IllegalTransition, stop_early
-from staging_validation.watch.alert_batches import undelivered_batches
+from staging_validation.watch.alert_batches import record_alerts, undelivered_batches
 from staging_validation.watch.telemetry_watch import TelemetryWatch
 
 
@@ -40,7 +39,7 @@ def watch_campaign(store: CampaignStore, state: CampaignState) -> tuple[list[dic
         if not alone:
             return [], None
         step = watch.step()
-        raised, batch = store_alerts(store, state.campaign, step.alerts) if step.alerts else ([], None)
+        raised, batch = record_alerts(store.layout(state.campaign), step.alerts) if step.alerts else ([], None)
         if step.early_stop is not None:
             # A critical failure ends the campaign now: no further hour runs, the clock requests the verdict.
             with contextlib.suppress(IllegalTransition):  # a verdict ended it meanwhile
@@ -60,10 +59,13 @@ def watch_campaign(store: CampaignStore, state: CampaignState) -> tuple[list[dic
 def campaign_watch(context: dg.SensorEvaluationContext, store: CampaignStore):
     observations, requests = [], []
     for state in readable_campaigns(context, store):
-        if not state.status.collecting or state.status is CampaignStatus.REGISTERED:
-            continue  # a registered campaign's clock has not started: its collector starts it
+        # A registered campaign's clock has not started (its collector starts it); an ended one is not
+        # watched, but a validator_failed one may still have its last alert to send: the one that says so.
+        watched = state.status.collecting and state.status is not CampaignStatus.REGISTERED
+        if not watched and state.status is not CampaignStatus.VALIDATOR_FAILED:
+            continue
         try:
-            raised, _ = watch_campaign(store, state)
+            raised, _ = watch_campaign(store, state) if watched else ([], None)
             # Every batch still to send, this tick's and any whose request a cut-short tick never returned:
             # the run key makes each batch one run.
             batches = undelivered_batches(store.layout(state.campaign))

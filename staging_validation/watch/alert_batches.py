@@ -21,12 +21,18 @@ from staging_validation.lifecycle import Delivery, NotificationSettings
 from staging_validation.storage import atomic_write_text, local_path
 
 
-def store_alert_batch(layout: CampaignLayout, alerts: list[Alert]) -> str:
-    """Store the alerts to send as a new batch; returns its id (also its run key's suffix)."""
+def record_alerts(layout: CampaignLayout, alerts: list[Alert]) -> tuple[list[dict], str]:
+    """Append the alerts to the campaign's list, then store them as a new batch to send: (the alerts as
+    dicts, the batch id, also its run key's suffix)."""
+    raised = [dataclasses.asdict(alert) for alert in alerts]
+    layout.alerts_file.parent.mkdir(parents=True, exist_ok=True)
+    with layout.alerts_file.open("a", encoding="utf-8") as handle:
+        for alert in raised:
+            handle.write(json.dumps(alert, sort_keys=True, default=str) + "\n")
     batch = str(time.time_ns())
-    payload = {"campaign": layout.campaign, "batch": batch, "alerts": [dataclasses.asdict(a) for a in alerts]}
+    payload = {"campaign": layout.campaign, "batch": batch, "alerts": raised}
     atomic_write_text(layout.alert_batch_file(batch), json.dumps(payload, sort_keys=True, default=str))
-    return batch
+    return raised, batch
 
 
 def _read_json(path, what: str) -> dict:

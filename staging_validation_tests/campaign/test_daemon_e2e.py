@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from staging_validation.acceptance.cli import EXIT_CODES
+from staging_validation_tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -31,19 +32,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(condition, timeout_s: float, what: str, processes: dict[Path, subprocess.Popen] | None = None):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for log, process in (processes or {}).items():
+def still_running(processes: dict[Path, subprocess.Popen]) -> Callable[[], None]:
+    """Raises, with the end of its output, once a process the wait depends on has exited."""
+    def check() -> None:
+        for log, process in processes.items():
             assert process.poll() is None, (
                 f"{process.args[0]} exited early with {process.returncode}; its output ends:\n"
                 + "\n".join(log.read_text(errors="replace").splitlines()[-40:])
             )
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)  # polling interval of a deadline wait
-    raise AssertionError(f"{what} not reached within {timeout_s} s")
+    return check
 
 
 def run_finished(instance: dg.DagsterInstance, run_key: str) -> bool:
@@ -89,6 +86,7 @@ def test_daemon_sensors_drive_a_campaign_started_headless_to_its_decision_and_ex
     # services: a daemon and a webserver both creating a fresh SQLite schema at once can race.
     subprocess.run([str(BIN / "dagster"), "instance", "migrate"], cwd=REPO, env=env, check=True, capture_output=True)
     processes: dict[Path, subprocess.Popen] = {}
+    running = still_running(processes)
     try:
         for name, command in (
             ("daemon", [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]),
@@ -106,7 +104,7 @@ def test_daemon_sensors_drive_a_campaign_started_headless_to_its_decision_and_ex
             except httpx.HTTPError:
                 return False
 
-        wait_until(webserver_ready, 90, "the webserver answering", processes)
+        wait_until(webserver_ready, 90, "the webserver answering", poll_s=0.5, still_possible=running)
         cli = [str(BIN / "staging-validation"), "campaign"]
         url = f"http://127.0.0.1:{port}"
         launch = ("ops:\n  register_campaign_op:\n    config:\n"
@@ -141,7 +139,8 @@ def test_daemon_sensors_drive_a_campaign_started_headless_to_its_decision_and_ex
                 return json.loads(state_file.read_text())["status"] != "registered"
 
             # Hour 0 begins when the collector the clock requested starts: the simulator's hours follow it.
-            wait_until(clock_started, 180, "the campaign clock started by its collector", processes)
+            wait_until(clock_started, 180, "the campaign clock started by its collector", poll_s=0.5,
+                       still_possible=running)
             simulator.set_campaign_start(json.loads(state_file.read_text())["timing"]["start_ms"])
             status = subprocess.run([*cli, "status", "daemon-e2e", "--json"], env=env, capture_output=True,
                                     text=True, timeout=120)
@@ -150,7 +149,8 @@ def test_daemon_sensors_drive_a_campaign_started_headless_to_its_decision_and_ex
             waited = subprocess.run([*cli, "wait", "daemon-e2e", "--timeout", str(DEADLINE_S), "--poll", "1"],
                                     env=env, capture_output=True, text=True, timeout=DEADLINE_S + 60)
             # `wait` returns once the decision and its report are stored; the run then sends the message.
-            wait_until(lambda: run_finished(instance, "daemon-e2e:verdict:2"), DEADLINE_S, "the verdict run", processes)
+            wait_until(lambda: run_finished(instance, "daemon-e2e:verdict:2"), DEADLINE_S, "the verdict run",
+                       poll_s=0.5, still_possible=running)
     finally:
         for process in processes.values():
             os.killpg(process.pid, signal.SIGTERM)

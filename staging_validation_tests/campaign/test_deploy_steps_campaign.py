@@ -11,22 +11,26 @@ from __future__ import annotations
 import json
 import shlex
 import socket
+import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pytest
 
 from staging_validation.campaign.jobs import CampaignLaunchConfig, register_campaign
-from staging_validation.campaign.rehearsal import QUIET_RUN_CONFIG
+from staging_validation.campaign.rehearsal import QUIET_RUN_CONFIG, instance_home
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaign.sensors import campaign_clock
+from staging_validation.campaign.watch_sensor import campaign_watch
 from staging_validation.collection.recorded_steps import hour_outcomes, hour_records
 from staging_validation.config_files import ConfigError
 from staging_validation.definitions import build_definitions
 from staging_validation.layout import CampaignLayout
 from staging_validation.lifecycle import CampaignStatus, load_campaign_state
 from staging_validation.plan import ProbeStep
+from staging_validation_tests.waiting import wait_until
 
 
 def closed_port() -> int:
@@ -151,3 +155,65 @@ def test_a_deploy_step_that_cannot_run_is_refused_at_launch_naming_the_field(tmp
         register_campaign(store, config)
     assert problem in str(error.value)
     assert not (tmp_path / "data" / "campaigns" / "refused").exists()
+
+
+# The migration of a validator killed mid-step: it marks that it runs, then lives until the collector that
+# started it is gone (it is then re-parented), so it outlasts the kill and nothing of it outlasts the test.
+ORPHANED_MIGRATION = ("import os, sys, time; parent = os.getppid(); open(sys.argv[1], 'w').write(str(os.getpid())); "
+                      "exec('while os.getppid() == parent: time.sleep(0.05)')")
+COLLECTOR_IN_A_PROCESS = (
+    "import sys, dagster as dg; from staging_validation.definitions import build_definitions; "
+    "defs = build_definitions(sys.argv[1]); instance = dg.DagsterInstance.get(); "
+    "defs.get_job_def('campaign_collector').execute_in_process(instance=instance, run_config={"
+    "'ops': {'collect_probe_steps': {'config': {'campaign': sys.argv[2]}}}})")
+
+
+def test_a_collector_killed_during_a_deploy_step_leaves_a_validator_failed_campaign_and_a_critical_alert(
+        tmp_path, monkeypatch):
+    data_root, home = tmp_path / "data", instance_home(tmp_path / "home")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    defs = build_definitions(str(data_root))
+    log, migrating = tmp_path / "staging.log", tmp_path / "migrating.pid"
+    log.touch()
+    with dg.DagsterInstance.get() as instance:
+        assert defs.get_job_def("start_campaign").execute_in_process(instance=instance, run_config={
+            **QUIET_RUN_CONFIG, "ops": {"register_campaign_op": {"config": {
+                "campaign": "killed", "base_url": f"http://127.0.0.1:{closed_port()}", "telemetry_path": str(log),
+                "hour_seconds": 600.0,
+                "deploy": {"migrate_command": [*python(ORPHANED_MIGRATION), str(migrating)]}}}}}).success
+        collector = subprocess.Popen([sys.executable, "-c", COLLECTOR_IN_A_PROCESS, str(data_root), "killed"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: migrating.exists() and migrating.read_text(), 120, "the migration under way",
+                       still_possible=lambda: None if collector.poll() is None else pytest.fail(
+                           f"the collector exited with {collector.returncode} before the migration started"))
+        finally:
+            collector.kill()
+            collector.wait()
+        migration = int(migrating.read_text())
+        wait_until(lambda: not Path(f"/proc/{migration}").exists(), 30, "the orphaned migration's exit")
+
+        # The collector the clock requests again finds the step started and never finished: it never runs it
+        # again (half a migration is not repeated blindly), and nothing more is run for the campaign.
+        assert defs.get_job_def("campaign_collector").execute_in_process(instance=instance, run_config={
+            **QUIET_RUN_CONFIG, "ops": {"collect_probe_steps": {"config": {"campaign": "killed"}}}}).success
+        state = load_campaign_state(data_root, "killed")
+        assert state.status is CampaignStatus.VALIDATOR_FAILED
+        assert state.validator_failure is not None
+        assert "deploy step `migrate`" in state.validator_failure.reason
+        assert "the validator cannot tell what was deployed" in state.validator_failure.reason
+        store = CampaignStore(data_root=str(data_root))
+        [alert] = store.read_alerts("killed")
+        assert (alert["severity"], alert["rule"]) == ("critical", "monitor.validator_failed")
+        assert alert["message"].startswith("Campaign stopped, not judged: deploy step `migrate`")
+
+        # The watch serves the ended campaign's last alert: one notification run, whose message is in the outbox.
+        context = dg.build_sensor_context(instance=instance, definitions=defs, instance_ref=instance.get_ref(),
+                                          resources=defs.resources)
+        [request] = campaign_watch.evaluate_tick(context).run_requests
+        assert request.job_name == "campaign_alert_notifications"
+        assert defs.get_job_def(request.job_name).execute_in_process(
+            instance=instance, run_config={**QUIET_RUN_CONFIG, **request.run_config}).success
+        [message] = CampaignLayout.of(data_root, "killed").outbox_dir.glob("*.eml")
+        assert "not judged" in message.read_text()
+        assert campaign_watch.evaluate_tick(context).run_requests == []  # delivered: not requested again

@@ -9,7 +9,6 @@ import os
 import re
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from staging_validation.probes.deploy_steps import (
     run_deploy_steps,
     stored_deploy_steps,
 )
+from staging_validation_tests.waiting import wait_until
 
 CAMPAIGN = "deploy-test"
 
@@ -37,15 +37,6 @@ def gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
-
-
-def wait_until(condition, deadline_s: float = 30.0) -> bool:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def test_a_succeeding_step_then_a_failing_one_each_stored_once_with_exit_code_duration_and_output(tmp_path):
@@ -108,7 +99,7 @@ def test_a_timeout_kills_the_whole_process_group_and_leaves_no_process_behind(tm
     assert run.error == "timed out after 3 s; its process group was killed"
     assert run.output == "waiting\n"
     pid = int(child_pid.read_text())
-    assert wait_until(lambda: gone(pid)), f"the command's child {pid} still runs after the timeout"
+    wait_until(lambda: gone(pid), 30, f"the exit of the command's child {pid} after the timeout")
 
 
 def test_a_command_that_cannot_start_is_a_failed_step(tmp_path):

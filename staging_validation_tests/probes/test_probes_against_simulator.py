@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 
 import pytest
 
@@ -18,6 +17,7 @@ from staging_validation.schemas.outcome import Outcome
 from staging_validation.schemas.probe_records import records_to_table
 from staging_validation.target.profile import load_target_profile
 from staging_validation_tests.probes.conftest import campaign_at, closed_port
+from staging_validation_tests.waiting import wait_until
 
 
 async def _every_probe(client, timing):
@@ -123,19 +123,11 @@ def _refuses_connections(port: int) -> bool:
     return False
 
 
-def _wait_until(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout_s} s")
-        time.sleep(0.02)  # polling interval of a deadline wait
-
-
 def test_outage_yields_connection_error_rows_and_the_client_recovers(simulator_factory):
     hour_seconds = 4.0  # the outage lasts half an hour: 2 s from hour 2
     timing = campaign_at(1.55, hour_seconds)  # leaves the simulator 1.8 s to start before it
     simulator = simulator_factory(profile="outage", hour_seconds=hour_seconds, campaign_start_ms=timing.start_ms)
-    _wait_until(lambda: _refuses_connections(simulator.port), 10, "outage")
+    wait_until(lambda: _refuses_connections(simulator.port), 10, "outage", poll_s=0.02)
 
     async def during_and_after(client):
         during = [
