@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -23,3 +25,14 @@ def wait_until(condition: Callable[[], T], timeout_s: float, what: str, poll_s: 
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout_s} s")
         time.sleep(poll_s)  # the polling interval of a deadline wait
+
+
+def still_running(processes: dict[Path, subprocess.Popen]) -> Callable[[], None]:
+    """Raises, with the end of its output, once a process the wait depends on has exited."""
+    def check() -> None:
+        for log, process in processes.items():
+            assert process.poll() is None, (
+                f"{process.args[0]} exited early with {process.returncode}; its output ends:\n"
+                + "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+            )
+    return check

@@ -17,6 +17,7 @@ import pandas as pd
 
 from staging_validation.acceptance.gates import event_evidence, identity_merges, merge_evidence, record_evidence
 from staging_validation.acceptance.policy import Policy
+from staging_validation.collection.validator_gaps import VALIDATOR_FAILED_RULE
 from staging_validation.schemas.event_columns import EventKind
 from staging_validation.schemas.outcome import Outcome
 
@@ -99,3 +100,11 @@ def window_alerts(events_window: pd.DataFrame, records_window: pd.DataFrame, pol
             _ms(merges["time"].iloc[0]), _severity(rules.identity_merge_critical), "monitor.identity_merge",
             f"Accidental identity merge: {merges['detail'].iloc[0]}.", len(merges), merge_evidence(merges)))
     return alerts
+
+
+def validator_failed_alert(reason: str, now_ms: int) -> Alert:
+    """The critical alert of a campaign stopped as validator_failed: it is not judged."""
+    return Alert(time_ms=now_ms, severity="critical", rule=VALIDATOR_FAILED_RULE,
+                 message=f"Campaign stopped, not judged: {reason}. The validator cannot serve it; nothing is said "
+                         "about the target. Fix the validator, then run the campaign again.",
+                 count=1, evidence=[])

@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pydantic
 
+from staging_validation.acceptance.alert_rules import validator_failed_alert
 from staging_validation.acceptance.policy import campaign_policy, load_policy
 from staging_validation.campaign.assets import (
     HOURLY_ASSETS,
@@ -18,11 +19,13 @@ from staging_validation.campaign.assets import (
 from staging_validation.campaign.partitions import campaign_partitions
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.collection.collector import run_collector
+from staging_validation.collection.validator_gaps import VALIDATOR_FAILED_RULE
 from staging_validation.config_files import ConfigError, validate_model
 from staging_validation.lifecycle import (
     MAX_CAMPAIGN_HOURS,
     CampaignSettings,
     CampaignState,
+    CampaignStatus,
     load_campaign_state,
     register_campaign_state,
 )
@@ -33,6 +36,7 @@ from staging_validation.storage import validate_campaign_id
 from staging_validation.target.client import bearer_token, resolve_base_url
 from staging_validation.target.profile import load_target_profile
 from staging_validation.telemetry.sources import source_mappings
+from staging_validation.watch.alert_batches import record_alerts
 
 # When runs wait for a free slot of the run queue (dagster.yaml), the higher `dagster/priority` starts
 # first: a campaign's collector (its probes run on the campaign clock only once it has started), then the
@@ -56,10 +60,23 @@ def collect_probe_steps(context: dg.OpExecutionContext, config: CollectorConfig,
             load_campaign_state(store.data_root, config.campaign)).early_stop.deploy_step_failed
         summary = run_collector(store.data_root, config.campaign, log=context.log.info,
                                 stop_on_failed_deploy_step=stop_on_failed_deploy_step)
+        alert_a_validator_failure(store, config.campaign)
     except ConfigError as exc:
         raise dg.Failure(description=str(exc)) from None
     context.log.info(f"{config.campaign}: {summary.ran} steps ran, {summary.not_run} recorded as not run, "
                      f"{summary.already_recorded} recorded before")
+
+
+def alert_a_validator_failure(store: CampaignStore, campaign: str) -> None:
+    """A collector that left its campaign validator_failed (a deploy step it found interrupted) stores the
+    critical alert that says so, once (also after a crash between the two); the watch sends it."""
+    state = store.load(campaign)
+    if state.status is not CampaignStatus.VALIDATOR_FAILED or state.validator_failure is None:
+        return
+    if any(alert["rule"] == VALIDATOR_FAILED_RULE for alert in store.read_alerts(campaign)):
+        return
+    record_alerts(store.layout(campaign), [validator_failed_alert(state.validator_failure.reason,
+                                                                  state.validator_failure.at_ms)])
 
 
 @dg.job(description="Sensor-driven (campaign_clock requests it when a verdict round is registered; no need to "

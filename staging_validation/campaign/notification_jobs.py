@@ -10,7 +10,7 @@ import time
 
 import dagster as dg
 
-from staging_validation.acceptance.alert_rules import Alert
+from staging_validation.acceptance.alert_rules import Alert, validator_failed_alert
 from staging_validation.campaign.jobs import campaign_collector, campaign_hour_job, campaign_verdict_job
 from staging_validation.campaign.resources import CampaignStore
 from staging_validation.campaign.run_tags import (
@@ -24,7 +24,6 @@ from staging_validation.campaign.sensors import SENSOR_INTERVAL_S
 from staging_validation.collection.validator_gaps import (
     CONSECUTIVE_FAILURES_TO_STOP,
     consecutive_failures,
-    validator_failed_alert,
 )
 from staging_validation.config_files import ConfigError
 from staging_validation.lifecycle import IllegalTransition, fail_validator

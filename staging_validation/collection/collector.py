@@ -33,8 +33,7 @@ import pandas as pd
 
 from staging_validation.campaign_target import campaign_secrets, target_client
 from staging_validation.collection.recorded_steps import StepOutcome, StepStatus, hour_outcomes, record_step
-from staging_validation.collection.validator_gaps import makeup_for_hour, validator_failed_alert
-from staging_validation.layout import CampaignLayout
+from staging_validation.collection.validator_gaps import makeup_for_hour
 from staging_validation.lifecycle import (
     CampaignState,
     CampaignStatus,
@@ -52,7 +51,6 @@ from staging_validation.probes.result import ProbeResult
 from staging_validation.probes.smoke import deploy_verification, smoke_loop
 from staging_validation.probes.stress import stress
 from staging_validation.target.client import TargetClient
-from staging_validation.watch.alert_batches import record_alerts
 
 STATE_POLL_S = 1.0  # how often a waiting collector looks for an early stop
 
@@ -198,9 +196,7 @@ class Collector:
         except DeployStepInterrupted as exc:
             reason = f"{exc}; the validator cannot tell what was deployed"
             self._not_run(hour, step, reason, makeup_of)
-            fail_validator(self.data_root, self.campaign, reason)
-            # Nothing more is run for the campaign: the ops lead learns it from this alert (the watch sends it).
-            record_alerts(CampaignLayout.of(self.data_root, self.campaign), [validator_failed_alert(reason, _now_ms())])
+            fail_validator(self.data_root, self.campaign, reason)  # the collector job alerts it
             return
         except Exception as exc:  # a probe that raises is the validator's fault, never the target's
             self._not_run(hour, step, f"the probe raised {type(exc).__name__}: {exc}", makeup_of)

@@ -20,7 +20,6 @@ import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 
-from staging_validation.acceptance.alert_rules import Alert
 from staging_validation.collection.recorded_steps import HourCollection, StepStatus, collection_by_hour
 from staging_validation.lifecycle import CampaignState
 from staging_validation.plan import Phase, ProbeStep, phase_for_hour
@@ -39,14 +38,6 @@ UNRECORDED_GRACE_HOURS = 1
 # as validator_failed: one may be bad luck, two a coincidence; three mean the validator cannot serve it.
 CONSECUTIVE_FAILURES_TO_STOP = 3
 VALIDATOR_FAILED_RULE = "monitor.validator_failed"
-
-
-def validator_failed_alert(reason: str, now_ms: int) -> Alert:
-    """The critical alert of a campaign stopped as validator_failed: it is not judged."""
-    return Alert(time_ms=now_ms, severity="critical", rule=VALIDATOR_FAILED_RULE,
-                 message=f"Campaign stopped, not judged: {reason}. The validator cannot serve it; nothing is said "
-                         "about the target. Fix the validator, then run the campaign again.",
-                 count=1, evidence=[])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from staging_validation.acceptance.cli import EXIT_CODES
-from staging_validation_tests.waiting import wait_until
+from staging_validation_tests.waiting import still_running, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -30,17 +29,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def still_running(processes: dict[Path, subprocess.Popen]) -> Callable[[], None]:
-    """Raises, with the end of its output, once a process the wait depends on has exited."""
-    def check() -> None:
-        for log, process in processes.items():
-            assert process.poll() is None, (
-                f"{process.args[0]} exited early with {process.returncode}; its output ends:\n"
-                + "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-            )
-    return check
 
 
 def run_finished(instance: dg.DagsterInstance, run_key: str) -> bool:

@@ -20,7 +20,8 @@ from staging_validation.campaign.run_launcher import worker_pid
 from staging_validation.campaign.run_tags import TAG_CAMPAIGN
 from staging_validation.definitions import build_definitions
 from staging_validation.schemas.timing import CampaignTiming
-from staging_validation_tests.campaign.test_daemon_e2e import BIN, REPO, wait_until
+from staging_validation_tests.campaign.test_daemon_e2e import BIN, REPO
+from staging_validation_tests.waiting import still_running, wait_until
 
 pytestmark = pytest.mark.e2e
 CAMPAIGN = "kill-e2e"
@@ -81,7 +82,8 @@ def test_kill_9_of_the_daemon_and_the_collector_is_a_named_validator_gap_not_a_v
                             return run.run_id, pid
                 return None
 
-            killed_run, pid = wait_until(running_collector, DEADLINE_S, "the collector running", processes)
+            killed_run, pid = wait_until(running_collector, DEADLINE_S, "the collector running", poll_s=0.5,
+                                         still_possible=still_running(processes))
             timing = CampaignTiming(**json.loads((campaign_dir / "campaign.json").read_text())["timing"])
             simulator.set_campaign_start(timing.start_ms)
             killed_at = time.monotonic()
@@ -99,10 +101,12 @@ def test_kill_9_of_the_daemon_and_the_collector_is_a_named_validator_gap_not_a_v
                 record = instance.get_run_record_by_id(killed_run)
                 return record is not None and record.dagster_run.status == dg.DagsterRunStatus.FAILURE
 
-            wait_until(killed_run_failed, DEADLINE_S, "run monitoring failing the killed collector", processes)
+            wait_until(killed_run_failed, DEADLINE_S, "run monitoring failing the killed collector", poll_s=0.5,
+                       still_possible=still_running(processes))
             figures["killed run failed, s after restart"] = time.monotonic() - restart
             try:
-                wait_until(lambda: (campaign_dir / "decision.json").exists(), DEADLINE_S, "the decision", processes)
+                wait_until(lambda: (campaign_dir / "decision.json").exists(), DEADLINE_S, "the decision", poll_s=0.5,
+                           still_possible=still_running(processes))
             except AssertionError as exc:
                 raise AssertionError(f"{exc}; the campaign's runs:\n{runs_text(instance)}") from None
             figures["decision, s after restart"] = time.monotonic() - restart

@@ -34,7 +34,8 @@ from staging_validation.campaign.run_tags import TAG_CAMPAIGN, TAG_PHASE, VERDIC
 from staging_validation.campaign.sensors import SENSOR_INTERVAL_ENV
 from staging_validation.lifecycle import load_campaign_state
 from staging_validation.storage import DATA_ROOT_ENV
-from staging_validation_tests.campaign.test_daemon_e2e import REPO, free_port, wait_until
+from staging_validation_tests.campaign.test_daemon_e2e import REPO, free_port
+from staging_validation_tests.waiting import still_running, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -185,7 +186,8 @@ def ui_instance(tmp_path) -> Iterator[tuple[str, Path, Path, dict[Path, subproce
     try:
         with dg.DagsterInstance.from_config(str(home)) as instance, \
                 running_daemon(instance, home, data_root, tmp_path / "daemon.txt"):
-            wait_until(answering, WEBSERVER_DEADLINE_S, "the webserver answering", {log: webserver})
+            wait_until(answering, WEBSERVER_DEADLINE_S, "the webserver answering", poll_s=0.5,
+                       still_possible=still_running({log: webserver}))
             yield base_url, home, data_root, {log: webserver}
     finally:
         stop_process_group(webserver)
@@ -240,7 +242,8 @@ def test_an_ops_lead_launches_a_campaign_reads_its_decision_report_and_charts_an
         def clock_started() -> bool:
             return state_file.exists() and json.loads(state_file.read_text())["status"] != "registered"
 
-        wait_until(clock_started, LAUNCH_DEADLINE_S, "the campaign clock started by its collector", services)
+        wait_until(clock_started, LAUNCH_DEADLINE_S, "the campaign clock started by its collector", poll_s=0.5,
+                   still_possible=still_running(services))
         simulator.set_campaign_start(json.loads(state_file.read_text())["timing"]["start_ms"])
         with dg.DagsterInstance.from_config(str(home)) as instance:
             def decided() -> bool:
@@ -250,7 +253,8 @@ def test_an_ops_lead_launches_a_campaign_reads_its_decision_report_and_charts_an
                     dg.RunsFilter(tags={TAG_CAMPAIGN: CAMPAIGN}))]
                 return load_campaign_state(data_root, CAMPAIGN).status.final and all(run.is_finished for run in runs)
 
-            wait_until(decided, DECISION_DEADLINE_S, "the campaign decided, its runs finished", services)
+            wait_until(decided, DECISION_DEADLINE_S, "the campaign decided, its runs finished", poll_s=0.5,
+                       still_possible=still_running(services))
             verdicts = verdict_runs(instance)
             assert verdicts and all(run.status == dg.DagsterRunStatus.SUCCESS for run in verdicts), verdicts
             assert {run.tags.get(TAG_DECISION) for run in verdicts} == {"REJECT"}
@@ -328,7 +332,8 @@ def test_an_ops_lead_launches_a_campaign_reads_its_decision_report_and_charts_an
         page.wait_for_url(re.compile(r"/runs/[0-9a-f-]+"))
         with dg.DagsterInstance.from_config(str(home)) as instance:
             rejudge = wait_until(lambda: next((run for run in rejudge_runs(instance) if run.is_finished), None),
-                                 REJUDGE_DEADLINE_S, "the re-judge run finished", services)
+                                 REJUDGE_DEADLINE_S, "the re-judge run finished", poll_s=0.5,
+                                 still_possible=still_running(services))
             assert rejudge.status == dg.DagsterRunStatus.SUCCESS
             assert rejudge.tags[TAG_DECISION] == "REJECT"  # the same round, judged the same
             [rejudged] = [entry.dagster_event.event_specific_data for entry in instance.all_logs(
